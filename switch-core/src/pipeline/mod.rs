@@ -1,0 +1,103 @@
+//! The packet pipeline: stages that each loop over a batch and write every packet's
+//! next step, then an output stage that gathers frames per port.
+//!
+//! ```text
+//! rx burst ─▶ classify ─▶ l2 ─▶ output ─▶ per-port tx bursts (the worker sends them)
+//!             (network,    (learn,   (VLAN tag edit,
+//!              sanity)      lookup)   flood copies)
+//! ```
+//!
+//! Stages never return errors per packet: a dropped packet gets `Next::Drop(reason)` and
+//! its counter moves in the output stage. Nothing here allocates, locks, logs or makes
+//! a syscall.
+
+mod classify;
+mod l2;
+mod output;
+
+pub use l2::LearnDedup;
+pub use output::Outputs;
+
+use crate::port::Desc;
+use crate::stats::{DropReason, WorkerStats};
+use crate::tables::{LearnEvent, PortId, Tables};
+use crate::xsk::Umem;
+use crossbeam_queue::ArrayQueue;
+
+/// Packets per batch.
+pub const BATCH_SIZE: usize = 64;
+
+/// What happens to a packet next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Next {
+    /// Classified; on to the L2 stage.
+    #[default]
+    L2,
+    /// Send on this port.
+    Port(PortId),
+    /// Send on every port of its network but the one it came from.
+    Flood,
+    /// Drop, counting the reason.
+    Drop(DropReason),
+}
+
+/// Per-packet state carried between stages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Meta {
+    /// Network (bridge domain) id.
+    pub network: u16,
+    /// The frame carries an 802.1Q tag.
+    pub tagged: bool,
+    /// The next step.
+    pub next: Next,
+}
+
+/// Up to [`BATCH_SIZE`] frames from one input port.
+#[derive(Debug)]
+pub struct Batch {
+    /// Frames.
+    pub desc: [Desc; BATCH_SIZE],
+    /// Their state.
+    pub meta: [Meta; BATCH_SIZE],
+    /// How many are valid.
+    pub len: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            desc: [Desc::default(); BATCH_SIZE],
+            meta: [Meta::default(); BATCH_SIZE],
+            len: 0,
+        }
+    }
+}
+
+/// What the stages need besides the batch.
+pub struct Ctx<'a> {
+    /// The worker's frames.
+    pub umem: &'a mut Umem,
+    /// The snapshot for this batch.
+    pub tables: &'a Tables,
+    /// The worker's counters.
+    pub stats: &'a WorkerStats,
+    /// Where the batch came in.
+    pub in_port: PortId,
+    /// Seconds on the daemon's clock, read once per poll loop.
+    pub now_s: u32,
+    /// Learn events to control.
+    pub learn: &'a ArrayQueue<LearnEvent>,
+    /// Events already sent for this generation.
+    pub dedup: &'a mut LearnDedup,
+}
+
+/// Runs the batch through every stage; frames to send end up in `out`.
+#[inline]
+pub fn process(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
+    classify::run(batch, ctx);
+    l2::run(batch, ctx);
+    output::run(batch, ctx, out);
+}
+
+#[cfg(test)]
+mod tests;

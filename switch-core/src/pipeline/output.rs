@@ -1,0 +1,184 @@
+//! Output: frames to their ports' queues, with VLAN tags made to fit each port, and
+//! copies for floods.
+
+use super::{Batch, Ctx, Next, BATCH_SIZE};
+use crate::port::Desc;
+use crate::stats::DropReason;
+use crate::tables::topology::{NOT_MEMBER, UNTAGGED};
+use crate::tables::{NetworkId, PortId};
+use crate::wire::EtherType;
+
+/// Frames gathered per output port during one batch.
+///
+/// Each input frame yields at most one frame per output port, so a queue never holds
+/// more than [`BATCH_SIZE`]; the vectors are allocated once, at that capacity.
+#[derive(Debug)]
+pub struct Outputs {
+    queues: Box<[Vec<Desc>]>,
+    /// Largest frame each port sends.
+    max_frame: Box<[u32]>,
+    /// Ports with something queued, in the order they were first used.
+    dirty: Vec<PortId>,
+}
+
+impl Outputs {
+    /// Queues for `max_ports` ports.
+    pub fn new(max_ports: usize) -> Outputs {
+        Outputs {
+            queues: (0..max_ports)
+                .map(|_| Vec::with_capacity(BATCH_SIZE))
+                .collect(),
+            max_frame: vec![0; max_ports].into_boxed_slice(),
+            dirty: Vec::with_capacity(max_ports),
+        }
+    }
+
+    /// Sets the largest frame `port` sends; bigger ones are dropped as `TooBig`.
+    pub fn set_max_frame(&mut self, port: PortId, bytes: u32) {
+        self.max_frame[port.0 as usize] = bytes;
+    }
+
+    #[inline]
+    fn push(&mut self, port: PortId, d: Desc) {
+        let q = &mut self.queues[port.0 as usize];
+        if q.is_empty() {
+            self.dirty.push(port);
+        }
+        q.push(d);
+    }
+
+    /// Hands each non-empty queue to `send`, then empties them.
+    #[inline]
+    pub fn drain(&mut self, mut send: impl FnMut(PortId, &[Desc])) {
+        for p in self.dirty.drain(..) {
+            let q = &mut self.queues[p.0 as usize];
+            send(p, q);
+            q.clear();
+        }
+    }
+}
+
+/// Makes the frame's tag fit `egress` (UNTAGGED or a VLAN id); returns the new
+/// descriptor, or None if there is no headroom to push a tag.
+#[inline]
+fn fit_tag(ctx: &mut Ctx<'_>, mut d: Desc, tagged: bool, egress: u16) -> Option<Desc> {
+    match (tagged, egress) {
+        (false, UNTAGGED) => {}
+        (true, UNTAGGED) => {
+            // Pop: move the MACs 4 bytes on, over the tag.
+            ctx.umem.data_mut(d.addr, 16).copy_within(0..12, 4);
+            d.addr += 4;
+            d.len -= 4;
+        }
+        (false, vid) => {
+            // Push: move the MACs 4 bytes back, into the headroom.
+            if d.addr & u64::from(ctx.umem.frame_size() - 1) < 4 {
+                return None;
+            }
+            d.addr -= 4;
+            d.len += 4;
+            let b = ctx.umem.data_mut(d.addr, 16);
+            b.copy_within(4..16, 0);
+            b[12..14].copy_from_slice(&EtherType::VLAN.0.to_be_bytes());
+            b[14..16].copy_from_slice(&vid.to_be_bytes());
+        }
+        (true, vid) => {
+            // Rewrite the VID, keeping the priority bits.
+            let b = ctx.umem.data_mut(d.addr, 16);
+            let tci = u16::from_be_bytes([b[14], b[15]]) & 0xf000 | vid;
+            b[14..16].copy_from_slice(&tci.to_be_bytes());
+        }
+    }
+    Some(d)
+}
+
+#[inline]
+fn emit(
+    ctx: &mut Ctx<'_>,
+    out: &mut Outputs,
+    port: PortId,
+    d: Desc,
+    network: u16,
+    tagged: bool,
+) -> bool {
+    let egress = ctx
+        .tables
+        .topology
+        .port(port)
+        .and_then(|p| p.egress.get(network as usize).copied())
+        .unwrap_or(NOT_MEMBER);
+    if egress == NOT_MEMBER {
+        ctx.stats.drop(DropReason::NoPort);
+        ctx.umem.free(d.addr);
+        return false;
+    }
+    match fit_tag(ctx, d, tagged, egress) {
+        Some(d) if d.len > out.max_frame[port.0 as usize] => {
+            ctx.stats.drop(DropReason::TooBig);
+            ctx.umem.free(d.addr);
+            false
+        }
+        Some(d) => {
+            out.push(port, d);
+            true
+        }
+        None => {
+            ctx.stats.drop(DropReason::VlanTruncated);
+            ctx.umem.free(d.addr);
+            false
+        }
+    }
+}
+
+pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
+    for i in 0..batch.len {
+        let d = batch.desc[i];
+        let m = batch.meta[i];
+        match m.next {
+            Next::Drop(r) => {
+                ctx.stats.drop(r);
+                ctx.umem.free(d.addr);
+            }
+            Next::Port(p) => {
+                emit(ctx, out, p, d, m.network, m.tagged);
+            }
+            Next::Flood => {
+                let tables = ctx.tables;
+                let members = tables
+                    .topology
+                    .network(NetworkId(m.network))
+                    .map_or(&[][..], |n| &n.flood[..]);
+                let in_port = ctx.in_port;
+                let targets = members.iter().filter(|p| **p != in_port).count();
+                let mut left = targets;
+                for &p in members.iter().filter(|p| **p != in_port) {
+                    left -= 1;
+                    // Copies first, from the untouched original; the original goes last.
+                    let frame = if left == 0 {
+                        d
+                    } else {
+                        match ctx.umem.clone_frame(d.addr, d.len) {
+                            Some(addr) => Desc { addr, len: d.len },
+                            None => {
+                                ctx.stats.drop(DropReason::FloodNoFrame);
+                                continue;
+                            }
+                        }
+                    };
+                    if emit(ctx, out, p, frame, m.network, m.tagged) {
+                        ctx.stats.ports[p.0 as usize].tx_flood.add(1);
+                    }
+                }
+                if targets == 0 {
+                    // A network with one port: nowhere to flood. Not an error.
+                    ctx.umem.free(d.addr);
+                }
+            }
+            Next::L2 => {
+                // Every stage resolves L2; reaching here is a bug, but never a crash.
+                debug_assert!(false, "packet left the pipeline unresolved");
+                ctx.umem.free(d.addr);
+            }
+        }
+    }
+}

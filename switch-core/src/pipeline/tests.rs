@@ -1,0 +1,352 @@
+//! Pipeline tests over in-memory ports: a real worker, real tables, no kernel.
+
+use crate::port::{MemoryPort, Port};
+use crate::stats::DropReason;
+use crate::tables::{
+    Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
+};
+use crate::wire::{EtherType, EthernetAddress, VlanId};
+use crate::worker::{Clock, IdlePolicy, Worker, WorkerConfig};
+use crate::xsk::{HugepagePolicy, Umem, UmemConfig};
+use crossbeam_queue::ArrayQueue;
+use std::sync::Arc;
+
+struct Rig {
+    worker: Worker,
+    publisher: Publisher,
+    learner: Learner,
+    learn: Arc<ArrayQueue<crate::tables::LearnEvent>>,
+    topo: Arc<Topology>,
+    now_s: u32,
+}
+
+fn mac(i: u8) -> EthernetAddress {
+    EthernetAddress([0x02, 0, 0, 0, 0, i])
+}
+
+fn access(id: u16, net: u16) -> PortSpec {
+    PortSpec {
+        id: PortId(id),
+        name: format!("p{id}"),
+        mode: PortMode::Access {
+            network: NetworkId(net),
+        },
+        static_macs: vec![],
+    }
+}
+
+fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortSpec {
+    PortSpec {
+        id: PortId(id),
+        name: format!("t{id}"),
+        mode: PortMode::Trunk {
+            vlans: vlans
+                .iter()
+                .map(|(v, n)| (VlanId::new(*v).unwrap(), NetworkId(*n)))
+                .collect(),
+            native: native.map(NetworkId),
+        },
+        static_macs: vec![],
+    }
+}
+
+impl Rig {
+    fn new(networks: u16, ports: &[PortSpec]) -> Rig {
+        let nets: Vec<_> = (0..networks)
+            .map(|i| NetworkSpec {
+                id: NetworkId(i),
+                name: format!("n{i}"),
+                ageing_s: 300,
+            })
+            .collect();
+        let topo = Arc::new(Topology::new(&nets, ports, 16).unwrap());
+        let mut learner = Learner::new(1024);
+        learner.sync_topology(&topo);
+        let publisher = Publisher::new(topo.clone(), Arc::new(learner.build()));
+        let learn = Arc::new(ArrayQueue::new(1024));
+        let umem = Umem::new(&UmemConfig {
+            frames: 512,
+            frame_size: 4096,
+            hugepages: HugepagePolicy::Off,
+        })
+        .unwrap();
+        let cfg = WorkerConfig {
+            id: 0,
+            core: None,
+            idle: IdlePolicy::Poll,
+            max_ports: 16,
+        };
+        let mut worker = Worker::new(
+            cfg,
+            umem,
+            TablesReader::new(publisher.handle()),
+            learn.clone(),
+            Clock::new(),
+        );
+        for p in ports {
+            worker.add_port(p.id, Port::Memory(MemoryPort::new(&p.name)));
+        }
+        Rig {
+            worker,
+            publisher,
+            learner,
+            learn,
+            topo,
+            now_s: 0,
+        }
+    }
+
+    fn mem(&mut self, port: u16) -> &mut MemoryPort {
+        match self.worker.port_mut(PortId(port)).unwrap() {
+            Port::Memory(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Receives `frame` on `port`, runs the worker once, and lets control learn.
+    fn send(&mut self, port: u16, frame: &[u8]) {
+        self.mem(port).push_rx(frame);
+        self.worker.poll_once(self.now_s);
+        self.control();
+    }
+
+    fn control(&mut self) {
+        let mut changed = false;
+        while let Some(ev) = self.learn.pop() {
+            changed |= self.learner.apply(ev, self.now_s);
+        }
+        changed |= self.learner.age(self.now_s, &self.topo);
+        if changed {
+            self.publisher
+                .publish(self.topo.clone(), Arc::new(self.learner.build()));
+        }
+    }
+
+    fn sent(&mut self, port: u16) -> Vec<Vec<u8>> {
+        self.mem(port).take_sent()
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        self.worker.stats().drops(r)
+    }
+}
+
+/// An Ethernet frame with an IPv4/UDP-shaped payload of `len` bytes total.
+fn frame(dst: EthernetAddress, src: EthernetAddress, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(14)];
+    f[0..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental EtherType
+    for (i, b) in f[14..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    f
+}
+
+fn tagged(dst: EthernetAddress, src: EthernetAddress, vid: u16, len: usize) -> Vec<u8> {
+    let mut f = frame(dst, src, len);
+    let mut t = f[..12].to_vec();
+    t.extend_from_slice(&EtherType::VLAN.0.to_be_bytes());
+    t.extend_from_slice(&vid.to_be_bytes());
+    t.extend_from_slice(&f.split_off(12));
+    t
+}
+
+#[test]
+fn unknown_unicast_floods_in_its_network_then_is_switched() {
+    let mut r = Rig::new(2, &[access(0, 0), access(1, 0), access(2, 0), access(3, 1)]);
+    let f = frame(mac(2), mac(1), 60);
+    r.send(0, &f);
+    assert_eq!(r.sent(1), vec![f.clone()], "flooded to port 1");
+    assert_eq!(r.sent(2), vec![f.clone()], "flooded to port 2");
+    assert!(r.sent(3).is_empty(), "never to another network");
+    assert!(r.sent(0).is_empty(), "never back out of the ingress port");
+    assert_eq!(r.worker.stats().ports[1].tx_flood.get(), 1);
+
+    // The reply is switched to port 0 only: mac(1) was learned there.
+    let reply = frame(mac(1), mac(2), 60);
+    r.send(2, &reply);
+    assert_eq!(r.sent(0), vec![reply]);
+    assert!(r.sent(1).is_empty());
+    // And now mac(2) is known behind port 2.
+    r.send(0, &f);
+    assert_eq!(r.sent(2), vec![f]);
+    assert!(r.sent(1).is_empty());
+    assert_eq!(
+        r.worker.stats().ports[1].tx_flood.get(),
+        1,
+        "no more flooding"
+    );
+}
+
+#[test]
+fn broadcast_reaches_every_other_port_of_its_network_only() {
+    let mut r = Rig::new(2, &[access(0, 0), access(1, 0), access(2, 1), access(3, 1)]);
+    let b = frame(EthernetAddress::BROADCAST, mac(1), 42);
+    r.send(0, &b);
+    assert_eq!(r.sent(1), vec![b]);
+    assert!(r.sent(2).is_empty() && r.sent(3).is_empty());
+}
+
+#[test]
+fn destination_on_the_ingress_port_is_filtered() {
+    let mut r = Rig::new(1, &[access(0, 0), access(1, 0)]);
+    r.send(0, &frame(EthernetAddress::BROADCAST, mac(5), 60)); // learn mac(5) on port 0
+    r.sent(1);
+    r.send(0, &frame(mac(5), mac(6), 60));
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(DropReason::SamePort), 1);
+}
+
+#[test]
+fn moved_mac_follows_its_new_port_and_aged_entry_floods_again() {
+    let mut r = Rig::new(1, &[access(0, 0), access(1, 0), access(2, 0)]);
+    r.send(0, &frame(EthernetAddress::BROADCAST, mac(7), 60));
+    r.send(2, &frame(mac(7), mac(8), 60));
+    assert_eq!(r.sent(0).len(), 1);
+    assert_eq!(r.sent(1).len(), 1, "only the broadcast");
+    // mac(7) moves to port 1.
+    r.send(1, &frame(EthernetAddress::BROADCAST, mac(7), 60));
+    r.sent(0);
+    r.sent(2);
+    r.send(2, &frame(mac(7), mac(8), 60));
+    assert_eq!(r.sent(1).len(), 1);
+    assert!(r.sent(0).is_empty());
+    // 300 s of silence later it has aged out: flooded again.
+    r.now_s = 301;
+    r.control();
+    r.send(2, &frame(mac(7), mac(8), 60));
+    assert_eq!(r.sent(0).len(), 1);
+    assert_eq!(r.sent(1).len(), 1);
+}
+
+#[test]
+fn trunk_tags_untags_and_isolates_vlans() {
+    // net 0 = VLAN 100 on the trunk, net 1 = VLAN 200.
+    let mut r = Rig::new(
+        2,
+        &[
+            access(0, 0),
+            access(1, 1),
+            trunk(2, &[(100, 0), (200, 1)], None),
+        ],
+    );
+    let f = frame(EthernetAddress::BROADCAST, mac(1), 60);
+    r.send(0, &f);
+    assert_eq!(
+        r.sent(2),
+        vec![tagged(EthernetAddress::BROADCAST, mac(1), 100, 60)],
+        "tag pushed"
+    );
+    assert!(r.sent(1).is_empty(), "VLAN 200's port gets nothing");
+
+    let t = tagged(EthernetAddress::BROADCAST, mac(9), 200, 60);
+    r.send(2, &t);
+    assert_eq!(
+        r.sent(1),
+        vec![frame(EthernetAddress::BROADCAST, mac(9), 60)],
+        "tag popped"
+    );
+    assert!(r.sent(0).is_empty());
+
+    r.send(2, &tagged(EthernetAddress::BROADCAST, mac(9), 300, 60));
+    assert_eq!(r.drops(DropReason::VlanNotAllowed), 1);
+    r.send(2, &frame(EthernetAddress::BROADCAST, mac(9), 60));
+    assert_eq!(r.drops(DropReason::UntaggedNotAllowed), 1);
+    r.send(0, &tagged(EthernetAddress::BROADCAST, mac(1), 100, 60));
+    assert_eq!(
+        r.drops(DropReason::VlanNotAllowed),
+        2,
+        "tagged frame on an access port"
+    );
+}
+
+#[test]
+fn trunk_to_trunk_rewrites_the_vlan_id() {
+    let mut r = Rig::new(
+        1,
+        &[trunk(0, &[(100, 0)], None), trunk(1, &[(300, 0)], None)],
+    );
+    let mut t = tagged(EthernetAddress::BROADCAST, mac(1), 100, 60);
+    t[14] |= 0xa0; // PCP 5 survives the rewrite
+    r.send(0, &t);
+    let mut want = tagged(EthernetAddress::BROADCAST, mac(1), 300, 60);
+    want[14] |= 0xa0;
+    assert_eq!(r.sent(1), vec![want]);
+}
+
+#[test]
+fn malformed_frames_are_counted_by_reason_and_forwarding_goes_on() {
+    let mut r = Rig::new(1, &[access(0, 0), access(1, 0)]);
+    let bc = EthernetAddress::BROADCAST;
+    let with_type = |et: u16, l3: &[u8]| {
+        let mut f = frame(bc, mac(1), 14);
+        f[12..14].copy_from_slice(&et.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    };
+    r.send(0, &[0xff; 10]);
+    let mut ipv4 = vec![
+        0x45, 0, 0, 200, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ];
+    r.send(0, &with_type(0x0800, &ipv4)); // total length 200, 20 bytes present
+    ipv4[0] = 0x43; // IHL 3
+    ipv4[3] = 20;
+    r.send(0, &with_type(0x0800, &ipv4));
+    r.send(0, &with_type(0x86dd, &[0x60, 0, 0, 0, 0, 8, 17, 64])); // IPv6 header cut short
+    r.send(0, &with_type(0x0806, &[0, 1, 8, 0, 6, 4])); // ARP cut short
+    r.send(0, &with_type(0x8100, &[0x00])); // VLAN tag cut short
+    r.send(0, &with_type(0x88a8, &[0, 100, 0x81, 0, 0, 200, 8, 0])); // QinQ
+    r.send(0, &frame(bc, EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]), 60)); // multicast source
+    assert!(r.sent(1).is_empty(), "nothing malformed got through");
+    for (reason, n) in [
+        (DropReason::Runt, 1),
+        (DropReason::Ipv4Truncated, 1),
+        (DropReason::Ipv4BadHeader, 1),
+        (DropReason::Ipv6Truncated, 1),
+        (DropReason::ArpTruncated, 1),
+        (DropReason::VlanTruncated, 1),
+        (DropReason::VlanUnsupported, 1),
+        (DropReason::SourceMulticast, 1),
+    ] {
+        assert_eq!(r.drops(reason), n, "{reason:?}");
+    }
+    let good = frame(bc, mac(1), 60);
+    r.send(0, &good);
+    assert_eq!(r.sent(1), vec![good]);
+    let acct = r.worker.account();
+    assert!(acct.balanced() && acct.free == acct.total, "{acct}");
+}
+
+#[test]
+fn oversized_frames_are_dropped_as_too_big() {
+    let mut r = Rig::new(1, &[access(0, 0), access(1, 0)]);
+    // MemoryPort carries 3840 bytes; UMEM frames hold 3840 after the headroom, so make
+    // the frame fit the UMEM but not the port by pushing a tag onto a full frame.
+    let mut r2 = Rig::new(1, &[access(0, 0), trunk(1, &[(5, 0)], None)]);
+    r2.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 3840));
+    assert_eq!(r2.drops(DropReason::TooBig), 1);
+    r.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 3840));
+    assert_eq!(r.sent(1).len(), 1);
+}
+
+#[test]
+fn every_frame_is_accounted_for_after_floods() {
+    let ports: Vec<_> = (0..8).map(|i| access(i, 0)).collect();
+    let mut r = Rig::new(1, &ports);
+    for i in 0..200u8 {
+        r.send(
+            u16::from(i % 8),
+            &frame(EthernetAddress::BROADCAST, mac(i), 100),
+        );
+    }
+    for p in 0..8 {
+        assert_eq!(
+            r.sent(p).len(),
+            175,
+            "each port gets the 200 - 25 broadcasts it did not send"
+        );
+    }
+    let a = r.worker.account();
+    assert!(a.balanced() && a.free == a.total, "{a}");
+}

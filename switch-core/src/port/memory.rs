@@ -1,0 +1,120 @@
+//! The in-memory port: frames queued by a test or benchmark, and frames sent kept (or
+//! only counted). It lets the whole pipeline run without a kernel.
+
+use super::Desc;
+use crate::xsk::{Umem, FRAME_HEADROOM};
+use std::collections::VecDeque;
+
+/// A port backed by memory.
+#[derive(Debug)]
+pub struct MemoryPort {
+    name: String,
+    rx: VecDeque<Vec<u8>>,
+    /// Frames replayed in a loop, for benchmarks (rx never runs dry).
+    replay: Vec<Vec<u8>>,
+    replay_next: usize,
+    sent: Vec<Vec<u8>>,
+    keep_sent: bool,
+    sent_packets: u64,
+    max_frame: u32,
+}
+
+impl MemoryPort {
+    /// A port that keeps every frame it sends.
+    pub fn new(name: &str) -> MemoryPort {
+        MemoryPort {
+            name: name.to_string(),
+            rx: VecDeque::new(),
+            replay: Vec::new(),
+            replay_next: 0,
+            sent: Vec::new(),
+            keep_sent: true,
+            sent_packets: 0,
+            max_frame: 3840,
+        }
+    }
+
+    /// A port that receives `frames` over and over and only counts what it sends
+    /// (benchmarks and the allocation test: nothing allocates per packet).
+    pub fn replaying(name: &str, frames: Vec<Vec<u8>>) -> MemoryPort {
+        MemoryPort {
+            replay: frames,
+            keep_sent: false,
+            ..MemoryPort::new(name)
+        }
+    }
+
+    /// Queues a frame to be received.
+    pub fn push_rx(&mut self, frame: &[u8]) {
+        self.rx.push_back(frame.to_vec());
+    }
+
+    /// Takes the frames sent so far.
+    pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        core::mem::take(&mut self.sent)
+    }
+
+    /// Frames sent so far (also when they are not kept).
+    pub fn sent_packets(&self) -> u64 {
+        self.sent_packets
+    }
+
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Largest frame sent.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    fn next_rx(&mut self) -> Option<&[u8]> {
+        if !self.replay.is_empty() {
+            let i = self.replay_next;
+            self.replay_next = (i + 1) % self.replay.len();
+            return Some(&self.replay[i]);
+        }
+        self.rx.front().map(|v| &v[..])
+    }
+
+    pub(super) fn rx_burst(&mut self, umem: &mut Umem, out: &mut [Desc]) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let Some(len) = self.next_rx().map(|f| f.len()) else {
+                break;
+            };
+            let Some(base) = umem.alloc() else { break };
+            let addr = base + u64::from(FRAME_HEADROOM);
+            let len = len.min((umem.frame_size() - FRAME_HEADROOM) as usize);
+            // Re-borrow the frame after alloc (replay position already advanced).
+            let src: &[u8] = if self.replay.is_empty() {
+                &self.rx[0][..len]
+            } else {
+                let i = (self.replay_next + self.replay.len() - 1) % self.replay.len();
+                &self.replay[i][..len]
+            };
+            umem.data_mut(addr, len as u32).copy_from_slice(src);
+            if self.replay.is_empty() {
+                self.rx.pop_front();
+            }
+            out[n] = Desc {
+                addr,
+                len: len as u32,
+            };
+            n += 1;
+        }
+        n
+    }
+
+    pub(super) fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> usize {
+        for d in descs {
+            if self.keep_sent {
+                self.sent.push(umem.data(d.addr, d.len).to_vec());
+            }
+            self.sent_packets += 1;
+            umem.free(d.addr);
+        }
+        descs.len()
+    }
+}

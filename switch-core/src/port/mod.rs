@@ -1,0 +1,95 @@
+//! Ports: where frames enter and leave a worker, in bursts.
+//!
+//! A port is an enum, not a trait object, so a burst costs one match, not a virtual
+//! call, and the compiler can inline each kind's loop. Frames are named by their
+//! address in the worker's [`Umem`]; a port never copies bytes except where its kind
+//! must (the in-memory port, between test buffers and frames).
+
+mod memory;
+mod xsk;
+
+pub use memory::MemoryPort;
+pub use xsk::XskPort;
+
+use crate::xsk::Umem;
+
+/// A frame in the worker's UMEM: where its bytes start and how many there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Desc {
+    /// Offset of the first byte in the UMEM.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// What a port holds that is not in the worker's free pool (for accounting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Frames given to the kernel to receive into (fill ring and rx ring).
+    pub rx: u32,
+    /// Frames sent and not yet completed.
+    pub tx: u32,
+}
+
+/// One port of one worker.
+#[derive(Debug)]
+pub enum Port {
+    /// An AF_XDP socket on an interface queue.
+    Xsk(XskPort),
+    /// Frames in memory (tests and benchmarks).
+    Memory(MemoryPort),
+}
+
+impl Port {
+    /// Receives up to `out.len()` frames into `out`; returns how many.
+    #[inline]
+    pub fn rx_burst(&mut self, umem: &mut Umem, out: &mut [Desc]) -> usize {
+        match self {
+            Port::Xsk(p) => p.rx_burst(umem, out),
+            Port::Memory(p) => p.rx_burst(umem, out),
+        }
+    }
+
+    /// Sends `descs`; returns how many were accepted. Frames not accepted are returned
+    /// to the pool by the port (the caller counts them as dropped).
+    #[inline]
+    pub fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> usize {
+        match self {
+            Port::Xsk(p) => p.tx_burst(umem, descs),
+            Port::Memory(p) => p.tx_burst(umem, descs),
+        }
+    }
+
+    /// Reclaims completed sends and tops up receive buffers.
+    #[inline]
+    pub fn housekeep(&mut self, umem: &mut Umem) {
+        match self {
+            Port::Xsk(p) => p.housekeep(umem),
+            Port::Memory(_) => {}
+        }
+    }
+
+    /// Largest frame the port can send, in bytes.
+    pub fn max_frame(&self) -> u32 {
+        match self {
+            Port::Xsk(p) => p.max_frame(),
+            Port::Memory(p) => p.max_frame(),
+        }
+    }
+
+    /// Frames this port holds outside the pool.
+    pub fn held(&self) -> Held {
+        match self {
+            Port::Xsk(p) => p.held(),
+            Port::Memory(_) => Held::default(),
+        }
+    }
+
+    /// Name for logs.
+    pub fn name(&self) -> &str {
+        match self {
+            Port::Xsk(p) => p.name(),
+            Port::Memory(p) => p.name(),
+        }
+    }
+}

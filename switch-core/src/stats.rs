@@ -1,0 +1,173 @@
+//! Counters: per port, per worker, per drop reason.
+//!
+//! Thread-safety: each [`WorkerStats`] has exactly one writer, its worker, which adds
+//! with a relaxed load and store (no locked instruction on the hot path). Any thread may
+//! read at any time with relaxed loads; a reader sees each counter's value at some
+//! recent moment, and counters only grow.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter with one writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker calls this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Relaxed load and store: there is one writer, so no update can be lost, and
+        // readers need no ordering with other memory.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        )
+    }
+
+    /// Sets the value (gauges).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        // Relaxed: a gauge read at any recent moment is fine.
+        self.0.store(v, Ordering::Relaxed)
+    }
+
+    /// Reads the value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        // Relaxed: see the module docs.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Why a packet was dropped. Indexes the per-worker drop counters.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The name used in metrics and the CLI.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Runt => "runt", "Shorter than an Ethernet header.";
+    VlanTruncated => "vlan_truncated", "802.1Q TPID with no room for the tag.";
+    VlanUnsupported => "vlan_unsupported", "QinQ (802.1ad) or a second tag.";
+    VlanNotAllowed => "vlan_not_allowed", "Tagged frame on an access port, or a VLAN the trunk does not carry.";
+    UntaggedNotAllowed => "untagged_not_allowed", "Untagged frame on a trunk port without a native network.";
+    SourceMulticast => "source_multicast", "Multicast or zero source MAC.";
+    ArpTruncated => "arp_truncated", "ARP shorter than an Ethernet/IPv4 ARP packet.";
+    Ipv4Truncated => "ipv4_truncated", "IPv4 header or payload shorter than its length fields say.";
+    Ipv4BadHeader => "ipv4_bad_header", "IPv4 with a bad version, IHL or total length.";
+    Ipv6Truncated => "ipv6_truncated", "IPv6 header or payload shorter than its length fields say.";
+    Ipv6BadHeader => "ipv6_bad_header", "IPv6 with a bad version.";
+    NoPort => "no_port", "Received on a port the current tables do not know (being removed).";
+    SamePort => "same_port", "Destination is on the port the frame came from.";
+    FloodNoFrame => "flood_no_frame", "No free frame for a flood copy.";
+    TxRingFull => "tx_ring_full", "The output port's tx ring was full.";
+    TooBig => "too_big", "Larger than the output port can send.";
+}
+
+/// Counters of one port on one worker.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Frames sent.
+    pub tx_packets: Counter,
+    /// Bytes sent.
+    pub tx_bytes: Counter,
+    /// Frames sent as flood copies (broadcast, multicast, unknown unicast).
+    pub tx_flood: Counter,
+}
+
+/// Everything one worker counts. Sized for `max_ports` when the worker is created.
+#[derive(Debug)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// By port id.
+    pub ports: Box<[PortCounters]>,
+    /// By drop reason.
+    pub drops: [Counter; DropReason::COUNT],
+    /// Poll loops that found work.
+    pub busy_loops: Counter,
+    /// Poll loops that found none.
+    pub idle_loops: Counter,
+    /// Batches processed.
+    pub batches: Counter,
+    /// Packets processed.
+    pub packets: Counter,
+    /// Learn events sent to control.
+    pub learn_events: Counter,
+    /// Learn events lost because the queue was full.
+    pub learn_queue_full: Counter,
+    /// TX kicks that failed with something other than EAGAIN.
+    pub tx_kick_errors: Counter,
+    /// Generation of the tables the worker uses now (a gauge; lets control free old ones).
+    pub generation: Counter,
+    /// Frames in the worker's free pool (a gauge, updated once per loop).
+    pub free_frames: Counter,
+}
+
+impl WorkerStats {
+    /// Zeroed counters for `max_ports` ports.
+    pub fn new(worker: usize, max_ports: usize) -> WorkerStats {
+        WorkerStats {
+            worker,
+            ports: (0..max_ports).map(|_| PortCounters::default()).collect(),
+            drops: core::array::from_fn(|_| Counter::default()),
+            busy_loops: Counter::default(),
+            idle_loops: Counter::default(),
+            batches: Counter::default(),
+            packets: Counter::default(),
+            learn_events: Counter::default(),
+            learn_queue_full: Counter::default(),
+            tx_kick_errors: Counter::default(),
+            generation: Counter::default(),
+            free_frames: Counter::default(),
+        }
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1)
+    }
+
+    /// The count for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_counters() {
+        let s = WorkerStats::new(0, 4);
+        s.drop(DropReason::SamePort);
+        s.drop(DropReason::SamePort);
+        assert_eq!(s.drops(DropReason::SamePort), 2);
+        assert_eq!(DropReason::ALL.iter().map(|r| s.drops(*r)).sum::<u64>(), 2);
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::COUNT, "names are unique");
+    }
+}

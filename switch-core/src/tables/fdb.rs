@@ -1,0 +1,422 @@
+//! The forwarding database: (network, MAC) → port.
+//!
+//! Workers look entries up in the published [`Fdb`] snapshot. When a worker sees a
+//! source MAC that is missing or has moved, it sends a [`LearnEvent`] to control through
+//! a bounded queue; the [`Learner`] on the control thread applies the events, ages
+//! entries out, and publishes a new snapshot. That way an address learned on one worker
+//! is used by every worker, and no worker takes a lock.
+//!
+//! Ageing needs "last seen" times that the workers update at packet rate; those live in
+//! [`AgeingSlots`], an array of atomics shared by every snapshot, one slot per learned
+//! entry. A worker refreshes its entry's slot with a relaxed store, at most once per
+//! second per entry.
+
+use super::topology::{NetworkId, PortId, Topology};
+use crate::wire::EthernetAddress;
+use core::sync::atomic::{AtomicU32, Ordering};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// Slot value for entries that never age (static MACs).
+const STATIC: u32 = u32::MAX;
+
+/// The table key: network id in the high 16 bits, MAC in the low 48.
+#[inline]
+pub fn key(network: NetworkId, mac: EthernetAddress) -> u64 {
+    (u64::from(network.0) << 48) | mac.to_u64()
+}
+
+/// Last-seen times (seconds on the daemon's clock) of learned entries.
+///
+/// Thread-safety: workers store, the learner loads and stores; all relaxed, since a
+/// time that is a moment stale only moves an expiry by that moment.
+#[derive(Debug)]
+pub struct AgeingSlots(Box<[AtomicU32]>);
+
+impl AgeingSlots {
+    /// `n` slots.
+    pub fn new(n: usize) -> AgeingSlots {
+        AgeingSlots((0..n).map(|_| AtomicU32::new(0)).collect())
+    }
+
+    /// Marks slot `i` as seen at `now_s`, writing only if it changed (keeps the cache
+    /// line shared between cores when many packets hit the same entry).
+    #[inline]
+    pub fn touch(&self, i: u32, now_s: u32) {
+        if let Some(s) = self.0.get(i as usize) {
+            // Relaxed: see the type's docs.
+            if s.load(Ordering::Relaxed) != now_s {
+                s.store(now_s, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// When slot `i` was last seen.
+    pub fn get(&self, i: u32) -> u32 {
+        // Relaxed: see the type's docs.
+        self.0
+            .get(i as usize)
+            .map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, i: u32, now_s: u32) {
+        if let Some(s) = self.0.get(i as usize) {
+            // Relaxed: see the type's docs.
+            s.store(now_s, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where a MAC is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The port.
+    pub port: PortId,
+    slot: u32,
+}
+
+impl FdbEntry {
+    /// Installed by control rather than learned.
+    pub fn is_static(&self) -> bool {
+        self.slot == STATIC
+    }
+}
+
+/// One immutable FDB snapshot.
+#[derive(Debug)]
+pub struct Fdb {
+    map: FxHashMap<u64, FdbEntry>,
+    ageing: Arc<AgeingSlots>,
+}
+
+impl Fdb {
+    /// An empty table.
+    pub fn empty() -> Fdb {
+        Fdb {
+            map: FxHashMap::default(),
+            ageing: Arc::new(AgeingSlots::new(0)),
+        }
+    }
+
+    /// Looks up `mac` in `network`.
+    #[inline]
+    pub fn lookup(&self, network: NetworkId, mac: EthernetAddress) -> Option<FdbEntry> {
+        self.map.get(&key(network, mac)).copied()
+    }
+
+    /// Marks a learned entry as seen now.
+    #[inline]
+    pub fn touch(&self, e: FdbEntry, now_s: u32) {
+        if e.slot != STATIC {
+            self.ageing.touch(e.slot, now_s)
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every entry: (network, MAC, entry), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (NetworkId, EthernetAddress, FdbEntry)> + '_ {
+        self.map.iter().map(|(k, e)| {
+            (
+                NetworkId((k >> 48) as u16),
+                EthernetAddress::from_u64(*k),
+                *e,
+            )
+        })
+    }
+}
+
+/// A worker saw `mac` arrive on `port` in `network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnEvent {
+    /// Network.
+    pub network: NetworkId,
+    /// Source MAC.
+    pub mac: EthernetAddress,
+    /// Ingress port.
+    pub port: PortId,
+}
+
+/// The control-side owner of learned and static entries.
+#[derive(Debug)]
+pub struct Learner {
+    learned: FxHashMap<u64, FdbEntry>,
+    statics: FxHashMap<u64, FdbEntry>,
+    ageing: Arc<AgeingSlots>,
+    free_slots: Vec<u32>,
+    /// Learn events refused because the table was full.
+    pub full_drops: u64,
+    /// Entries moved from one port to another.
+    pub moves: u64,
+}
+
+impl Learner {
+    /// A learner with room for `capacity` learned entries.
+    pub fn new(capacity: u32) -> Learner {
+        Learner {
+            learned: FxHashMap::default(),
+            statics: FxHashMap::default(),
+            ageing: Arc::new(AgeingSlots::new(capacity as usize)),
+            free_slots: (0..capacity).rev().collect(),
+            full_drops: 0,
+            moves: 0,
+        }
+    }
+
+    /// Replaces the static entries with those of `topology`'s ports, and forgets
+    /// learned entries on ports that no longer exist. Returns true if anything changed.
+    pub fn sync_topology(&mut self, topology: &Topology) -> bool {
+        let mut statics = FxHashMap::default();
+        for p in topology.ports() {
+            for (net, e) in p.egress.iter().enumerate() {
+                if *e == super::topology::NOT_MEMBER {
+                    continue;
+                }
+                for mac in &p.spec.static_macs {
+                    statics.insert(
+                        key(NetworkId(net as u16), *mac),
+                        FdbEntry {
+                            port: p.spec.id,
+                            slot: STATIC,
+                        },
+                    );
+                }
+            }
+        }
+        let mut changed = statics != self.statics;
+        self.statics = statics;
+        let stale: Vec<u64> = self
+            .learned
+            .iter()
+            .filter(|(k, e)| {
+                let net = (*k >> 48) as usize;
+                topology.port(e.port).is_none_or(|p| {
+                    p.egress
+                        .get(net)
+                        .is_none_or(|x| *x == super::topology::NOT_MEMBER)
+                }) || self.statics.contains_key(k)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.remove(k);
+            changed = true;
+        }
+        changed
+    }
+
+    fn remove(&mut self, k: u64) {
+        if let Some(e) = self.learned.remove(&k) {
+            self.free_slots.push(e.slot);
+        }
+    }
+
+    /// Applies one event at time `now_s`; returns true if the table changed.
+    pub fn apply(&mut self, ev: LearnEvent, now_s: u32) -> bool {
+        let k = key(ev.network, ev.mac);
+        if self.statics.contains_key(&k) {
+            return false;
+        }
+        if let Some(e) = self.learned.get_mut(&k) {
+            self.ageing.set(e.slot, now_s);
+            if e.port == ev.port {
+                return false;
+            }
+            e.port = ev.port;
+            self.moves += 1;
+            return true;
+        }
+        let Some(slot) = self.free_slots.pop() else {
+            self.full_drops += 1;
+            return false;
+        };
+        self.ageing.set(slot, now_s);
+        self.learned.insert(
+            k,
+            FdbEntry {
+                port: ev.port,
+                slot,
+            },
+        );
+        true
+    }
+
+    /// Removes learned entries not seen for their network's ageing time; returns true if
+    /// any went.
+    pub fn age(&mut self, now_s: u32, topology: &Topology) -> bool {
+        let expired: Vec<u64> = self
+            .learned
+            .iter()
+            .filter(|(k, e)| {
+                let ageing = topology
+                    .network(NetworkId((*k >> 48) as u16))
+                    .map_or(0, |n| n.spec.ageing_s);
+                now_s.saturating_sub(self.ageing.get(e.slot)) >= ageing
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let changed = !expired.is_empty();
+        for k in expired {
+            self.remove(k);
+        }
+        changed
+    }
+
+    /// Builds a snapshot of the static and learned entries.
+    pub fn build(&self) -> Fdb {
+        let mut map = FxHashMap::with_capacity_and_hasher(
+            self.learned.len() + self.statics.len(),
+            Default::default(),
+        );
+        map.extend(self.learned.iter().map(|(k, e)| (*k, *e)));
+        map.extend(self.statics.iter().map(|(k, e)| (*k, *e)));
+        Fdb {
+            map,
+            ageing: self.ageing.clone(),
+        }
+    }
+
+    /// Learned entries.
+    pub fn learned_len(&self) -> usize {
+        self.learned.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::topology::{NetworkSpec, PortMode, PortSpec};
+    use super::*;
+
+    fn mac(i: u8) -> EthernetAddress {
+        EthernetAddress([2, 0, 0, 0, 0, i])
+    }
+
+    fn topo(statics: Vec<EthernetAddress>) -> Topology {
+        let nets = [
+            NetworkSpec {
+                id: NetworkId(0),
+                name: "a".into(),
+                ageing_s: 10,
+            },
+            NetworkSpec {
+                id: NetworkId(1),
+                name: "b".into(),
+                ageing_s: 100,
+            },
+        ];
+        let port = |id, net, statics: Vec<EthernetAddress>| PortSpec {
+            id: PortId(id),
+            name: format!("p{id}"),
+            mode: PortMode::Access {
+                network: NetworkId(net),
+            },
+            static_macs: statics,
+        };
+        Topology::new(
+            &nets,
+            &[port(0, 0, statics), port(1, 0, vec![]), port(2, 1, vec![])],
+            8,
+        )
+        .unwrap()
+    }
+
+    fn ev(net: u16, m: u8, port: u16) -> LearnEvent {
+        LearnEvent {
+            network: NetworkId(net),
+            mac: mac(m),
+            port: PortId(port),
+        }
+    }
+
+    #[test]
+    fn learn_move_and_lookup() {
+        let t = topo(vec![]);
+        let mut l = Learner::new(16);
+        assert!(l.apply(ev(0, 1, 0), 0));
+        assert!(!l.apply(ev(0, 1, 0), 1), "same port: no change");
+        let fdb = l.build();
+        assert_eq!(fdb.lookup(NetworkId(0), mac(1)).unwrap().port, PortId(0));
+        assert!(
+            fdb.lookup(NetworkId(1), mac(1)).is_none(),
+            "networks are separate tables"
+        );
+        assert!(l.apply(ev(0, 1, 1), 2), "moved");
+        assert_eq!(
+            l.build().lookup(NetworkId(0), mac(1)).unwrap().port,
+            PortId(1)
+        );
+        assert_eq!(l.moves, 1);
+        assert!(!l.age(5, &t));
+    }
+
+    #[test]
+    fn ageing_follows_the_network_and_touches_refresh() {
+        let t = topo(vec![]);
+        let mut l = Learner::new(16);
+        l.apply(ev(0, 1, 0), 0);
+        l.apply(ev(1, 2, 2), 0);
+        let fdb = l.build();
+        fdb.touch(fdb.lookup(NetworkId(0), mac(1)).unwrap(), 8); // a worker saw it at 8 s
+        assert!(!l.age(15, &t), "seen at 8, ageing 10: alive at 15");
+        assert!(l.age(18, &t), "expired at 18");
+        let fdb = l.build();
+        assert!(fdb.lookup(NetworkId(0), mac(1)).is_none());
+        assert!(
+            fdb.lookup(NetworkId(1), mac(2)).is_some(),
+            "network b ages after 100 s"
+        );
+    }
+
+    #[test]
+    fn statics_never_move_or_age_and_capacity_is_bounded() {
+        let t = topo(vec![mac(9)]);
+        let mut l = Learner::new(2);
+        assert!(l.sync_topology(&t));
+        assert!(
+            !l.apply(ev(0, 9, 1), 0),
+            "a static MAC is not learned elsewhere"
+        );
+        assert!(l.build().lookup(NetworkId(0), mac(9)).unwrap().is_static());
+        l.apply(ev(0, 1, 0), 0);
+        l.apply(ev(0, 2, 0), 0);
+        assert!(!l.apply(ev(0, 3, 0), 0), "full");
+        assert_eq!(l.full_drops, 1);
+        assert!(l.age(1000, &t));
+        assert_eq!(l.build().len(), 1, "only the static entry is left");
+        assert!(l.apply(ev(0, 3, 0), 1000), "slots were freed");
+    }
+
+    #[test]
+    fn removed_ports_lose_their_learned_entries() {
+        let mut l = Learner::new(8);
+        l.apply(ev(0, 1, 1), 0);
+        let nets = [NetworkSpec {
+            id: NetworkId(0),
+            name: "a".into(),
+            ageing_s: 10,
+        }];
+        let only_p0 = Topology::new(
+            &nets,
+            &[PortSpec {
+                id: PortId(0),
+                name: "p0".into(),
+                mode: PortMode::Access {
+                    network: NetworkId(0),
+                },
+                static_macs: vec![],
+            }],
+            8,
+        )
+        .unwrap();
+        assert!(l.sync_topology(&only_p0));
+        assert!(l.build().is_empty());
+    }
+}

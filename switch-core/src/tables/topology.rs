@@ -1,0 +1,404 @@
+//! Networks (bridge domains) and the ports that belong to them, compiled into arrays a
+//! worker indexes directly.
+
+use crate::wire::{EthernetAddress, VlanId};
+use std::collections::HashMap;
+
+/// A network's dense index, the same on every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetworkId(pub u16);
+
+/// A port's dense index, the same on every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u16);
+
+/// How a port joins networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortMode {
+    /// Untagged frames, one network.
+    Access {
+        /// The network.
+        network: NetworkId,
+    },
+    /// 802.1Q tagged frames, one network per VLAN, and optionally untagged frames for a
+    /// native network.
+    Trunk {
+        /// VLAN to network.
+        vlans: Vec<(VlanId, NetworkId)>,
+        /// Network of untagged frames.
+        native: Option<NetworkId>,
+    },
+}
+
+/// A network as control describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Dense id.
+    pub id: NetworkId,
+    /// Name, for people.
+    pub name: String,
+    /// Learned MACs expire after this many seconds without traffic.
+    pub ageing_s: u32,
+}
+
+/// A port as control describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Dense id.
+    pub id: PortId,
+    /// Name (the interface, for AF_XDP ports).
+    pub name: String,
+    /// Access or trunk.
+    pub mode: PortMode,
+    /// MACs known to be behind this port (a pod's own address): installed in the FDB,
+    /// never aged, never moved by learning.
+    pub static_macs: Vec<EthernetAddress>,
+}
+
+/// Marks "not a member" in the per-port egress array.
+pub const NOT_MEMBER: u16 = u16::MAX;
+/// Marks "member, untagged" in the per-port egress array.
+pub const UNTAGGED: u16 = 0;
+
+/// A port, compiled.
+#[derive(Debug, Clone)]
+pub struct PortEntry {
+    /// The spec it came from.
+    pub spec: PortSpec,
+    /// Network of untagged frames, or `NOT_MEMBER`.
+    pub untagged: u16,
+    /// VLAN id → network, or `NOT_MEMBER` (empty for access ports).
+    pub vid_to_network: Box<[u16]>,
+    /// Network id → how frames leave: `NOT_MEMBER`, `UNTAGGED`, or the VLAN id.
+    pub egress: Box<[u16]>,
+}
+
+/// A network, compiled.
+#[derive(Debug, Clone)]
+pub struct NetworkEntry {
+    /// The spec.
+    pub spec: NetworkSpec,
+    /// Ports that get its broadcast, multicast and unknown unicast.
+    pub flood: Box<[PortId]>,
+}
+
+/// A topology that cannot be built, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// Two networks or ports share an id or name.
+    #[error("duplicate {kind} {name:?}: names and ids must be unique")]
+    Duplicate {
+        /// "network" or "port".
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A port names a network that does not exist.
+    #[error("port {port:?} refers to network id {network} which does not exist")]
+    UnknownNetwork {
+        /// Port name.
+        port: String,
+        /// The id.
+        network: u16,
+    },
+    /// A trunk maps one VLAN twice, or one network to two VLANs.
+    #[error("port {port:?}: {reason}")]
+    BadTrunk {
+        /// Port name.
+        port: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Ids must be dense and below the limit.
+    #[error("{kind} id {id} is out of range (at most {max})")]
+    IdOutOfRange {
+        /// "network" or "port".
+        kind: &'static str,
+        /// The id.
+        id: u16,
+        /// The limit.
+        max: u16,
+    },
+}
+
+/// Networks and ports, indexed by id.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    ports: Box<[Option<PortEntry>]>,
+    networks: Box<[Option<NetworkEntry>]>,
+}
+
+/// Largest number of networks (ids 0..MAX_NETWORKS).
+pub const MAX_NETWORKS: u16 = 4096;
+
+impl Topology {
+    /// No networks, no ports.
+    pub fn empty() -> Topology {
+        Topology::default()
+    }
+
+    /// Compiles and validates `networks` and `ports`; `max_ports` bounds port ids.
+    pub fn new(
+        networks: &[NetworkSpec],
+        ports: &[PortSpec],
+        max_ports: u16,
+    ) -> Result<Topology, TopologyError> {
+        let net_slots = networks
+            .iter()
+            .map(|n| n.id.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut nets: Vec<Option<NetworkEntry>> = vec![None; net_slots];
+        let mut names = HashMap::new();
+        for n in networks {
+            if n.id.0 >= MAX_NETWORKS {
+                return Err(TopologyError::IdOutOfRange {
+                    kind: "network",
+                    id: n.id.0,
+                    max: MAX_NETWORKS - 1,
+                });
+            }
+            if nets[n.id.0 as usize].is_some() || names.insert(n.name.clone(), ()).is_some() {
+                return Err(TopologyError::Duplicate {
+                    kind: "network",
+                    name: n.name.clone(),
+                });
+            }
+            nets[n.id.0 as usize] = Some(NetworkEntry {
+                spec: n.clone(),
+                flood: Box::new([]),
+            });
+        }
+        let port_slots = ports.iter().map(|p| p.id.0 as usize + 1).max().unwrap_or(0);
+        let mut out: Vec<Option<PortEntry>> = vec![None; port_slots];
+        let mut flood: Vec<Vec<PortId>> = vec![Vec::new(); net_slots];
+        let mut pnames = HashMap::new();
+        for p in ports {
+            if p.id.0 >= max_ports {
+                return Err(TopologyError::IdOutOfRange {
+                    kind: "port",
+                    id: p.id.0,
+                    max: max_ports - 1,
+                });
+            }
+            if out[p.id.0 as usize].is_some() || pnames.insert(p.name.clone(), ()).is_some() {
+                return Err(TopologyError::Duplicate {
+                    kind: "port",
+                    name: p.name.clone(),
+                });
+            }
+            let known = |id: NetworkId| -> Result<u16, TopologyError> {
+                if nets.get(id.0 as usize).is_some_and(|n| n.is_some()) {
+                    Ok(id.0)
+                } else {
+                    Err(TopologyError::UnknownNetwork {
+                        port: p.name.clone(),
+                        network: id.0,
+                    })
+                }
+            };
+            let mut egress = vec![NOT_MEMBER; net_slots].into_boxed_slice();
+            let (untagged, vid_to_network) = match &p.mode {
+                PortMode::Access { network } => {
+                    let n = known(*network)?;
+                    egress[n as usize] = UNTAGGED;
+                    (n, Box::default())
+                }
+                PortMode::Trunk { vlans, native } => {
+                    let mut map = vec![NOT_MEMBER; 4096].into_boxed_slice();
+                    for (vid, net) in vlans {
+                        let n = known(*net)?;
+                        if map[vid.get() as usize] != NOT_MEMBER {
+                            return Err(TopologyError::BadTrunk {
+                                port: p.name.clone(),
+                                reason: format!("VLAN {} is mapped twice", vid.get()),
+                            });
+                        }
+                        if egress[n as usize] != NOT_MEMBER {
+                            return Err(TopologyError::BadTrunk {
+                                port: p.name.clone(),
+                                reason: format!("network id {n} is carried twice"),
+                            });
+                        }
+                        map[vid.get() as usize] = n;
+                        egress[n as usize] = vid.get();
+                    }
+                    let untagged = match native {
+                        Some(net) => {
+                            let n = known(*net)?;
+                            if egress[n as usize] != NOT_MEMBER {
+                                return Err(TopologyError::BadTrunk {
+                                    port: p.name.clone(),
+                                    reason: format!("native network id {n} is also tagged"),
+                                });
+                            }
+                            egress[n as usize] = UNTAGGED;
+                            n
+                        }
+                        None => NOT_MEMBER,
+                    };
+                    (untagged, map)
+                }
+            };
+            for (net, e) in egress.iter().enumerate() {
+                if *e != NOT_MEMBER {
+                    flood[net].push(p.id);
+                }
+            }
+            out[p.id.0 as usize] = Some(PortEntry {
+                spec: p.clone(),
+                untagged,
+                vid_to_network,
+                egress,
+            });
+        }
+        for (i, n) in nets.iter_mut().enumerate() {
+            if let Some(n) = n {
+                n.flood = core::mem::take(&mut flood[i]).into_boxed_slice();
+            }
+        }
+        Ok(Topology {
+            ports: out.into_boxed_slice(),
+            networks: nets.into_boxed_slice(),
+        })
+    }
+
+    /// The port with id `p`, if it exists.
+    #[inline]
+    pub fn port(&self, p: PortId) -> Option<&PortEntry> {
+        self.ports.get(p.0 as usize).and_then(|e| e.as_ref())
+    }
+
+    /// The network with id `n`, if it exists.
+    #[inline]
+    pub fn network(&self, n: NetworkId) -> Option<&NetworkEntry> {
+        self.networks.get(n.0 as usize).and_then(|e| e.as_ref())
+    }
+
+    /// Every port.
+    pub fn ports(&self) -> impl Iterator<Item = &PortEntry> {
+        self.ports.iter().flatten()
+    }
+
+    /// Every network.
+    pub fn networks(&self) -> impl Iterator<Item = &NetworkEntry> {
+        self.networks.iter().flatten()
+    }
+
+    /// The network named `name`.
+    pub fn network_by_name(&self, name: &str) -> Option<&NetworkEntry> {
+        self.networks().find(|n| n.spec.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(id: u16, name: &str) -> NetworkSpec {
+        NetworkSpec {
+            id: NetworkId(id),
+            name: name.into(),
+            ageing_s: 300,
+        }
+    }
+
+    fn access(id: u16, name: &str, n: u16) -> PortSpec {
+        PortSpec {
+            id: PortId(id),
+            name: name.into(),
+            mode: PortMode::Access {
+                network: NetworkId(n),
+            },
+            static_macs: vec![],
+        }
+    }
+
+    #[test]
+    fn flood_lists_and_egress() {
+        let trunk = PortSpec {
+            id: PortId(2),
+            name: "t".into(),
+            mode: PortMode::Trunk {
+                vlans: vec![
+                    (VlanId::new(100).unwrap(), NetworkId(0)),
+                    (VlanId::new(200).unwrap(), NetworkId(1)),
+                ],
+                native: None,
+            },
+            static_macs: vec![],
+        };
+        let t = Topology::new(
+            &[net(0, "a"), net(1, "b")],
+            &[access(0, "p0", 0), access(1, "p1", 1), trunk],
+            16,
+        )
+        .unwrap();
+        assert_eq!(
+            &*t.network(NetworkId(0)).unwrap().flood,
+            &[PortId(0), PortId(2)]
+        );
+        assert_eq!(
+            &*t.network(NetworkId(1)).unwrap().flood,
+            &[PortId(1), PortId(2)]
+        );
+        let tp = t.port(PortId(2)).unwrap();
+        assert_eq!(tp.vid_to_network[100], 0);
+        assert_eq!(tp.vid_to_network[200], 1);
+        assert_eq!(tp.vid_to_network[300], NOT_MEMBER);
+        assert_eq!(tp.egress[1], 200);
+        assert_eq!(tp.untagged, NOT_MEMBER);
+        assert_eq!(
+            t.port(PortId(0)).unwrap().egress[..],
+            [UNTAGGED, NOT_MEMBER]
+        );
+    }
+
+    #[test]
+    fn errors_are_precise() {
+        let e = Topology::new(&[net(0, "a")], &[access(0, "p0", 3)], 16).unwrap_err();
+        assert_eq!(
+            e,
+            TopologyError::UnknownNetwork {
+                port: "p0".into(),
+                network: 3
+            }
+        );
+        let e = Topology::new(&[net(0, "a"), net(1, "a")], &[], 16).unwrap_err();
+        assert!(matches!(
+            e,
+            TopologyError::Duplicate {
+                kind: "network",
+                ..
+            }
+        ));
+        let e =
+            Topology::new(&[net(0, "a")], &[access(0, "p", 0), access(1, "p", 0)], 16).unwrap_err();
+        assert!(matches!(e, TopologyError::Duplicate { kind: "port", .. }));
+        let e = Topology::new(&[net(0, "a")], &[access(20, "p", 0)], 16).unwrap_err();
+        assert!(matches!(
+            e,
+            TopologyError::IdOutOfRange {
+                kind: "port",
+                id: 20,
+                ..
+            }
+        ));
+        let bad = PortSpec {
+            id: PortId(0),
+            name: "t".into(),
+            mode: PortMode::Trunk {
+                vlans: vec![
+                    (VlanId::new(5).unwrap(), NetworkId(0)),
+                    (VlanId::new(6).unwrap(), NetworkId(0)),
+                ],
+                native: None,
+            },
+            static_macs: vec![],
+        };
+        assert!(matches!(
+            Topology::new(&[net(0, "a")], &[bad], 16),
+            Err(TopologyError::BadTrunk { .. })
+        ));
+    }
+}

@@ -1,0 +1,106 @@
+//! The Internet checksum (RFC 1071), pseudo-headers, and incremental update (RFC 1624).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Sums `data` as big-endian 16-bit words into a 32-bit accumulator (not yet folded).
+pub fn sum(mut data: &[u8]) -> u32 {
+    let mut acc: u64 = 0;
+    while data.len() >= 8 {
+        let w = u64::from_be_bytes([
+            data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7],
+        ]);
+        acc += (w >> 48) + ((w >> 32) & 0xffff) + ((w >> 16) & 0xffff) + (w & 0xffff);
+        data = &data[8..];
+    }
+    while data.len() >= 2 {
+        acc += u64::from(u16::from_be_bytes([data[0], data[1]]));
+        data = &data[2..];
+    }
+    if let Some(&last) = data.first() {
+        acc += u64::from(last) << 8;
+    }
+    fold64(acc)
+}
+
+fn fold64(mut acc: u64) -> u32 {
+    while acc > 0xffff_ffff {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Folds a 32-bit accumulator into the 16-bit one's-complement sum.
+pub fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The checksum field value for `data` (the complement of the folded sum).
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data))
+}
+
+/// Partial sum of the IPv4 pseudo-header for an upper-layer packet of `len` bytes.
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u32) -> u32 {
+    sum(&src.octets()) + sum(&dst.octets()) + u32::from(protocol) + len
+}
+
+/// Partial sum of the IPv6 pseudo-header for an upper-layer packet of `len` bytes.
+pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u32) -> u32 {
+    sum(&src.octets()) + sum(&dst.octets()) + u32::from(next_header) + (len >> 16) + (len & 0xffff)
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
+pub fn update(check: u16, old: u16, new: u16) -> u16 {
+    !fold(u32::from(!check) + u32::from(!old) + u32::from(new))
+}
+
+/// RFC 1624 for a 32-bit field (an IPv4 address, for example).
+pub fn update32(check: u16, old: u32, new: u32) -> u16 {
+    let c = update(check, (old >> 16) as u16, (new >> 16) as u16);
+    update(c, old as u16, new as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 1071 section 3 example: 00 01 f2 03 f4 f5 f6 f7 sums to 0xddf2.
+    #[test]
+    fn rfc1071_example() {
+        assert_eq!(
+            fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])),
+            0xddf2
+        );
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(fold(sum(&[0x12, 0x34, 0x56])), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn incremental_matches_full_recompute() {
+        let mut hdr = [
+            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 198, 18, 0,
+            1, 198, 18, 0, 2,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        // decrement TTL: the word at offset 8 is ttl<<8 | proto
+        let old = u16::from_be_bytes([hdr[8], hdr[9]]);
+        hdr[8] -= 1;
+        let new = u16::from_be_bytes([hdr[8], hdr[9]]);
+        let inc = update(c, old, new);
+        hdr[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(inc, checksum(&hdr));
+        // and a 32-bit address rewrite
+        hdr[10..12].copy_from_slice(&inc.to_be_bytes());
+        let inc2 = update32(inc, u32::from_be_bytes([198, 18, 0, 2]), 0xc612_0909);
+        hdr[16..20].copy_from_slice(&0xc612_0909u32.to_be_bytes());
+        hdr[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(inc2, checksum(&hdr));
+    }
+}

@@ -1,0 +1,303 @@
+//! The per-core poll loop: rx burst, pipeline, tx bursts, housekeeping, counters.
+//!
+//! A worker owns its UMEM, one socket on every port, and its counters. After start-up
+//! it never blocks, allocates, locks or logs; it may sleep in microsecond steps when
+//! idle if its [`IdlePolicy`] says so.
+
+use crate::pipeline::{self, Batch, Ctx, LearnDedup, Outputs};
+use crate::port::{Held, Port};
+use crate::stats::{DropReason, WorkerStats};
+use crate::tables::{LearnEvent, PortId, TablesReader};
+use crate::xsk::Umem;
+use core::sync::atomic::{AtomicBool, Ordering};
+use crossbeam_queue::ArrayQueue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a worker does when a loop finds no packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Spin: lowest latency, one core at 100%.
+    Poll,
+    /// After a few empty loops, sleep, doubling from 1 µs up to `max_us`.
+    Backoff {
+        /// Longest sleep.
+        max_us: u32,
+    },
+}
+
+/// The daemon's clock: seconds since start, for ageing.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    /// Whole seconds from start to `now`.
+    #[inline]
+    pub fn secs(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.start).as_secs() as u32
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// How one worker is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Index (also the queue id it binds on every port).
+    pub id: usize,
+    /// CPU to pin to.
+    pub core: Option<usize>,
+    /// Idle behaviour.
+    pub idle: IdlePolicy,
+    /// Port ids are below this.
+    pub max_ports: usize,
+}
+
+/// Where every frame of a worker's UMEM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameAccount {
+    /// Frames in the UMEM.
+    pub total: u32,
+    /// In the free pool.
+    pub free: u32,
+    /// Given to the kernel to receive into.
+    pub rx_held: u32,
+    /// Sent, not yet completed.
+    pub tx_held: u32,
+}
+
+impl FrameAccount {
+    /// True when free + held adds up to the total: no frame is lost or counted twice.
+    pub fn balanced(&self) -> bool {
+        self.free + self.rx_held + self.tx_held == self.total
+    }
+}
+
+impl core::fmt::Display for FrameAccount {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} frames: {} free, {} with the kernel for receive, {} awaiting tx completion{}",
+            self.total,
+            self.free,
+            self.rx_held,
+            self.tx_held,
+            if self.balanced() { "" } else { " (UNBALANCED)" }
+        )
+    }
+}
+
+/// One poll-mode worker.
+#[derive(Debug)]
+pub struct Worker {
+    cfg: WorkerConfig,
+    umem: Umem,
+    ports: Box<[Option<Port>]>,
+    active: Vec<PortId>,
+    batch: Box<Batch>,
+    out: Outputs,
+    tables: TablesReader,
+    stats: Arc<WorkerStats>,
+    learn: Arc<ArrayQueue<LearnEvent>>,
+    dedup: LearnDedup,
+    clock: Clock,
+}
+
+impl Worker {
+    /// A worker with no ports yet.
+    pub fn new(
+        cfg: WorkerConfig,
+        umem: Umem,
+        tables: TablesReader,
+        learn: Arc<ArrayQueue<LearnEvent>>,
+        clock: Clock,
+    ) -> Worker {
+        let stats = Arc::new(WorkerStats::new(cfg.id, cfg.max_ports));
+        stats.generation.set(tables.tables().generation);
+        Worker {
+            cfg,
+            umem,
+            ports: (0..cfg.max_ports).map(|_| None).collect(),
+            active: Vec::with_capacity(cfg.max_ports),
+            batch: Box::default(),
+            out: Outputs::new(cfg.max_ports),
+            tables,
+            stats,
+            learn,
+            dedup: LearnDedup::default(),
+            clock,
+        }
+    }
+
+    /// Adds `port` as `id`, giving it receive frames. Panics if `id` is out of range
+    /// (control validates ids against `max_ports` first).
+    pub fn add_port(&mut self, id: PortId, mut port: Port) {
+        port.housekeep(&mut self.umem);
+        self.out.set_max_frame(id, port.max_frame());
+        self.ports[id.0 as usize] = Some(port);
+        if !self.active.contains(&id) {
+            self.active.push(id);
+        }
+    }
+
+    /// The port `id`, for tests and statistics.
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports.get_mut(id.0 as usize).and_then(|p| p.as_mut())
+    }
+
+    /// The worker's counters (shared with readers).
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// The worker's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Where every frame is.
+    pub fn account(&self) -> FrameAccount {
+        let held = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.held())
+            .fold(Held::default(), |a, h| Held {
+                rx: a.rx + h.rx,
+                tx: a.tx + h.tx,
+            });
+        FrameAccount {
+            total: self.umem.frames(),
+            free: self.umem.free_frames(),
+            rx_held: held.rx,
+            tx_held: held.tx,
+        }
+    }
+
+    /// One pass over every port; returns the packets received.
+    pub fn poll_once(&mut self, now_s: u32) -> usize {
+        if self.tables.refresh() {
+            self.dedup.clear();
+            self.stats.generation.set(self.tables.tables().generation);
+        }
+        let tables = self.tables.tables();
+        let mut work = 0;
+        for idx in 0..self.active.len() {
+            let pid = self.active[idx];
+            let Some(port) = self.ports[pid.0 as usize].as_mut() else {
+                continue;
+            };
+            let n = port.rx_burst(&mut self.umem, &mut self.batch.desc);
+            if n == 0 {
+                continue;
+            }
+            work += n;
+            self.batch.len = n;
+            let pc = &self.stats.ports[pid.0 as usize];
+            pc.rx_packets.add(n as u64);
+            pc.rx_bytes
+                .add(self.batch.desc[..n].iter().map(|d| u64::from(d.len)).sum());
+            self.stats.batches.add(1);
+            self.stats.packets.add(n as u64);
+
+            let mut ctx = Ctx {
+                umem: &mut self.umem,
+                tables,
+                stats: &self.stats,
+                in_port: pid,
+                now_s,
+                learn: &self.learn,
+                dedup: &mut self.dedup,
+            };
+            pipeline::process(&mut self.batch, &mut ctx, &mut self.out);
+
+            let (ports, umem, stats) = (&mut self.ports, &mut self.umem, &*self.stats);
+            self.out
+                .drain(|p, descs| match ports[p.0 as usize].as_mut() {
+                    Some(port) => {
+                        let sent = port.tx_burst(umem, descs);
+                        let pc = &stats.ports[p.0 as usize];
+                        pc.tx_packets.add(sent as u64);
+                        pc.tx_bytes
+                            .add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
+                        for _ in sent..descs.len() {
+                            stats.drop(DropReason::TxRingFull);
+                        }
+                    }
+                    None => {
+                        for d in descs {
+                            umem.free(d.addr);
+                            stats.drop(DropReason::NoPort);
+                        }
+                    }
+                });
+        }
+        for p in self.ports.iter_mut().flatten() {
+            p.housekeep(&mut self.umem);
+        }
+        self.stats
+            .free_frames
+            .set(u64::from(self.umem.free_frames()));
+        work
+    }
+
+    /// Pins the thread, polls until `stop`, then waits (briefly) for sends to complete
+    /// and returns where every frame is.
+    pub fn run(mut self, stop: &AtomicBool) -> (FrameAccount, Arc<WorkerStats>) {
+        if let Some(core) = self.cfg.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(
+                    worker = self.cfg.id,
+                    core,
+                    "could not pin worker to its core"
+                );
+            }
+        }
+        let mut empty = 0u32;
+        let mut sleep_us = 1u32;
+        // Relaxed: the flag only has to be seen eventually; no data travels with it.
+        while !stop.load(Ordering::Relaxed) {
+            let now_s = self.clock.secs(Instant::now());
+            if self.poll_once(now_s) > 0 {
+                self.stats.busy_loops.add(1);
+                empty = 0;
+                sleep_us = 1;
+                continue;
+            }
+            self.stats.idle_loops.add(1);
+            if let IdlePolicy::Backoff { max_us } = self.cfg.idle {
+                empty += 1;
+                if empty > 64 {
+                    std::thread::sleep(Duration::from_micros(u64::from(sleep_us)));
+                    sleep_us = (sleep_us * 2).min(max_us.max(1));
+                }
+            }
+        }
+        self.drain(Duration::from_millis(200))
+    }
+
+    /// Stops receiving and reclaims sends for up to `within`.
+    pub fn drain(mut self, within: Duration) -> (FrameAccount, Arc<WorkerStats>) {
+        let deadline = Instant::now() + within;
+        while self.account().tx_held > 0 && Instant::now() < deadline {
+            for p in self.ports.iter_mut().flatten() {
+                p.housekeep(&mut self.umem);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (self.account(), self.stats.clone())
+    }
+}

@@ -1,0 +1,256 @@
+//! The `bpf()` commands podswitch uses, with their `union bpf_attr` members laid out as
+//! the kernel's linux/bpf.h does.
+
+use super::insn::Insn;
+use crate::sys::{self, Syscall};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+const BPF_MAP_CREATE: u32 = 0;
+const BPF_MAP_UPDATE_ELEM: u32 = 2;
+const BPF_PROG_LOAD: u32 = 5;
+const BPF_LINK_CREATE: u32 = 28;
+
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+
+/// A BPF command failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}{hint}")]
+pub struct BpfError {
+    /// The step.
+    pub what: &'static str,
+    /// The errno.
+    #[source]
+    pub source: io::Error,
+    /// What to do (and the verifier log, for a refused program).
+    pub hint: String,
+}
+
+impl BpfError {
+    fn new(what: &'static str, source: io::Error) -> BpfError {
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) => ": loading BPF needs CAP_BPF and CAP_NET_ADMIN (run podswitchd as root)".into(),
+            Some(libc::EBUSY) | Some(libc::EEXIST) => {
+                ": another XDP program is attached to this interface; remove it (`ip link set dev IF xdp off`) or stop the process that owns it".into()
+            }
+            Some(libc::ERANGE) => ": the MTU is too large for native XDP on this device (veth: at most 3506); lower it or use generic mode".into(),
+            _ => String::new(),
+        };
+        BpfError { what, source, hint }
+    }
+
+    /// Another program holds the interface.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.source.raw_os_error(),
+            Some(libc::EBUSY) | Some(libc::EEXIST)
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+fn as_bytes_mut<T: Copy>(v: &mut T) -> &mut [u8] {
+    // SAFETY: the attr structs are repr(C) integers and byte arrays; every byte pattern
+    // is valid and the kernel reads them as bytes.
+    unsafe { core::slice::from_raw_parts_mut((v as *mut T).cast(), core::mem::size_of::<T>()) }
+}
+
+fn name16(s: &str) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    let b = s.as_bytes();
+    let len = b.len().min(15);
+    n[..len].copy_from_slice(&b[..len]);
+    n
+}
+
+/// An XSKMAP of `entries` slots (u32 queue id → AF_XDP socket).
+pub fn create_xskmap(entries: u32) -> Result<OwnedFd, BpfError> {
+    let mut a = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_XSKMAP,
+        key_size: 4,
+        value_size: 4,
+        max_entries: entries,
+        map_name: name16("podswitch_xsks"),
+        ..Default::default()
+    };
+    sys::syscall_fd(Syscall::Bpf {
+        cmd: BPF_MAP_CREATE,
+        attr: as_bytes_mut(&mut a),
+    })
+    .map_err(|e| BpfError::new("creating the XSKMAP", e))
+}
+
+/// `map[key] = value`.
+pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf {
+        cmd: BPF_MAP_UPDATE_ELEM,
+        attr: as_bytes_mut(&mut a),
+    })
+    .map(drop)
+    .map_err(|e| BpfError::new("inserting a socket into the XSKMAP", e))
+}
+
+/// Loads an XDP program; on refusal, loads it again with the verifier log on and puts
+/// the log in the error.
+pub fn load_xdp(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
+    let license = c"Dual MIT/GPL";
+    let mut a = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name16(name),
+        expected_attach_type: BPF_XDP,
+        ..Default::default()
+    };
+    match sys::syscall_fd(Syscall::Bpf {
+        cmd: BPF_PROG_LOAD,
+        attr: as_bytes_mut(&mut a),
+    }) {
+        Ok(fd) => Ok(fd),
+        Err(first) => {
+            let mut log = vec![0u8; 64 * 1024];
+            a.log_level = 1;
+            a.log_size = log.len() as u32;
+            a.log_buf = log.as_mut_ptr() as u64;
+            let _ = sys::syscall(Syscall::Bpf {
+                cmd: BPF_PROG_LOAD,
+                attr: as_bytes_mut(&mut a),
+            });
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let mut e = BpfError::new("loading the XDP program", first);
+            if end > 0 {
+                e.hint.push_str(&format!(
+                    "; verifier log:\n{}",
+                    String::from_utf8_lossy(&log[..end])
+                ));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Attaches `prog` to `ifindex` through a BPF link (detached when the link closes).
+pub fn link_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> Result<OwnedFd, BpfError> {
+    let mut a = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    sys::syscall_fd(Syscall::Bpf {
+        cmd: BPF_LINK_CREATE,
+        attr: as_bytes_mut(&mut a),
+    })
+    .map_err(|e| BpfError::new("attaching the XDP program", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{errno, with_fake};
+
+    #[test]
+    fn refused_program_carries_the_verifier_log() {
+        let e = with_fake(
+            |c| match c {
+                Syscall::Bpf {
+                    cmd: BPF_PROG_LOAD,
+                    attr,
+                } => {
+                    // On the retry, write a log into the buffer the attr points at.
+                    let a = attr.as_ptr() as *const ProgLoadAttr;
+                    // SAFETY: attr is the ProgLoadAttr built by load_xdp.
+                    #[allow(unsafe_code)]
+                    let a = unsafe { *a };
+                    if a.log_level == 1 {
+                        let msg = b"R2 invalid mem access\0";
+                        // SAFETY: log_buf points at load_xdp's 64 KiB buffer.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(
+                                msg.as_ptr(),
+                                a.log_buf as *mut u8,
+                                msg.len(),
+                            )
+                        };
+                    }
+                    Some(errno(libc::EACCES))
+                }
+                _ => None,
+            },
+            || load_xdp(&[super::super::insn::exit()], "t").unwrap_err(),
+        );
+        assert!(e.to_string().contains("R2 invalid mem access"), "{e}");
+    }
+
+    #[test]
+    fn busy_interface_is_explained() {
+        let e = with_fake(
+            |_| Some(errno(libc::EBUSY)),
+            || {
+                // Any fd works for the prog argument; the fake answers.
+                let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+                link_xdp(&fd, 1, 0).unwrap_err()
+            },
+        );
+        assert!(e.is_busy());
+        assert!(e.to_string().contains("another XDP program"), "{e}");
+    }
+}
