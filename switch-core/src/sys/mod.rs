@@ -84,6 +84,15 @@ pub enum Syscall<'a> {
         /// Socket.
         fd: RawFd,
     },
+    /// `ioctl(fd, request, arg)` for interface requests (`struct ifreq`).
+    Ioctl {
+        /// A socket in the namespace of the interface.
+        fd: RawFd,
+        /// SIOC* request.
+        request: u64,
+        /// The ifreq bytes, read and written by the kernel.
+        arg: &'a mut [u8],
+    },
 }
 
 /// Performs `call` (or, in unit tests with a fake installed, asks the fake).
@@ -199,6 +208,13 @@ fn real(call: Syscall<'_>) -> io::Result<i64> {
                     0,
                 )
             } as i64)
+        }
+        Syscall::Ioctl { fd, request, arg } => {
+            // SAFETY: `arg` is a live, writable ifreq; any pointer inside it was set by
+            // the caller to a buffer that outlives this call.
+            cvt(i64::from(unsafe {
+                libc::ioctl(fd, request as _, arg.as_mut_ptr())
+            }))
         }
         Syscall::WakeRx { fd } => {
             // SAFETY: a zero-length receive with no buffer and no address.

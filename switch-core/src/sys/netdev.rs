@@ -1,7 +1,17 @@
 //! What the dataplane reads about a network interface: index, MTU, queue count.
+//!
+//! Through ioctls on a socket of the calling thread's network namespace, not sysfs:
+//! /sys/class/net shows the namespace sysfs was mounted in, which is not the daemon's
+//! when it runs in a namespace of its own.
 
+use super::{syscall, syscall_fd, Syscall};
 use std::ffi::CString;
 use std::io;
+use std::os::fd::AsRawFd;
+
+const SIOCGIFMTU: u64 = 0x8921;
+const SIOCETHTOOL: u64 = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
 
 /// The interface index of `name`, or `NotFound`.
 pub fn ifindex(name: &str) -> io::Result<u32> {
@@ -16,39 +26,86 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     }
 }
 
-fn read_sys(name: &str, file: &str) -> io::Result<String> {
-    Ok(
-        std::fs::read_to_string(format!("/sys/class/net/{name}/{file}"))?
-            .trim()
-            .to_string(),
-    )
+/// `struct ifreq`: the name, then a 24-byte union.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> io::Result<IfReq> {
+        if name.is_empty() || name.len() > 15 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface names have 1 to 15 characters",
+            ));
+        }
+        let mut r = IfReq {
+            name: [0; 16],
+            data: [0; 24],
+        };
+        r.name[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(r)
+    }
+
+    fn call(&mut self, request: u64) -> io::Result<()> {
+        let sock = syscall_fd(Syscall::Socket {
+            domain: libc::AF_INET,
+            ty: libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        })?;
+        // SAFETY: IfReq is repr(C) bytes; viewing it as a byte slice is sound.
+        #[allow(unsafe_code)]
+        let arg = unsafe {
+            core::slice::from_raw_parts_mut((self as *mut IfReq).cast::<u8>(), size_of::<IfReq>())
+        };
+        syscall(Syscall::Ioctl {
+            fd: sock.as_raw_fd(),
+            request,
+            arg,
+        })
+        .map(drop)
+    }
 }
 
 /// The interface's MTU.
 pub fn mtu(name: &str) -> io::Result<u32> {
-    read_sys(name, "mtu")?
-        .parse()
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    let mut r = IfReq::new(name)?;
+    r.call(SIOCGIFMTU)?;
+    Ok(i32::from_ne_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as u32)
 }
 
-/// How many receive queues the interface has (`rx-N` entries in sysfs).
+/// How many receive queues the interface has (ethtool channels: rx or combined). An
+/// interface whose driver does not report channels has one.
 pub fn rx_queues(name: &str) -> io::Result<u32> {
-    let n = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    Ok(n as u32)
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined, rx_count,
+    // tx_count, other_count, combined_count.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let mut r = IfReq::new(name)?;
+    r.data[..8].copy_from_slice(&(ch.as_mut_ptr() as u64).to_ne_bytes());
+    match r.call(SIOCETHTOOL) {
+        Ok(()) => Ok(ch[5].max(ch[8]).max(1)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(1),
+        Err(e) => Err(e),
+    }
 }
 
-/// The kernel's driver name for the interface (`veth`, `ixgbe`, ...), if it says.
-pub fn driver(name: &str) -> Option<String> {
-    let link = std::fs::read_link(format!("/sys/class/net/{name}/device/driver")).ok();
-    if let Some(l) = link {
-        return l.file_name().map(|f| f.to_string_lossy().into_owned());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_readable_without_privileges() {
+        assert_eq!(ifindex("lo").unwrap(), 1);
+        assert_eq!(mtu("lo").unwrap(), 65536);
+        assert_eq!(rx_queues("lo").unwrap(), 1);
     }
-    // Virtual devices have no device/driver link; uevent names the kind.
-    read_sys(name, "uevent").ok().and_then(|u| {
-        u.lines()
-            .find_map(|l| l.strip_prefix("DEVTYPE=").map(str::to_string))
-    })
+
+    #[test]
+    fn missing_interface() {
+        assert!(ifindex("nonexistent0").is_err());
+        assert!(mtu("nonexistent0").is_err());
+        assert!(mtu("much-too-long-interface-name").is_err());
+    }
 }

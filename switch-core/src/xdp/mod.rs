@@ -149,6 +149,11 @@ impl XdpRedirect {
         })
     }
 
+    /// The interface it is attached to.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
     /// Native or generic.
     pub fn mode(&self) -> AttachedMode {
         self.mode

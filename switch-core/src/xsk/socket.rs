@@ -117,8 +117,7 @@ fn pod_bytes_mut<T: Copy>(v: &mut T) -> &mut [u8] {
 
 impl XskSocket {
     /// Opens a socket on `ifname`/`queue`. With `shared = None` it registers `umem`;
-    /// otherwise it shares the UMEM registered by `shared` (which must be bound and
-    /// stay open as long as this one).
+    /// otherwise it shares the UMEM registered by `shared` (which must already be bound).
     pub fn new(
         umem: &Umem,
         ifname: &str,

@@ -1,0 +1,16 @@
+//! podswitch's control plane: configuration, the daemon that drives switch-core, its
+//! metrics endpoint, and the `--demo` topology.
+//!
+//! | module | one job |
+//! |---|---|
+//! | [`config`] | the TOML file, validated into switch-core's types |
+//! | [`daemon`] | start-up (UMEMs, sockets, XDP), the control thread (learning, ageing, publishing), stop |
+//! | [`metrics`] | Prometheus text over HTTP |
+//! | [`netns`] | network namespaces and veths, for the demo and the tests |
+//! | [`demo`] | `podswitchd --demo` |
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod metrics;
+pub mod netns;
