@@ -184,15 +184,10 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let cfg = Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
             e => e,
         })?;
         Ok(cfg)
@@ -200,10 +195,8 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "config".into(),
-            message: e.to_string(),
-        })?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: "config".into(), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -212,10 +205,7 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let d = &self.dataplane;
         if d.cores.is_empty() {
-            return bad(
-                "dataplane.cores is empty: list at least one CPU for a worker, e.g. cores = [1]"
-                    .into(),
-            );
+            return bad("dataplane.cores is empty: list at least one CPU for a worker, e.g. cores = [1]".into());
         }
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut seen = HashSet::new();
@@ -227,22 +217,14 @@ impl Config {
                 ));
             }
             if !seen.insert(c) {
-                return bad(format!(
-                    "dataplane.cores: CPU {c} is listed twice; one worker per core"
-                ));
+                return bad(format!("dataplane.cores: CPU {c} is listed twice; one worker per core"));
             }
         }
         if d.frame_size != 2048 && d.frame_size != 4096 {
-            return bad(format!(
-                "dataplane.frame_size = {}: must be 2048 or 4096",
-                d.frame_size
-            ));
+            return bad(format!("dataplane.frame_size = {}: must be 2048 or 4096", d.frame_size));
         }
         if !d.ring_size.is_power_of_two() || !(64..=16384).contains(&d.ring_size) {
-            return bad(format!(
-                "dataplane.ring_size = {}: must be a power of two from 64 to 16384",
-                d.ring_size
-            ));
+            return bad(format!("dataplane.ring_size = {}: must be a power of two from 64 to 16384", d.ring_size));
         }
         if d.max_ports == 0 {
             return bad("dataplane.max_ports must be at least 1".into());
@@ -255,9 +237,7 @@ impl Config {
     pub fn idle_policy(&self) -> IdlePolicy {
         match self.dataplane.idle {
             Idle::Poll => IdlePolicy::Poll,
-            Idle::Backoff => IdlePolicy::Backoff {
-                max_us: self.dataplane.backoff_max_us,
-            },
+            Idle::Backoff => IdlePolicy::Backoff { max_us: self.dataplane.backoff_max_us },
         }
     }
 
@@ -288,35 +268,20 @@ impl Config {
                 return Err(bad(format!("networks[{i}]: name is empty")));
             }
             if n.ageing_s == 0 {
-                return Err(bad(format!(
-                    "network {:?}: ageing_s must be at least 1 second",
-                    n.name
-                )));
+                return Err(bad(format!("network {:?}: ageing_s must be at least 1 second", n.name)));
             }
-            nets.push(NetworkSpec {
-                id: NetworkId(i as u16),
-                name: n.name.clone(),
-                ageing_s: n.ageing_s,
-            });
+            nets.push(NetworkSpec { id: NetworkId(i as u16), name: n.name.clone(), ageing_s: n.ageing_s });
         }
         let net_id = |port: &str, name: &str| {
-            nets.iter()
-                .find(|n| n.name == name)
-                .map(|n| n.id)
-                .ok_or_else(|| {
-                    let known: Vec<_> = nets.iter().map(|n| n.name.as_str()).collect();
-                    bad(format!(
-                        "port {port:?}: network {name:?} is not defined (networks: {known:?})"
-                    ))
-                })
+            nets.iter().find(|n| n.name == name).map(|n| n.id).ok_or_else(|| {
+                let known: Vec<_> = nets.iter().map(|n| n.name.as_str()).collect();
+                bad(format!("port {port:?}: network {name:?} is not defined (networks: {known:?})"))
+            })
         };
         let mut ports = Vec::new();
         for (i, p) in self.ports.iter().enumerate() {
             if p.name.is_empty() || p.name.len() > 15 {
-                return Err(bad(format!(
-                    "ports[{i}]: interface name {:?} must be 1 to 15 characters",
-                    p.name
-                )));
+                return Err(bad(format!("ports[{i}]: interface name {:?} must be 1 to 15 characters", p.name)));
             }
             let mode = match (&p.network, p.vlans.is_empty(), &p.native) {
                 (Some(n), true, None) => PortMode::Access { network: net_id(&p.name, n)? },
@@ -346,23 +311,13 @@ impl Config {
             };
             let mut macs = Vec::new();
             for m in &p.macs {
-                let mac: EthernetAddress = m
-                    .parse()
-                    .map_err(|e| bad(format!("port {:?}: {e}", p.name)))?;
+                let mac: EthernetAddress = m.parse().map_err(|e| bad(format!("port {:?}: {e}", p.name)))?;
                 if !mac.is_unicast() {
-                    return Err(bad(format!(
-                        "port {:?}: static MAC {m} must be a unicast address",
-                        p.name
-                    )));
+                    return Err(bad(format!("port {:?}: static MAC {m} must be a unicast address", p.name)));
                 }
                 macs.push(mac);
             }
-            ports.push(PortSpec {
-                id: PortId(i as u16),
-                name: p.name.clone(),
-                mode,
-                static_macs: macs,
-            });
+            ports.push(PortSpec { id: PortId(i as u16), name: p.name.clone(), mode, static_macs: macs });
         }
         Ok((nets, ports))
     }
@@ -370,8 +325,7 @@ impl Config {
     /// The compiled topology.
     pub fn topology(&self) -> Result<Topology, ConfigError> {
         let (nets, ports) = self.specs()?;
-        Topology::new(&nets, &ports, self.dataplane.max_ports)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+        Topology::new(&nets, &ports, self.dataplane.max_ports).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
 
@@ -401,10 +355,7 @@ mod tests {
     #[test]
     fn good_config_compiles() {
         let c = Config::parse(GOOD).unwrap();
-        assert_eq!(
-            c.dataplane.ring_size, 2048,
-            "defaults fill what the file leaves out"
-        );
+        assert_eq!(c.dataplane.ring_size, 2048, "defaults fill what the file leaves out");
         assert_eq!(c.idle_policy(), IdlePolicy::Backoff { max_us: 200 });
         let t = c.topology().unwrap();
         assert_eq!(t.network_by_name("blue").unwrap().spec.ageing_s, 10);
@@ -431,7 +382,9 @@ mod tests {
         assert!(e.contains("either network"), "{e}");
         let e = err("[dataplane]\ncores=[0]\n[[networks]]\nname=\"n\"\n[[ports]]\nname=\"a\"\nvlans=[{vid=4095, network=\"n\"}]\n");
         assert!(e.contains("VLAN 4095 is out of range"), "{e}");
-        let e = err("[dataplane]\ncores=[0]\n[[networks]]\nname=\"n\"\n[[ports]]\nname=\"a\"\nnetwork=\"n\"\nmacs=[\"zz\"]\n");
+        let e = err(
+            "[dataplane]\ncores=[0]\n[[networks]]\nname=\"n\"\n[[ports]]\nname=\"a\"\nnetwork=\"n\"\nmacs=[\"zz\"]\n",
+        );
         assert!(e.contains("invalid MAC"), "{e}");
         let e = err("[dataplane]\ncores=[0]\n[[networks]]\nname=\"n\"\n[[ports]]\nname=\"a\"\nnetwork=\"n\"\n[[ports]]\nname=\"a\"\nnetwork=\"n\"\n");
         assert!(e.contains("duplicate port"), "{e}");

@@ -17,9 +17,7 @@ use switch_core::pipeline::BATCH_SIZE;
 use switch_core::port::{Port, XskPort};
 use switch_core::stats::WorkerStats;
 use switch_core::sys::netdev;
-use switch_core::tables::{
-    LearnEvent, Learner, PortMode, Publisher, TablesHandle, TablesReader, Topology,
-};
+use switch_core::tables::{LearnEvent, Learner, PortMode, Publisher, TablesHandle, TablesReader, Topology};
 use switch_core::worker::{Clock, FrameAccount, Worker, WorkerConfig};
 use switch_core::xdp::{AttachedMode, Fallback, XdpRedirect};
 use switch_core::xsk::{Backing, BindMode, Umem, UmemConfig, XskConfig, XskSocket, FRAME_HEADROOM};
@@ -124,13 +122,9 @@ impl Daemon {
         let mut max_frames = Vec::new();
         for p in &port_specs {
             netdev::ifindex(&p.name).with_context(|| {
-                format!(
-                    "port {:?}: no such interface in this network namespace; create it first",
-                    p.name
-                )
+                format!("port {:?}: no such interface in this network namespace; create it first", p.name)
             })?;
-            let queues = netdev::rx_queues(&p.name)
-                .with_context(|| format!("port {:?}: reading queues", p.name))?;
+            let queues = netdev::rx_queues(&p.name).with_context(|| format!("port {:?}: reading queues", p.name))?;
             if (queues as usize) < workers_n {
                 bail!(
                     "port {:?} has {queues} receive queue(s) but there are {workers_n} workers: each worker binds its \
@@ -139,13 +133,8 @@ impl Daemon {
                     p.name
                 );
             }
-            let mtu =
-                netdev::mtu(&p.name).with_context(|| format!("port {:?}: reading MTU", p.name))?;
-            let tag = if matches!(p.mode, PortMode::Trunk { .. }) {
-                4
-            } else {
-                0
-            };
+            let mtu = netdev::mtu(&p.name).with_context(|| format!("port {:?}: reading MTU", p.name))?;
+            let tag = if matches!(p.mode, PortMode::Trunk { .. }) { 4 } else { 0 };
             max_frames.push((mtu + 14 + tag).min(cfg.dataplane.frame_size - FRAME_HEADROOM));
         }
 
@@ -174,10 +163,7 @@ impl Daemon {
                 hugepages: cfg.hugepage_policy(),
             })
             .with_context(|| format!("worker {w}: UMEM"))?;
-            umems.push(UmemView {
-                frames,
-                backing: umem.backing(),
-            });
+            umems.push(UmemView { frames, backing: umem.backing() });
             let mut sockets: Vec<XskSocket> = Vec::new();
             for (i, p) in port_specs.iter().enumerate() {
                 let s = XskSocket::new(&umem, &p.name, w as u32, sockets.first(), &xsk_cfg)?;
@@ -192,13 +178,7 @@ impl Daemon {
                 idle: cfg.idle_policy(),
                 max_ports: cfg.dataplane.max_ports as usize,
             };
-            let mut worker = Worker::new(
-                wcfg,
-                umem,
-                TablesReader::new(publisher.handle()),
-                learn,
-                clock,
-            );
+            let mut worker = Worker::new(wcfg, umem, TablesReader::new(publisher.handle()), learn, clock);
             // The kernel reference-counts the UMEM, so the sockets may close in any order.
             for (i, s) in sockets.into_iter().enumerate() {
                 worker.add_port(port_specs[i].id, Port::Xsk(XskPort::new(s, max_frames[i])));
@@ -210,8 +190,7 @@ impl Daemon {
         let mut xdp = Vec::new();
         let mut port_views = Vec::new();
         for (i, p) in port_specs.iter().enumerate() {
-            let prog =
-                XdpRedirect::attach(&p.name, workers_n as u32, Fallback::Drop, cfg.xdp_mode())?;
+            let prog = XdpRedirect::attach(&p.name, workers_n as u32, Fallback::Drop, cfg.xdp_mode())?;
             for (w, fd) in socket_fds[i].iter().enumerate() {
                 prog.insert(w as u32, *fd)?;
             }
@@ -238,26 +217,16 @@ impl Daemon {
         for worker in workers {
             let stop = stop.clone();
             let name = format!("ps-worker-{}", handles.len());
-            handles.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || worker.run(&stop))?,
-            );
+            handles.push(std::thread::Builder::new().name(name).spawn(move || worker.run(&stop))?);
         }
         let control = {
             let (stop, view) = (stop.clone(), view.clone());
             std::thread::Builder::new()
                 .name("ps-control".into())
-                .spawn(move || {
-                    control_loop(&stop, &view, publisher, learner, topology, queues, clock)
-                })?
+                .spawn(move || control_loop(&stop, &view, publisher, learner, topology, queues, clock))?
         };
         let metrics = match cfg.metrics_address {
-            Some(addr) => Some(crate::metrics::Server::start(
-                addr,
-                view.clone(),
-                stop.clone(),
-            )?),
+            Some(addr) => Some(crate::metrics::Server::start(addr, view.clone(), stop.clone())?),
             None => None,
         };
 
@@ -271,14 +240,7 @@ impl Daemon {
             backing = ?view.umems.first().map(|u| u.backing),
             "podswitchd ready"
         );
-        Ok(Daemon {
-            stop,
-            workers: handles,
-            control: Some(control),
-            metrics,
-            xdp,
-            view,
-        })
+        Ok(Daemon { stop, workers: handles, control: Some(control), metrics, xdp, view })
     }
 
     /// The metrics endpoint's address, if one is configured.
@@ -351,16 +313,10 @@ fn control_loop(
         if changed {
             publisher.publish(topology.clone(), Arc::new(learner.build()));
         }
-        let min_seen = view
-            .workers
-            .iter()
-            .map(|w| w.generation.get())
-            .min()
-            .unwrap_or(u64::MAX);
+        let min_seen = view.workers.iter().map(|w| w.generation.get()).min().unwrap_or(u64::MAX);
         publisher.reclaim(min_seen);
         // Relaxed: gauges for the metrics endpoint.
-        view.fdb_full_drops
-            .store(learner.full_drops, Ordering::Relaxed);
+        view.fdb_full_drops.store(learner.full_drops, Ordering::Relaxed);
         view.fdb_moves.store(learner.moves, Ordering::Relaxed);
         std::thread::sleep(CONTROL_TICK);
     }

@@ -64,24 +64,13 @@ pub fn run(core: Option<usize>) -> Result<()> {
     let mut failed = 0;
     for (from, to) in [(0, 1), (0, 2), (1, 2)] {
         for (fam, dst) in [("IPv4", &pods[to].v4), ("IPv6", &pods[to].v6)] {
-            let out = pods[from]
-                .ns
-                .exec("ping", &["-c", "3", "-i", "0.2", "-W", "1", dst])?;
+            let out = pods[from].ns.exec("ping", &["-c", "3", "-i", "0.2", "-W", "1", dst])?;
             let text = String::from_utf8_lossy(&out.stdout);
-            let summary = text
-                .lines()
-                .find(|l| l.contains("packet loss"))
-                .unwrap_or("no answer")
-                .trim();
+            let summary = text.lines().find(|l| l.contains("packet loss")).unwrap_or("no answer").trim();
             let ok = out.status.success();
             failed += usize::from(!ok);
             let names = ["a", "b", "c"];
-            println!(
-                "  ping {fam} {} -> {}: {summary} {}",
-                names[from],
-                names[to],
-                if ok { "" } else { "FAILED" }
-            );
+            println!("  ping {fam} {} -> {}: {summary} {}", names[from], names[to], if ok { "" } else { "FAILED" });
         }
     }
 
@@ -89,13 +78,7 @@ pub fn run(core: Option<usize>) -> Result<()> {
     println!("\n  port     rx pkts  tx pkts  flooded");
     for p in &view.ports {
         let c = &view.workers[0].ports[p.id as usize];
-        println!(
-            "  {:<8} {:>7}  {:>7}  {:>7}",
-            p.name,
-            c.rx_packets.get(),
-            c.tx_packets.get(),
-            c.tx_flood.get()
-        );
+        println!("  {:<8} {:>7}  {:>7}  {:>7}", p.name, c.rx_packets.get(), c.tx_packets.get(), c.tx_flood.get());
     }
     println!("  MAC addresses learned: {}", view.tables.load().fdb.len());
     let report = daemon.stop();

@@ -18,36 +18,27 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` (port 0 picks a free one) and serves until `stop`.
-    pub fn start(
-        addr: SocketAddr,
-        view: Arc<View>,
-        stop: Arc<AtomicBool>,
-    ) -> anyhow::Result<Server> {
+    pub fn start(addr: SocketAddr, view: Arc<View>, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
         let server = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("metrics endpoint: cannot listen on {addr}: {e}"))?;
         let addr = server.server_addr().to_ip().unwrap_or(addr);
         tracing::info!("metrics on http://{addr}/metrics");
-        let thread = std::thread::Builder::new()
-            .name("ps-metrics".into())
-            .spawn(move || {
-                // Relaxed: see Daemon::stop.
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(100)) else {
-                        continue;
-                    };
-                    let resp = if req.url() == "/metrics" {
-                        let ct = tiny_http::Header::from_bytes(
-                            "Content-Type",
-                            "text/plain; version=0.0.4",
-                        )
+        let thread = std::thread::Builder::new().name("ps-metrics".into()).spawn(move || {
+            // Relaxed: see Daemon::stop.
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let resp = if req.url() == "/metrics" {
+                    let ct = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4")
                         .expect("static header is valid");
-                        tiny_http::Response::from_string(render(&view)).with_header(ct)
-                    } else {
-                        tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                    };
-                    let _ = req.respond(resp);
-                }
-            })?;
+                    tiny_http::Response::from_string(render(&view)).with_header(ct)
+                } else {
+                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                };
+                let _ = req.respond(resp);
+            }
+        })?;
         Ok(Server { addr, thread })
     }
 
@@ -71,31 +62,11 @@ pub fn render(view: &View) -> String {
     let mut o = String::with_capacity(8192);
     type PortField = fn(&switch_core::stats::PortCounters) -> u64;
     let port_counters: [(&str, &str, PortField); 5] = [
-        (
-            "podswitch_port_rx_packets_total",
-            "Frames received on a port.",
-            |c| c.rx_packets.get(),
-        ),
-        (
-            "podswitch_port_rx_bytes_total",
-            "Bytes received on a port.",
-            |c| c.rx_bytes.get(),
-        ),
-        (
-            "podswitch_port_tx_packets_total",
-            "Frames sent on a port.",
-            |c| c.tx_packets.get(),
-        ),
-        (
-            "podswitch_port_tx_bytes_total",
-            "Bytes sent on a port.",
-            |c| c.tx_bytes.get(),
-        ),
-        (
-            "podswitch_port_tx_flood_packets_total",
-            "Frames sent on a port as flood copies.",
-            |c| c.tx_flood.get(),
-        ),
+        ("podswitch_port_rx_packets_total", "Frames received on a port.", |c| c.rx_packets.get()),
+        ("podswitch_port_rx_bytes_total", "Bytes received on a port.", |c| c.rx_bytes.get()),
+        ("podswitch_port_tx_packets_total", "Frames sent on a port.", |c| c.tx_packets.get()),
+        ("podswitch_port_tx_bytes_total", "Bytes sent on a port.", |c| c.tx_bytes.get()),
+        ("podswitch_port_tx_flood_packets_total", "Frames sent on a port as flood copies.", |c| c.tx_flood.get()),
     ];
     for (name, help, get) in port_counters {
         family(&mut o, name, "counter", help);
@@ -111,67 +82,28 @@ pub fn render(view: &View) -> String {
             }
         }
     }
-    family(
-        &mut o,
-        "podswitch_drops_total",
-        "counter",
-        "Packets dropped, by reason.",
-    );
+    family(&mut o, "podswitch_drops_total", "counter", "Packets dropped, by reason.");
     for w in &view.workers {
         for r in DropReason::ALL {
-            let _ = writeln!(
-                o,
-                "podswitch_drops_total{{reason=\"{}\",worker=\"{}\"}} {}",
-                r.name(),
-                w.worker,
-                w.drops(*r)
-            );
+            let _ =
+                writeln!(o, "podswitch_drops_total{{reason=\"{}\",worker=\"{}\"}} {}", r.name(), w.worker, w.drops(*r));
         }
     }
     type WorkerField = fn(&switch_core::stats::WorkerStats) -> u64;
     let worker_counters: [(&str, &str, &str, WorkerField); 7] = [
-        (
-            "podswitch_worker_busy_loops_total",
-            "counter",
-            "Poll loops that found packets.",
-            |w| w.busy_loops.get(),
-        ),
-        (
-            "podswitch_worker_idle_loops_total",
-            "counter",
-            "Poll loops that found none.",
-            |w| w.idle_loops.get(),
-        ),
-        (
-            "podswitch_worker_batches_total",
-            "counter",
-            "Batches processed.",
-            |w| w.batches.get(),
-        ),
-        (
-            "podswitch_worker_packets_total",
-            "counter",
-            "Packets processed.",
-            |w| w.packets.get(),
-        ),
-        (
-            "podswitch_worker_learn_events_total",
-            "counter",
-            "MAC learn events sent to control.",
-            |w| w.learn_events.get(),
-        ),
-        (
-            "podswitch_worker_learn_queue_full_total",
-            "counter",
-            "Learn events lost to a full queue.",
-            |w| w.learn_queue_full.get(),
-        ),
-        (
-            "podswitch_worker_umem_free_frames",
-            "gauge",
-            "UMEM frames in the worker's free pool.",
-            |w| w.free_frames.get(),
-        ),
+        ("podswitch_worker_busy_loops_total", "counter", "Poll loops that found packets.", |w| w.busy_loops.get()),
+        ("podswitch_worker_idle_loops_total", "counter", "Poll loops that found none.", |w| w.idle_loops.get()),
+        ("podswitch_worker_batches_total", "counter", "Batches processed.", |w| w.batches.get()),
+        ("podswitch_worker_packets_total", "counter", "Packets processed.", |w| w.packets.get()),
+        ("podswitch_worker_learn_events_total", "counter", "MAC learn events sent to control.", |w| {
+            w.learn_events.get()
+        }),
+        ("podswitch_worker_learn_queue_full_total", "counter", "Learn events lost to a full queue.", |w| {
+            w.learn_queue_full.get()
+        }),
+        ("podswitch_worker_umem_free_frames", "gauge", "UMEM frames in the worker's free pool.", |w| {
+            w.free_frames.get()
+        }),
     ];
     for (name, kind, help, get) in worker_counters {
         family(&mut o, name, kind, help);
@@ -179,25 +111,11 @@ pub fn render(view: &View) -> String {
             let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", w.worker, get(w));
         }
     }
-    family(
-        &mut o,
-        "podswitch_worker_umem_frames",
-        "gauge",
-        "UMEM frames of the worker.",
-    );
+    family(&mut o, "podswitch_worker_umem_frames", "gauge", "UMEM frames of the worker.");
     for (i, u) in view.umems.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "podswitch_worker_umem_frames{{worker=\"{i}\"}} {}",
-            u.frames
-        );
+        let _ = writeln!(o, "podswitch_worker_umem_frames{{worker=\"{i}\"}} {}", u.frames);
     }
-    family(
-        &mut o,
-        "podswitch_worker_umem_hugepages",
-        "gauge",
-        "1 if the worker's UMEM is on hugepages.",
-    );
+    family(&mut o, "podswitch_worker_umem_hugepages", "gauge", "1 if the worker's UMEM is on hugepages.");
     for (i, u) in view.umems.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -206,42 +124,14 @@ pub fn render(view: &View) -> String {
         );
     }
     let tables = view.tables.load();
-    family(
-        &mut o,
-        "podswitch_tables_generation",
-        "gauge",
-        "Generation of the published tables.",
-    );
+    family(&mut o, "podswitch_tables_generation", "gauge", "Generation of the published tables.");
     let _ = writeln!(o, "podswitch_tables_generation {}", tables.generation);
-    family(
-        &mut o,
-        "podswitch_fdb_entries",
-        "gauge",
-        "MAC entries in the FDB, static and learned.",
-    );
+    family(&mut o, "podswitch_fdb_entries", "gauge", "MAC entries in the FDB, static and learned.");
     let _ = writeln!(o, "podswitch_fdb_entries {}", tables.fdb.len());
-    family(
-        &mut o,
-        "podswitch_fdb_moves_total",
-        "counter",
-        "MACs that moved between ports.",
-    );
+    family(&mut o, "podswitch_fdb_moves_total", "counter", "MACs that moved between ports.");
     // Relaxed: counters read at any recent moment.
-    let _ = writeln!(
-        o,
-        "podswitch_fdb_moves_total {}",
-        view.fdb_moves.load(Ordering::Relaxed)
-    );
-    family(
-        &mut o,
-        "podswitch_fdb_full_drops_total",
-        "counter",
-        "Learn events refused because the FDB was full.",
-    );
-    let _ = writeln!(
-        o,
-        "podswitch_fdb_full_drops_total {}",
-        view.fdb_full_drops.load(Ordering::Relaxed)
-    );
+    let _ = writeln!(o, "podswitch_fdb_moves_total {}", view.fdb_moves.load(Ordering::Relaxed));
+    family(&mut o, "podswitch_fdb_full_drops_total", "counter", "Learn events refused because the FDB was full.");
+    let _ = writeln!(o, "podswitch_fdb_full_drops_total {}", view.fdb_full_drops.load(Ordering::Relaxed));
     o
 }

@@ -15,16 +15,9 @@ pub fn ip(args: &[&str]) -> Result<()> {
 
 /// Runs a command, failing with its stderr.
 pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {cmd}: is it installed?"))?;
+    let out = Command::new(cmd).args(args).output().with_context(|| format!("cannot run {cmd}: is it installed?"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -92,11 +85,7 @@ impl NetNs {
         #[allow(unsafe_code)]
         let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
         if r != 0 {
-            bail!(
-                "setns into {}: {}",
-                self.name,
-                std::io::Error::last_os_error()
-            );
+            bail!("setns into {}: {}", self.name, std::io::Error::last_os_error());
         }
         Ok(())
     }
@@ -132,32 +121,13 @@ impl Drop for NetNs {
 /// on both ends (one per worker), up, with AF_XDP-friendly settings on the pod end:
 /// TX checksum offload off (a partial checksum would reach the other pod as garbage,
 /// since AF_XDP carries bytes, not skb metadata) and IPv6 DAD off (tests start at once).
-pub fn pod_veth(
-    node: Option<&NetNs>,
-    host_if: &str,
-    pod: &NetNs,
-    pod_if: &str,
-    queues: u32,
-) -> Result<()> {
+pub fn pod_veth(node: Option<&NetNs>, host_if: &str, pod: &NetNs, pod_if: &str, queues: u32) -> Result<()> {
     let q = queues.to_string();
     let mut args: Vec<&str> = Vec::new();
     if let Some(n) = node {
         args.extend(["-n", n.name()]);
     }
-    args.extend([
-        "link",
-        "add",
-        host_if,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        pod_if,
-    ]);
+    args.extend(["link", "add", host_if, "numtxqueues", &q, "numrxqueues", &q, "type", "veth", "peer", "name", pod_if]);
     args.extend(["numtxqueues", &q, "numrxqueues", &q, "netns", pod.name()]);
     ip(&args)?;
     let host = |a: &[&str]| -> Result<()> {
@@ -173,10 +143,7 @@ pub fn pod_veth(
         None => run("sysctl", &["-qw", &sysctl])?,
     }
     host(&["link", "set", host_if, "up"])?;
-    pod.run(
-        "sysctl",
-        &["-qw", &format!("net.ipv6.conf.{pod_if}.accept_dad=0")],
-    )?;
+    pod.run("sysctl", &["-qw", &format!("net.ipv6.conf.{pod_if}.accept_dad=0")])?;
     pod.run("ethtool", &["-K", pod_if, "tx", "off"])?;
     pod.ip(&["link", "set", pod_if, "up"])?;
     Ok(())

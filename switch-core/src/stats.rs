@@ -17,10 +17,7 @@ impl Counter {
     pub fn add(&self, n: u64) {
         // Relaxed load and store: there is one writer, so no update can be lost, and
         // readers need no ordering with other memory.
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        )
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
     }
 
     /// Sets the value (gauges).
@@ -166,8 +163,7 @@ mod tests {
         s.drop(DropReason::SamePort);
         assert_eq!(s.drops(DropReason::SamePort), 2);
         assert_eq!(DropReason::ALL.iter().map(|r| s.drops(*r)).sum::<u64>(), 2);
-        let names: std::collections::HashSet<_> =
-            DropReason::ALL.iter().map(|r| r.name()).collect();
+        let names: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT, "names are unique");
     }
 }

@@ -35,9 +35,7 @@ pub struct Clock {
 impl Clock {
     /// A clock starting now.
     pub fn new() -> Clock {
-        Clock {
-            start: Instant::now(),
-        }
+        Clock { start: Instant::now() }
     }
 
     /// Whole seconds from start to `now`.
@@ -175,16 +173,8 @@ impl Worker {
             .iter()
             .flatten()
             .map(|p| p.held())
-            .fold(Held::default(), |a, h| Held {
-                rx: a.rx + h.rx,
-                tx: a.tx + h.tx,
-            });
-        FrameAccount {
-            total: self.umem.frames(),
-            free: self.umem.free_frames(),
-            rx_held: held.rx,
-            tx_held: held.tx,
-        }
+            .fold(Held::default(), |a, h| Held { rx: a.rx + h.rx, tx: a.tx + h.tx });
+        FrameAccount { total: self.umem.frames(), free: self.umem.free_frames(), rx_held: held.rx, tx_held: held.tx }
     }
 
     /// One pass over every port; returns the packets received.
@@ -208,8 +198,7 @@ impl Worker {
             self.batch.len = n;
             let pc = &self.stats.ports[pid.0 as usize];
             pc.rx_packets.add(n as u64);
-            pc.rx_bytes
-                .add(self.batch.desc[..n].iter().map(|d| u64::from(d.len)).sum());
+            pc.rx_bytes.add(self.batch.desc[..n].iter().map(|d| u64::from(d.len)).sum());
             self.stats.batches.add(1);
             self.stats.packets.add(n as u64);
 
@@ -225,32 +214,28 @@ impl Worker {
             pipeline::process(&mut self.batch, &mut ctx, &mut self.out);
 
             let (ports, umem, stats) = (&mut self.ports, &mut self.umem, &*self.stats);
-            self.out
-                .drain(|p, descs| match ports[p.0 as usize].as_mut() {
-                    Some(port) => {
-                        let sent = port.tx_burst(umem, descs);
-                        let pc = &stats.ports[p.0 as usize];
-                        pc.tx_packets.add(sent as u64);
-                        pc.tx_bytes
-                            .add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
-                        for _ in sent..descs.len() {
-                            stats.drop(DropReason::TxRingFull);
-                        }
+            self.out.drain(|p, descs| match ports[p.0 as usize].as_mut() {
+                Some(port) => {
+                    let sent = port.tx_burst(umem, descs);
+                    let pc = &stats.ports[p.0 as usize];
+                    pc.tx_packets.add(sent as u64);
+                    pc.tx_bytes.add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
+                    for _ in sent..descs.len() {
+                        stats.drop(DropReason::TxRingFull);
                     }
-                    None => {
-                        for d in descs {
-                            umem.free(d.addr);
-                            stats.drop(DropReason::NoPort);
-                        }
+                }
+                None => {
+                    for d in descs {
+                        umem.free(d.addr);
+                        stats.drop(DropReason::NoPort);
                     }
-                });
+                }
+            });
         }
         for p in self.ports.iter_mut().flatten() {
             p.housekeep(&mut self.umem);
         }
-        self.stats
-            .free_frames
-            .set(u64::from(self.umem.free_frames()));
+        self.stats.free_frames.set(u64::from(self.umem.free_frames()));
         work
     }
 
@@ -259,11 +244,7 @@ impl Worker {
     pub fn run(mut self, stop: &AtomicBool) -> (FrameAccount, Arc<WorkerStats>) {
         if let Some(core) = self.cfg.core {
             if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                tracing::warn!(
-                    worker = self.cfg.id,
-                    core,
-                    "could not pin worker to its core"
-                );
+                tracing::warn!(worker = self.cfg.id, core, "could not pin worker to its core");
             }
         }
         let mut empty = 0u32;

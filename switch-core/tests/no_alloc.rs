@@ -8,7 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use switch_core::port::{MemoryPort, Port};
-use switch_core::tables::{Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology};
+use switch_core::tables::{
+    Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
+};
 use switch_core::wire::VlanId;
 use switch_core::worker::{Clock, IdlePolicy, Worker, WorkerConfig};
 use switch_core::xsk::{HugepagePolicy, Umem, UmemConfig};
@@ -56,8 +58,18 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 fn worker_loop_allocates_nothing_once_started() {
     let nets = [NetworkSpec { id: NetworkId(0), name: "n".into(), ageing_s: 300 }];
     let ports = [
-        PortSpec { id: PortId(0), name: "a".into(), mode: PortMode::Access { network: NetworkId(0) }, static_macs: vec![] },
-        PortSpec { id: PortId(1), name: "b".into(), mode: PortMode::Access { network: NetworkId(0) }, static_macs: vec![] },
+        PortSpec {
+            id: PortId(0),
+            name: "a".into(),
+            mode: PortMode::Access { network: NetworkId(0) },
+            static_macs: vec![],
+        },
+        PortSpec {
+            id: PortId(1),
+            name: "b".into(),
+            mode: PortMode::Access { network: NetworkId(0) },
+            static_macs: vec![],
+        },
         PortSpec {
             id: PortId(2),
             name: "t".into(),

@@ -33,3 +33,13 @@ pub fn root_or_skip() -> bool {
 pub fn worker_core() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
 }
+
+/// Sets a socket's receive buffer to `bytes`, past `net.core.rmem_max` (root only).
+pub fn set_rcvbuf(sock: &impl std::os::fd::AsRawFd, bytes: i32) {
+    // SAFETY: setsockopt with a valid fd and a live i32.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&bytes as *const i32).cast(), 4)
+    };
+    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}

@@ -31,22 +31,17 @@ impl Metrics {
         let mut samples = Vec::new();
         for line in text.lines() {
             if line.is_empty() || line.starts_with('#') {
-                if line.starts_with("# TYPE ")
-                    && !["counter", "gauge"].contains(&line.rsplit(' ').next().unwrap_or(""))
+                if line.starts_with("# TYPE ") && !["counter", "gauge"].contains(&line.rsplit(' ').next().unwrap_or(""))
                 {
                     bail!("bad TYPE line: {line}");
                 }
                 continue;
             }
             let (series, value) = line.rsplit_once(' ').context(format!("no value: {line}"))?;
-            let value: f64 = value
-                .parse()
-                .with_context(|| format!("bad value: {line}"))?;
+            let value: f64 = value.parse().with_context(|| format!("bad value: {line}"))?;
             let (name, labels) = match series.split_once('{') {
                 Some((n, rest)) => {
-                    let body = rest
-                        .strip_suffix('}')
-                        .context(format!("unclosed labels: {line}"))?;
+                    let body = rest.strip_suffix('}').context(format!("unclosed labels: {line}"))?;
                     let mut labels = Vec::new();
                     for kv in body.split(',').filter(|s| !s.is_empty()) {
                         let (k, v) = kv.split_once('=').context(format!("bad label: {line}"))?;
@@ -60,11 +55,7 @@ impl Metrics {
                 }
                 None => (series.to_string(), Vec::new()),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
                 bail!("bad metric name: {line}");
             }
             samples.push((name, labels, value));
@@ -76,12 +67,7 @@ impl Metrics {
     pub fn sum(&self, name: &str, with: &[(&str, &str)]) -> u64 {
         self.samples
             .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && with
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
+            .filter(|(n, l, _)| n == name && with.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
             .map(|(_, _, v)| *v as u64)
             .sum()
     }
@@ -93,9 +79,6 @@ impl Metrics {
 
     /// A port counter (e.g. "tx_packets"), over all workers.
     pub fn port(&self, port: &str, counter: &str) -> u64 {
-        self.sum(
-            &format!("podswitch_port_{counter}_total"),
-            &[("port", port)],
-        )
+        self.sum(&format!("podswitch_port_{counter}_total"), &[("port", port)])
     }
 }

@@ -13,11 +13,7 @@ pub fn podswitchd_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join("podswitchd");
-    assert!(
-        p.exists(),
-        "{} not found: build the workspace first (`cargo build --workspace`)",
-        p.display()
-    );
+    assert!(p.exists(), "{} not found: build the workspace first (`cargo build --workspace`)", p.display());
     p
 }
 
@@ -40,9 +36,7 @@ impl Pod {
     /// Pings `dst` `count` times; true if every echo was answered.
     pub fn ping(&self, dst: &str, count: u32) -> Result<bool> {
         let c = count.to_string();
-        let out = self
-            .ns
-            .exec("ping", &["-c", &c, "-i", "0.2", "-W", "2", "-q", dst])?;
+        let out = self.ns.exec("ping", &["-c", &c, "-i", "0.2", "-W", "2", "-q", dst])?;
         Ok(out.status.success())
     }
 
@@ -70,25 +64,12 @@ impl Node {
         let dir = std::env::temp_dir();
         let log = dir.join(format!("{}.log", ns.name()));
         let config = dir.join(format!("{}.toml", ns.name()));
-        Ok(Node {
-            ns,
-            child: None,
-            log,
-            config,
-            metrics_port: None,
-        })
+        Ok(Node { ns, child: None, log, config, metrics_port: None })
     }
 
     /// Adds a pod: namespace, veth with `queues` queues (switch end `port` in the node,
     /// `eth0` in the pod), MTU, addresses (/24 and /64).
-    pub fn pod(
-        &self,
-        port: &str,
-        v4: Option<&str>,
-        v6: Option<&str>,
-        mtu: u32,
-        queues: u32,
-    ) -> Result<Pod> {
+    pub fn pod(&self, port: &str, v4: Option<&str>, v6: Option<&str>, mtu: u32, queues: u32) -> Result<Pod> {
         let ns = NetNs::new(&format!("{}-{port}", self.ns.name()))?;
         crate::pod_veth(Some(&self.ns), port, &ns, "eth0", queues)?;
         let m = mtu.to_string();
@@ -105,13 +86,7 @@ impl Node {
         let out = ns.exec("cat", &["/sys/class/net/eth0/address"])?;
         // /sys in `ip netns exec` is remounted for the namespace, so this is eth0's.
         let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Ok(Pod {
-            ns,
-            port: port.into(),
-            v4: v4.map(Into::into),
-            v6: v6.map(Into::into),
-            mac,
-        })
+        Ok(Pod { ns, port: port.into(), v4: v4.map(Into::into), v6: v6.map(Into::into), mac })
     }
 
     /// Starts `podswitchd` with `config` (TOML; `metrics_address = "127.0.0.1:0"` is
@@ -146,11 +121,7 @@ impl Node {
                 }
                 return Ok(());
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
                 bail!("podswitchd exited ({status}) before it was ready:\n{text}");
             }
@@ -172,9 +143,7 @@ impl Node {
 
     /// Scrapes the metrics endpoint.
     pub fn metrics(&self) -> Result<Metrics> {
-        let port = self
-            .metrics_port
-            .context("daemon has no metrics endpoint")?;
+        let port = self.metrics_port.context("daemon has no metrics endpoint")?;
         let text = self.ns.within(move || crate::metrics::scrape(port))??;
         Metrics::parse(&text)
     }
@@ -195,10 +164,7 @@ impl Node {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!(
-                    "podswitchd did not stop within 10 s of SIGTERM:\n{}",
-                    self.log_text()
-                );
+                bail!("podswitchd did not stop within 10 s of SIGTERM:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -214,11 +180,7 @@ impl Drop for Node {
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
         } else {
-            eprintln!(
-                "podswitchd log kept at {}:\n{}",
-                self.log.display(),
-                self.log_text()
-            );
+            eprintln!("podswitchd log kept at {}:\n{}", self.log.display(), self.log_text());
         }
     }
 }

@@ -54,10 +54,7 @@ impl RawSocket {
                     (&one as *const i32).cast(),
                     4,
                 );
-                let tv = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 50_000,
-                };
+                let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
                 libc::setsockopt(
                     fd.as_raw_fd(),
                     libc::SOL_SOCKET,
@@ -107,10 +104,7 @@ impl RawSocket {
             // SAFETY: plain data; zeroed is valid.
             #[allow(unsafe_code)]
             let mut from: libc::sockaddr_ll = unsafe { core::mem::zeroed() };
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
+            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
             // SAFETY: plain data; zeroed is valid.
             #[allow(unsafe_code)]
             let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
@@ -132,10 +126,8 @@ impl RawSocket {
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(&msg);
                 while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA
-                    {
-                        let aux =
-                            (libc::CMSG_DATA(c) as *const libc::tpacket_auxdata).read_unaligned();
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                        let aux = (libc::CMSG_DATA(c) as *const libc::tpacket_auxdata).read_unaligned();
                         if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && f.len() >= 12 {
                             let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                                 aux.tp_vlan_tpid

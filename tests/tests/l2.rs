@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn config(networks: &[(&str, u32)], ports: &[(&str, &str)]) -> String {
-    let mut c = format!(
-        "[dataplane]\ncores = [{}]\nidle = \"backoff\"\nring_size = 512\nhugepages = \"off\"\n",
-        worker_core()
-    );
+    let mut c =
+        format!("[dataplane]\ncores = [{}]\nidle = \"backoff\"\nring_size = 512\nhugepages = \"off\"\n", worker_core());
     for (n, ageing) in networks {
         c += &format!("[[networks]]\nname = \"{n}\"\nageing_s = {ageing}\n");
     }
@@ -26,8 +24,7 @@ fn pods(node: &Node, n: usize, mtu: u32) -> Vec<Pod> {
         .map(|i| {
             let v4 = format!("198.18.0.{}", i + 1);
             let v6 = format!("2001:db8::{}", i + 1);
-            node.pod(&format!("pod{i}"), Some(&v4), Some(&v6), mtu, 1)
-                .unwrap()
+            node.pod(&format!("pod{i}"), Some(&v4), Some(&v6), mtu, 1).unwrap()
         })
         .collect()
 }
@@ -55,10 +52,7 @@ fn two_and_three_pods_ping_each_other_over_ipv4_and_ipv6() {
         }
         let m = node.metrics().unwrap();
         for i in 0..n {
-            assert!(
-                m.port(&format!("pod{i}"), "rx_packets") >= 6,
-                "counters move"
-            );
+            assert!(m.port(&format!("pod{i}"), "rx_packets") >= 6, "counters move");
         }
     }
 }
@@ -66,48 +60,20 @@ fn two_and_three_pods_ping_each_other_over_ipv4_and_ipv6() {
 /// Sends `count` datagrams of mixed sizes from `a` to `b` and checks every one arrives
 /// intact: its sequence number once, its bytes exactly as sent.
 fn udp_exact(a: &Pod, b: &Pod, dst_ip: &str, max_payload: usize, count: u32) {
-    let bind_any = if dst_ip.contains(':') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let rx_addr = if dst_ip.contains(':') {
-        "[::]:9000".to_string()
-    } else {
-        "0.0.0.0:9000".to_string()
-    };
-    let rx =
-        b.ns.within(move || UdpSocket::bind(rx_addr))
-            .unwrap()
-            .unwrap();
-    let tx =
-        a.ns.within(move || UdpSocket::bind(bind_any))
-            .unwrap()
-            .unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let dst = if dst_ip.contains(':') {
-        format!("[{dst_ip}]:9000")
-    } else {
-        format!("{dst_ip}:9000")
-    };
+    let bind_any = if dst_ip.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+    let rx_addr = if dst_ip.contains(':') { "[::]:9000".to_string() } else { "0.0.0.0:9000".to_string() };
+    let rx = b.ns.within(move || UdpSocket::bind(rx_addr)).unwrap().unwrap();
+    // Room for the whole window of the largest datagrams even when the receiving thread
+    // is slow to run (the default 208 KiB holds only a few dozen).
+    podswitch_tests::set_rcvbuf(&rx, 16 << 20);
+    let tx = a.ns.within(move || UdpSocket::bind(bind_any)).unwrap().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let dst = if dst_ip.contains(':') { format!("[{dst_ip}]:9000") } else { format!("{dst_ip}:9000") };
 
     // Sizes: the smallest frame (64 bytes on the wire: 18 bytes of UDP payload over
     // IPv4), the largest the port carries, and a spread between.
     let sizes: Vec<usize> = {
-        let mut v = vec![
-            18,
-            max_payload,
-            1,
-            100,
-            512,
-            1000,
-            1472,
-            1473,
-            2048,
-            3000,
-            max_payload - 1,
-        ];
+        let mut v = vec![18, max_payload, 1, 100, 512, 1000, 1472, 1473, 2048, 3000, max_payload - 1];
         let mut x = 12345u32;
         for _ in 0..32 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -152,20 +118,19 @@ fn udp_exact(a: &Pod, b: &Pod, dst_ip: &str, max_payload: usize, count: u32) {
     let start = Instant::now();
     for seq in 0..count {
         while u64::from(seq) >= received.load(Ordering::Relaxed) + 64 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "stalled at {seq}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(60), "stalled at {seq}");
             std::thread::sleep(Duration::from_micros(50));
         }
         tx.send_to(&expect[seq as usize], &dst).unwrap();
     }
     let (missing, bad) = receiver.join().unwrap();
-    assert_eq!(
-        (missing, bad),
-        (0, 0),
-        "{missing} datagrams missing, {bad} wrong or duplicated"
-    );
+    if missing + bad as usize > 0 {
+        // Say where they went: the receiving pod's UDP counters.
+        let snmp = b.ns.exec("cat", &["/proc/net/snmp"]).unwrap();
+        let text = String::from_utf8_lossy(&snmp.stdout).to_string();
+        let udp: Vec<_> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+        panic!("{missing} datagrams missing, {bad} wrong or duplicated; receiver's UDP stats:\n{}", udp.join("\n"));
+    }
 }
 
 #[test]
@@ -177,28 +142,12 @@ fn ten_thousand_udp_datagrams_of_mixed_sizes_arrive_byte_exact() {
     let mtu = 3506;
     let mut node = Node::new("ps-udp").unwrap();
     let pods = pods(&node, 2, mtu);
-    node.start(&config(
-        &[("net", 300)],
-        &[("pod0", "net"), ("pod1", "net")],
-    ))
-    .unwrap();
+    node.start(&config(&[("net", 300)], &[("pod0", "net"), ("pod1", "net")])).unwrap();
     // Resolve neighbours first so no datagram waits on ARP/ND.
     assert!(pods[0].ping(pods[1].v4.as_ref().unwrap(), 1).unwrap());
     assert!(pods[0].ping(pods[1].v6.as_ref().unwrap(), 1).unwrap());
-    udp_exact(
-        &pods[0],
-        &pods[1],
-        pods[1].v4.as_ref().unwrap(),
-        mtu as usize - 28,
-        10_000,
-    );
-    udp_exact(
-        &pods[1],
-        &pods[0],
-        pods[0].v6.as_ref().unwrap(),
-        mtu as usize - 48,
-        10_000,
-    );
+    udp_exact(&pods[0], &pods[1], pods[1].v4.as_ref().unwrap(), mtu as usize - 28, 10_000);
+    udp_exact(&pods[1], &pods[0], pods[0].v6.as_ref().unwrap(), mtu as usize - 48, 10_000);
     let m = node.metrics().unwrap();
     assert!(m.port("pod1", "tx_packets") >= 10_000);
     assert!(m.port("pod1", "tx_bytes") >= 10_000 * 60);
@@ -221,23 +170,13 @@ fn broadcast_reaches_its_network_and_no_other() {
         return;
     }
     let mut node = Node::new("ps-bcast").unwrap();
-    let p: Vec<Pod> = (0..4)
-        .map(|i| node.pod(&format!("pod{i}"), None, None, 1500, 1).unwrap())
-        .collect();
+    let p: Vec<Pod> = (0..4).map(|i| node.pod(&format!("pod{i}"), None, None, 1500, 1).unwrap()).collect();
     node.start(&config(
         &[("red", 300), ("blue", 300)],
-        &[
-            ("pod0", "red"),
-            ("pod1", "red"),
-            ("pod2", "red"),
-            ("pod3", "blue"),
-        ],
+        &[("pod0", "red"), ("pod1", "red"), ("pod2", "red"), ("pod3", "blue")],
     ))
     .unwrap();
-    let socks: Vec<_> = p
-        .iter()
-        .map(|p| RawSocket::open(&p.ns, "eth0").unwrap())
-        .collect();
+    let socks: Vec<_> = p.iter().map(|p| RawSocket::open(&p.ns, "eth0").unwrap()).collect();
     let src = [0x02, 0xaa, 0, 0, 0, 1];
     let f = arp_broadcast(src, [198, 18, 0, 1], [198, 18, 0, 99]);
     socks[0].send(&f).unwrap();
@@ -250,11 +189,7 @@ fn broadcast_reaches_its_network_and_no_other() {
             assert_eq!(got[0][..42], f[..], "the ARP arrives unchanged");
         }
     }
-    assert_eq!(
-        node.metrics().unwrap().port("pod3", "tx_packets"),
-        0,
-        "blue saw nothing from red"
-    );
+    assert_eq!(node.metrics().unwrap().port("pod3", "tx_packets"), 0, "blue saw nothing from red");
 }
 
 #[test]
@@ -263,31 +198,17 @@ fn unknown_unicast_floods_until_learned_and_again_after_ageing() {
         return;
     }
     let mut node = Node::new("ps-flood").unwrap();
-    let p: Vec<Pod> = (0..3)
-        .map(|i| node.pod(&format!("pod{i}"), None, None, 1500, 1).unwrap())
-        .collect();
-    node.start(&config(
-        &[("net", 2)],
-        &[("pod0", "net"), ("pod1", "net"), ("pod2", "net")],
-    ))
-    .unwrap();
-    let s: Vec<_> = p
-        .iter()
-        .map(|p| RawSocket::open(&p.ns, "eth0").unwrap())
-        .collect();
+    let p: Vec<Pod> = (0..3).map(|i| node.pod(&format!("pod{i}"), None, None, 1500, 1).unwrap()).collect();
+    node.start(&config(&[("net", 2)], &[("pod0", "net"), ("pod1", "net"), ("pod2", "net")])).unwrap();
+    let s: Vec<_> = p.iter().map(|p| RawSocket::open(&p.ns, "eth0").unwrap()).collect();
     let (ma, mx) = ([0x02, 0xaa, 0, 0, 0, 1], [0x02, 0xbb, 0, 0, 0, 2]);
     let to_x = frame(mx, ma, TEST_ETHERTYPE, &[1; 46]);
-    let ours =
-        |f: &[u8]| f.len() >= 14 && f[12..14] == TEST_ETHERTYPE.to_be_bytes() && f[0..6] == mx;
+    let ours = |f: &[u8]| f.len() >= 14 && f[12..14] == TEST_ETHERTYPE.to_be_bytes() && f[0..6] == mx;
     let copies = |s: &RawSocket| s.recv_matching(Duration::from_millis(400), ours).len();
 
     // Unknown: both other ports get it.
     s[0].send(&to_x).unwrap();
-    assert_eq!(
-        (copies(&s[1]), copies(&s[2])),
-        (1, 1),
-        "flooded while unknown"
-    );
+    assert_eq!((copies(&s[1]), copies(&s[2])), (1, 1), "flooded while unknown");
     let flood_before = node.metrics().unwrap().port("pod1", "tx_flood_packets");
     assert!(flood_before >= 1);
 
@@ -297,27 +218,15 @@ fn unknown_unicast_floods_until_learned_and_again_after_ageing() {
     for _ in 0..3 {
         s[0].send(&to_x).unwrap();
     }
-    assert_eq!(
-        (copies(&s[1]), copies(&s[2])),
-        (0, 3),
-        "switched to pod2 only"
-    );
+    assert_eq!((copies(&s[1]), copies(&s[2])), (0, 3), "switched to pod2 only");
     let m = node.metrics().unwrap();
-    assert_eq!(
-        m.port("pod1", "tx_flood_packets"),
-        flood_before,
-        "pod1 got no more floods"
-    );
+    assert_eq!(m.port("pod1", "tx_flood_packets"), flood_before, "pod1 got no more floods");
     assert!(m.sum("podswitch_fdb_entries", &[]) >= 2);
 
     // Ageing is 2 s: after 4 s of silence from mx it is flooded again.
     std::thread::sleep(Duration::from_secs(4));
     s[0].send(&to_x).unwrap();
-    assert_eq!(
-        (copies(&s[1]), copies(&s[2])),
-        (1, 1),
-        "flooded again after ageing"
-    );
+    assert_eq!((copies(&s[1]), copies(&s[2])), (1, 1), "flooded again after ageing");
 }
 
 const TRUNK: &str = "vlans = [{ vid = 100, network = \"red\" }, { vid = 200, network = \"blue\" }]";
@@ -340,13 +249,9 @@ fn trunk_carries_two_vlans_isolated_from_each_other() {
     let sniff = a.pod("sniff", None, None, 1500, 1).unwrap();
     // The trunk: a veth from node a to node b.
     podswitch_tests::pod_veth(Some(&a.ns), "trunk", &b.ns, "trunk", 1).unwrap();
-    b.ns.run("sysctl", &["-qw", "net.ipv6.conf.trunk.disable_ipv6=1"])
-        .unwrap();
+    b.ns.run("sysctl", &["-qw", "net.ipv6.conf.trunk.disable_ipv6=1"]).unwrap();
     for (node, sniffer) in [(&mut a, true), (&mut b, false)] {
-        let mut cfg = config(
-            &[("red", 300), ("blue", 300)],
-            &[("red", "red"), ("blue", "blue")],
-        );
+        let mut cfg = config(&[("red", 300), ("blue", 300)], &[("red", "red"), ("blue", "blue")]);
         cfg += &format!("[[ports]]\nname = \"trunk\"\n{TRUNK}\n");
         if sniffer {
             cfg += &format!("[[ports]]\nname = \"sniff\"\n{TRUNK}\n");
@@ -354,43 +259,20 @@ fn trunk_carries_two_vlans_isolated_from_each_other() {
         node.start(&cfg).unwrap();
     }
 
-    assert!(
-        red_a.ping("198.18.1.11", 3).unwrap(),
-        "red reaches red across the trunk"
-    );
-    assert!(
-        blue_b.ping("198.18.1.2", 3).unwrap(),
-        "blue reaches blue across the trunk"
-    );
-    assert!(
-        !red_a.ping_once("198.18.1.12").unwrap(),
-        "red must not reach the remote blue"
-    );
-    assert!(
-        !red_b.ping_once("198.18.1.2").unwrap(),
-        "red must not reach the local blue"
-    );
-    assert!(
-        !blue_a.ping_once("198.18.1.1").unwrap(),
-        "blue must not reach red"
-    );
+    assert!(red_a.ping("198.18.1.11", 3).unwrap(), "red reaches red across the trunk");
+    assert!(blue_b.ping("198.18.1.2", 3).unwrap(), "blue reaches blue across the trunk");
+    assert!(!red_a.ping_once("198.18.1.12").unwrap(), "red must not reach the remote blue");
+    assert!(!red_b.ping_once("198.18.1.2").unwrap(), "red must not reach the local blue");
+    assert!(!blue_a.ping_once("198.18.1.1").unwrap(), "blue must not reach red");
 
     // On the wire: a broadcast from red leaves the trunk ports tagged 100, blue's 200.
     let s = podswitch_tests::raw::RawSocket::open(&sniff.ns, "eth0").unwrap();
     let src = [0x02, 0xcc, 0, 0, 0, 1];
     let sender = podswitch_tests::raw::RawSocket::open(&red_a.ns, "eth0").unwrap();
-    sender
-        .send(&frame([0xff; 6], src, TEST_ETHERTYPE, &[7; 46]))
-        .unwrap();
-    let got = s.recv_matching(Duration::from_millis(500), |f| {
-        f.len() >= 18 && f[6..12] == src
-    });
+    sender.send(&frame([0xff; 6], src, TEST_ETHERTYPE, &[7; 46])).unwrap();
+    let got = s.recv_matching(Duration::from_millis(500), |f| f.len() >= 18 && f[6..12] == src);
     assert_eq!(got.len(), 1);
-    assert_eq!(
-        got[0][12..18],
-        [0x81, 0x00, 0x00, 100, 0x88, 0xb5],
-        "802.1Q tag with VID 100"
-    );
+    assert_eq!(got[0][12..18], [0x81, 0x00, 0x00, 100, 0x88, 0xb5], "802.1Q tag with VID 100");
     // And a frame the sniffer sends tagged 200 arrives untagged at blue only.
     let rx_blue = podswitch_tests::raw::RawSocket::open(&blue_a.ns, "eth0").unwrap();
     let rx_red = podswitch_tests::raw::RawSocket::open(&red_a.ns, "eth0").unwrap();
@@ -401,17 +283,8 @@ fn trunk_carries_two_vlans_isolated_from_each_other() {
     let ours = |f: &[u8]| f.len() >= 14 && f[6..12] == [0x02, 0xdd, 0, 0, 0, 1];
     let at_blue = rx_blue.recv_matching(Duration::from_millis(400), ours);
     assert_eq!(at_blue.len(), 1);
-    assert_eq!(
-        at_blue[0][12..14],
-        TEST_ETHERTYPE.to_be_bytes(),
-        "tag removed"
-    );
-    assert!(
-        rx_red
-            .recv_matching(Duration::from_millis(200), ours)
-            .is_empty(),
-        "red got VLAN 200's frame"
-    );
+    assert_eq!(at_blue[0][12..14], TEST_ETHERTYPE.to_be_bytes(), "tag removed");
+    assert!(rx_red.recv_matching(Duration::from_millis(200), ours).is_empty(), "red got VLAN 200's frame");
     let m = a.metrics().unwrap();
     assert!(m.port("trunk", "rx_packets") >= 6 && m.port("trunk", "tx_packets") >= 6);
 }
@@ -423,11 +296,7 @@ fn malformed_frames_are_counted_by_reason_and_forwarding_continues() {
     }
     let mut node = Node::new("ps-bad").unwrap();
     let p = pods(&node, 2, 1500);
-    node.start(&config(
-        &[("net", 300)],
-        &[("pod0", "net"), ("pod1", "net")],
-    ))
-    .unwrap();
+    node.start(&config(&[("net", 300)], &[("pod0", "net"), ("pod1", "net")])).unwrap();
     let s = RawSocket::open(&p[0].ns, "eth0").unwrap();
     let src = mac(&p[0].mac);
     let bc = [0xff; 6];
@@ -443,22 +312,10 @@ fn malformed_frames_are_counted_by_reason_and_forwarding_continues() {
         (frame(bc, src, 0x0800, &ipv4(0x45, 1400)), "ipv4_truncated"),
         (frame(bc, src, 0x0800, &ipv4(0x43, 46)), "ipv4_bad_header"),
         (frame(bc, src, 0x0800, &ipv4(0x65, 46)), "ipv4_bad_header"),
-        (
-            frame(bc, src, 0x86dd, &[0x60, 0, 0, 0, 0x05, 0xdc, 17, 64]),
-            "ipv6_truncated",
-        ),
-        (
-            frame(bc, src, 0x0806, &[0, 1, 8, 0, 6, 4, 0, 1]),
-            "arp_truncated",
-        ),
-        (
-            frame(bc, src, 0x88a8, &[0, 100, 0x81, 0, 0, 200, 8, 0]),
-            "vlan_unsupported",
-        ),
-        (
-            frame(bc, [0x01, 0, 0x5e, 0, 0, 1], TEST_ETHERTYPE, &[0; 46]),
-            "source_multicast",
-        ),
+        (frame(bc, src, 0x86dd, &[0x60, 0, 0, 0, 0x05, 0xdc, 17, 64]), "ipv6_truncated"),
+        (frame(bc, src, 0x0806, &[0, 1, 8, 0, 6, 4, 0, 1]), "arp_truncated"),
+        (frame(bc, src, 0x88a8, &[0, 100, 0x81, 0, 0, 200, 8, 0]), "vlan_unsupported"),
+        (frame(bc, [0x01, 0, 0x5e, 0, 0, 1], TEST_ETHERTYPE, &[0; 46]), "source_multicast"),
     ];
     let before = node.metrics().unwrap();
     for (f, _) in &bad {
@@ -475,14 +332,8 @@ fn malformed_frames_are_counted_by_reason_and_forwarding_continues() {
     for (r, n) in want {
         assert_eq!(after.drops(r) - before.drops(r), n, "{r}");
     }
-    assert!(
-        p[0].ping(p[1].v4.as_ref().unwrap(), 3).unwrap(),
-        "still forwarding"
-    );
-    assert!(
-        p[1].ping(p[0].v6.as_ref().unwrap(), 3).unwrap(),
-        "still forwarding"
-    );
+    assert!(p[0].ping(p[1].v4.as_ref().unwrap(), 3).unwrap(), "still forwarding");
+    assert!(p[1].ping(p[0].v6.as_ref().unwrap(), 3).unwrap(), "still forwarding");
 }
 
 #[test]
@@ -492,38 +343,20 @@ fn stopped_daemon_leaves_no_xdp_program_and_accounts_for_every_frame() {
     }
     let mut node = Node::new("ps-stop").unwrap();
     let p = pods(&node, 2, 1500);
-    node.start(&config(
-        &[("net", 300)],
-        &[("pod0", "net"), ("pod1", "net")],
-    ))
-    .unwrap();
+    node.start(&config(&[("net", 300)], &[("pod0", "net"), ("pod1", "net")])).unwrap();
     let show = |node: &Node, dev: &str| {
-        let out = node
-            .ns
-            .exec("ip", &["-d", "link", "show", "dev", dev])
-            .unwrap();
+        let out = node.ns.exec("ip", &["-d", "link", "show", "dev", dev]).unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    assert!(
-        show(&node, "pod0").contains("xdp"),
-        "attached while running:\n{}",
-        show(&node, "pod0")
-    );
+    assert!(show(&node, "pod0").contains("xdp"), "attached while running:\n{}", show(&node, "pod0"));
     assert!(p[0].ping(p[1].v4.as_ref().unwrap(), 3).unwrap());
     let (status, log) = node.stop().unwrap();
     assert!(status.success(), "clean exit on SIGTERM:\n{log}");
     for dev in ["pod0", "pod1"] {
-        assert!(
-            !show(&node, dev).contains("xdp"),
-            "XDP left on {dev}:\n{}",
-            show(&node, dev)
-        );
+        assert!(!show(&node, dev).contains("xdp"), "XDP left on {dev}:\n{}", show(&node, dev));
     }
     assert!(log.contains("XDP detached from: pod0, pod1"), "{log}");
-    let acct = log
-        .lines()
-        .find(|l| l.contains("worker 0:"))
-        .expect("frame accounting in the log");
+    let acct = log.lines().find(|l| l.contains("worker 0:")).expect("frame accounting in the log");
     assert!(!acct.contains("UNBALANCED"), "{acct}");
     assert!(acct.contains(" 0 awaiting tx completion"), "{acct}");
     // The pods can still be reached by nothing: their port has no switch behind it.

@@ -73,10 +73,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
             let net = if vid == 0 {
                 port.untagged
             } else {
-                port.vid_to_network
-                    .get(vid as usize)
-                    .copied()
-                    .unwrap_or(NOT_MEMBER)
+                port.vid_to_network.get(vid as usize).copied().unwrap_or(NOT_MEMBER)
             };
             if net == NOT_MEMBER {
                 m.next = Next::Drop(DropReason::VlanNotAllowed);

@@ -17,9 +17,7 @@ pub struct LearnDedup {
 
 impl Default for LearnDedup {
     fn default() -> Self {
-        LearnDedup {
-            slots: [0; DEDUP_SLOTS],
-        }
+        LearnDedup { slots: [0; DEDUP_SLOTS] }
     }
 }
 
@@ -59,11 +57,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
             Some(e) if e.is_static() => {}
             _ => {
                 if ctx.dedup.first_time(fdb::key(net, src), ctx.in_port.0) {
-                    let ev = LearnEvent {
-                        network: net,
-                        mac: src,
-                        port: ctx.in_port,
-                    };
+                    let ev = LearnEvent { network: net, mac: src, port: ctx.in_port };
                     if ctx.learn.push(ev).is_ok() {
                         ctx.stats.learn_events.add(1);
                     } else {

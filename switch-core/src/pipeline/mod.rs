@@ -65,11 +65,7 @@ pub struct Batch {
 
 impl Default for Batch {
     fn default() -> Self {
-        Batch {
-            desc: [Desc::default(); BATCH_SIZE],
-            meta: [Meta::default(); BATCH_SIZE],
-            len: 0,
-        }
+        Batch { desc: [Desc::default(); BATCH_SIZE], meta: [Meta::default(); BATCH_SIZE], len: 0 }
     }
 }
 

@@ -25,9 +25,7 @@ impl Outputs {
     /// Queues for `max_ports` ports.
     pub fn new(max_ports: usize) -> Outputs {
         Outputs {
-            queues: (0..max_ports)
-                .map(|_| Vec::with_capacity(BATCH_SIZE))
-                .collect(),
+            queues: (0..max_ports).map(|_| Vec::with_capacity(BATCH_SIZE)).collect(),
             max_frame: vec![0; max_ports].into_boxed_slice(),
             dirty: Vec::with_capacity(max_ports),
         }
@@ -93,20 +91,9 @@ fn fit_tag(ctx: &mut Ctx<'_>, mut d: Desc, tagged: bool, egress: u16) -> Option<
 }
 
 #[inline]
-fn emit(
-    ctx: &mut Ctx<'_>,
-    out: &mut Outputs,
-    port: PortId,
-    d: Desc,
-    network: u16,
-    tagged: bool,
-) -> bool {
-    let egress = ctx
-        .tables
-        .topology
-        .port(port)
-        .and_then(|p| p.egress.get(network as usize).copied())
-        .unwrap_or(NOT_MEMBER);
+fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u16, tagged: bool) -> bool {
+    let egress =
+        ctx.tables.topology.port(port).and_then(|p| p.egress.get(network as usize).copied()).unwrap_or(NOT_MEMBER);
     if egress == NOT_MEMBER {
         ctx.stats.drop(DropReason::NoPort);
         ctx.umem.free(d.addr);
@@ -144,10 +131,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
             }
             Next::Flood => {
                 let tables = ctx.tables;
-                let members = tables
-                    .topology
-                    .network(NetworkId(m.network))
-                    .map_or(&[][..], |n| &n.flood[..]);
+                let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);
                 let in_port = ctx.in_port;
                 let targets = members.iter().filter(|p| **p != in_port).count();
                 let mut left = targets;

@@ -2,9 +2,7 @@
 
 use crate::port::{MemoryPort, Port};
 use crate::stats::DropReason;
-use crate::tables::{
-    Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
-};
+use crate::tables::{Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology};
 use crate::wire::{EtherType, EthernetAddress, VlanId};
 use crate::worker::{Clock, IdlePolicy, Worker, WorkerConfig};
 use crate::xsk::{HugepagePolicy, Umem, UmemConfig};
@@ -28,9 +26,7 @@ fn access(id: u16, net: u16) -> PortSpec {
     PortSpec {
         id: PortId(id),
         name: format!("p{id}"),
-        mode: PortMode::Access {
-            network: NetworkId(net),
-        },
+        mode: PortMode::Access { network: NetworkId(net) },
         static_macs: vec![],
     }
 }
@@ -40,10 +36,7 @@ fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortSpec {
         id: PortId(id),
         name: format!("t{id}"),
         mode: PortMode::Trunk {
-            vlans: vlans
-                .iter()
-                .map(|(v, n)| (VlanId::new(*v).unwrap(), NetworkId(*n)))
-                .collect(),
+            vlans: vlans.iter().map(|(v, n)| (VlanId::new(*v).unwrap(), NetworkId(*n))).collect(),
             native: native.map(NetworkId),
         },
         static_macs: vec![],
@@ -52,48 +45,20 @@ fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortSpec {
 
 impl Rig {
     fn new(networks: u16, ports: &[PortSpec]) -> Rig {
-        let nets: Vec<_> = (0..networks)
-            .map(|i| NetworkSpec {
-                id: NetworkId(i),
-                name: format!("n{i}"),
-                ageing_s: 300,
-            })
-            .collect();
+        let nets: Vec<_> =
+            (0..networks).map(|i| NetworkSpec { id: NetworkId(i), name: format!("n{i}"), ageing_s: 300 }).collect();
         let topo = Arc::new(Topology::new(&nets, ports, 16).unwrap());
         let mut learner = Learner::new(1024);
         learner.sync_topology(&topo);
         let publisher = Publisher::new(topo.clone(), Arc::new(learner.build()));
         let learn = Arc::new(ArrayQueue::new(1024));
-        let umem = Umem::new(&UmemConfig {
-            frames: 512,
-            frame_size: 4096,
-            hugepages: HugepagePolicy::Off,
-        })
-        .unwrap();
-        let cfg = WorkerConfig {
-            id: 0,
-            core: None,
-            idle: IdlePolicy::Poll,
-            max_ports: 16,
-        };
-        let mut worker = Worker::new(
-            cfg,
-            umem,
-            TablesReader::new(publisher.handle()),
-            learn.clone(),
-            Clock::new(),
-        );
+        let umem = Umem::new(&UmemConfig { frames: 512, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();
+        let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 16 };
+        let mut worker = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), learn.clone(), Clock::new());
         for p in ports {
             worker.add_port(p.id, Port::Memory(MemoryPort::new(&p.name)));
         }
-        Rig {
-            worker,
-            publisher,
-            learner,
-            learn,
-            topo,
-            now_s: 0,
-        }
+        Rig { worker, publisher, learner, learn, topo, now_s: 0 }
     }
 
     fn mem(&mut self, port: u16) -> &mut MemoryPort {
@@ -117,8 +82,7 @@ impl Rig {
         }
         changed |= self.learner.age(self.now_s, &self.topo);
         if changed {
-            self.publisher
-                .publish(self.topo.clone(), Arc::new(self.learner.build()));
+            self.publisher.publish(self.topo.clone(), Arc::new(self.learner.build()));
         }
     }
 
@@ -172,11 +136,7 @@ fn unknown_unicast_floods_in_its_network_then_is_switched() {
     r.send(0, &f);
     assert_eq!(r.sent(2), vec![f]);
     assert!(r.sent(1).is_empty());
-    assert_eq!(
-        r.worker.stats().ports[1].tx_flood.get(),
-        1,
-        "no more flooding"
-    );
+    assert_eq!(r.worker.stats().ports[1].tx_flood.get(), 1, "no more flooding");
 }
 
 #[test]
@@ -223,30 +183,15 @@ fn moved_mac_follows_its_new_port_and_aged_entry_floods_again() {
 #[test]
 fn trunk_tags_untags_and_isolates_vlans() {
     // net 0 = VLAN 100 on the trunk, net 1 = VLAN 200.
-    let mut r = Rig::new(
-        2,
-        &[
-            access(0, 0),
-            access(1, 1),
-            trunk(2, &[(100, 0), (200, 1)], None),
-        ],
-    );
+    let mut r = Rig::new(2, &[access(0, 0), access(1, 1), trunk(2, &[(100, 0), (200, 1)], None)]);
     let f = frame(EthernetAddress::BROADCAST, mac(1), 60);
     r.send(0, &f);
-    assert_eq!(
-        r.sent(2),
-        vec![tagged(EthernetAddress::BROADCAST, mac(1), 100, 60)],
-        "tag pushed"
-    );
+    assert_eq!(r.sent(2), vec![tagged(EthernetAddress::BROADCAST, mac(1), 100, 60)], "tag pushed");
     assert!(r.sent(1).is_empty(), "VLAN 200's port gets nothing");
 
     let t = tagged(EthernetAddress::BROADCAST, mac(9), 200, 60);
     r.send(2, &t);
-    assert_eq!(
-        r.sent(1),
-        vec![frame(EthernetAddress::BROADCAST, mac(9), 60)],
-        "tag popped"
-    );
+    assert_eq!(r.sent(1), vec![frame(EthernetAddress::BROADCAST, mac(9), 60)], "tag popped");
     assert!(r.sent(0).is_empty());
 
     r.send(2, &tagged(EthernetAddress::BROADCAST, mac(9), 300, 60));
@@ -254,19 +199,12 @@ fn trunk_tags_untags_and_isolates_vlans() {
     r.send(2, &frame(EthernetAddress::BROADCAST, mac(9), 60));
     assert_eq!(r.drops(DropReason::UntaggedNotAllowed), 1);
     r.send(0, &tagged(EthernetAddress::BROADCAST, mac(1), 100, 60));
-    assert_eq!(
-        r.drops(DropReason::VlanNotAllowed),
-        2,
-        "tagged frame on an access port"
-    );
+    assert_eq!(r.drops(DropReason::VlanNotAllowed), 2, "tagged frame on an access port");
 }
 
 #[test]
 fn trunk_to_trunk_rewrites_the_vlan_id() {
-    let mut r = Rig::new(
-        1,
-        &[trunk(0, &[(100, 0)], None), trunk(1, &[(300, 0)], None)],
-    );
+    let mut r = Rig::new(1, &[trunk(0, &[(100, 0)], None), trunk(1, &[(300, 0)], None)]);
     let mut t = tagged(EthernetAddress::BROADCAST, mac(1), 100, 60);
     t[14] |= 0xa0; // PCP 5 survives the rewrite
     r.send(0, &t);
@@ -286,9 +224,7 @@ fn malformed_frames_are_counted_by_reason_and_forwarding_goes_on() {
         f
     };
     r.send(0, &[0xff; 10]);
-    let mut ipv4 = vec![
-        0x45, 0, 0, 200, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
-    ];
+    let mut ipv4 = vec![0x45, 0, 0, 200, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
     r.send(0, &with_type(0x0800, &ipv4)); // total length 200, 20 bytes present
     ipv4[0] = 0x43; // IHL 3
     ipv4[3] = 20;
@@ -335,17 +271,10 @@ fn every_frame_is_accounted_for_after_floods() {
     let ports: Vec<_> = (0..8).map(|i| access(i, 0)).collect();
     let mut r = Rig::new(1, &ports);
     for i in 0..200u8 {
-        r.send(
-            u16::from(i % 8),
-            &frame(EthernetAddress::BROADCAST, mac(i), 100),
-        );
+        r.send(u16::from(i % 8), &frame(EthernetAddress::BROADCAST, mac(i), 100));
     }
     for p in 0..8 {
-        assert_eq!(
-            r.sent(p).len(),
-            175,
-            "each port gets the 200 - 25 broadcasts it did not send"
-        );
+        assert_eq!(r.sent(p).len(), 175, "each port gets the 200 - 25 broadcasts it did not send");
     }
     let a = r.worker.account();
     assert!(a.balanced() && a.free == a.total, "{a}");

@@ -37,11 +37,7 @@ impl MemoryPort {
     /// A port that receives `frames` over and over and only counts what it sends
     /// (benchmarks and the allocation test: nothing allocates per packet).
     pub fn replaying(name: &str, frames: Vec<Vec<u8>>) -> MemoryPort {
-        MemoryPort {
-            replay: frames,
-            keep_sent: false,
-            ..MemoryPort::new(name)
-        }
+        MemoryPort { replay: frames, keep_sent: false, ..MemoryPort::new(name) }
     }
 
     /// Queues a frame to be received.
@@ -98,10 +94,7 @@ impl MemoryPort {
             if self.replay.is_empty() {
                 self.rx.pop_front();
             }
-            out[n] = Desc {
-                addr,
-                len: len as u32,
-            };
+            out[n] = Desc { addr, len: len as u32 };
             n += 1;
         }
         n

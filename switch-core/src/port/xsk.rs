@@ -26,14 +26,7 @@ impl XskPort {
     /// [`housekeep`](Self::housekeep).
     pub fn new(sock: XskSocket, max_frame: u32) -> XskPort {
         let rx_target = sock.fill.size();
-        XskPort {
-            sock,
-            rx_held: 0,
-            tx_held: 0,
-            rx_target,
-            max_frame,
-            kick_errors: 0,
-        }
+        XskPort { sock, rx_held: 0, tx_held: 0, rx_target, max_frame, kick_errors: 0 }
     }
 
     /// The socket, for statistics.
@@ -58,10 +51,7 @@ impl XskPort {
 
     /// Frames held outside the pool.
     pub fn held(&self) -> Held {
-        Held {
-            rx: self.rx_held,
-            tx: self.tx_held,
-        }
+        Held { rx: self.rx_held, tx: self.tx_held }
     }
 
     #[inline]
@@ -69,10 +59,7 @@ impl XskPort {
         let n = self.sock.rx.peek(out.len() as u32);
         for (i, slot) in out.iter_mut().enumerate().take(n as usize) {
             let d = self.sock.rx.read(i as u32);
-            *slot = Desc {
-                addr: d.addr,
-                len: d.len,
-            };
+            *slot = Desc { addr: d.addr, len: d.len };
         }
         self.sock.rx.release(n);
         self.rx_held -= n;
@@ -86,14 +73,7 @@ impl XskPort {
     pub(super) fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> usize {
         let n = self.sock.tx.reserve(descs.len() as u32);
         for (i, d) in descs.iter().enumerate().take(n as usize) {
-            self.sock.tx.write(
-                i as u32,
-                libc::xdp_desc {
-                    addr: d.addr,
-                    len: d.len,
-                    options: 0,
-                },
-            );
+            self.sock.tx.write(i as u32, libc::xdp_desc { addr: d.addr, len: d.len, options: 0 });
         }
         self.sock.tx.submit(n);
         self.tx_held += n;
@@ -132,10 +112,7 @@ impl XskPort {
 
     #[inline]
     fn refill(&mut self, umem: &mut Umem) {
-        let want = self
-            .rx_target
-            .saturating_sub(self.rx_held)
-            .min(umem.free_frames());
+        let want = self.rx_target.saturating_sub(self.rx_held).min(umem.free_frames());
         if want == 0 {
             return;
         }

@@ -118,48 +118,24 @@ fn real(call: Syscall<'_>) -> io::Result<i64> {
             // SAFETY: `attr` is a live, writable buffer of `attr.len()` bytes laid out as
             // the kernel's bpf_attr member for `cmd`; any pointers inside it were set by
             // the caller to buffers that outlive this call.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    cmd as libc::c_long,
-                    attr.as_mut_ptr(),
-                    attr.len() as u32,
-                )
-            };
+            let r = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr.as_mut_ptr(), attr.len() as u32) };
             cvt(r)
         }
         Syscall::Socket { domain, ty } => {
             // SAFETY: plain syscall with integer arguments.
             cvt(i64::from(unsafe { libc::socket(domain, ty, 0) }))
         }
-        Syscall::SetSockOpt {
-            fd,
-            level,
-            name,
-            value,
-        } => {
+        Syscall::SetSockOpt { fd, level, name, value } => {
             // SAFETY: `value` is a live buffer of `value.len()` bytes.
             cvt(i64::from(unsafe {
-                libc::setsockopt(
-                    fd,
-                    level,
-                    name,
-                    value.as_ptr().cast(),
-                    value.len() as libc::socklen_t,
-                )
+                libc::setsockopt(fd, level, name, value.as_ptr().cast(), value.len() as libc::socklen_t)
             }))
         }
-        Syscall::GetSockOpt {
-            fd,
-            level,
-            name,
-            value,
-        } => {
+        Syscall::GetSockOpt { fd, level, name, value } => {
             let mut len = value.len() as libc::socklen_t;
             // SAFETY: `value` is a live, writable buffer of `len` bytes, and `len` a live
             // socklen_t the kernel updates.
-            let r =
-                unsafe { libc::getsockopt(fd, level, name, value.as_mut_ptr().cast(), &mut len) };
+            let r = unsafe { libc::getsockopt(fd, level, name, value.as_mut_ptr().cast(), &mut len) };
             cvt(i64::from(r)).map(|_| i64::from(len))
         }
         Syscall::BindXdp { fd, addr } => {
@@ -172,23 +148,11 @@ fn real(call: Syscall<'_>) -> io::Result<i64> {
                 )
             }))
         }
-        Syscall::Mmap {
-            len,
-            flags,
-            fd,
-            offset,
-        } => {
+        Syscall::Mmap { len, flags, fd, offset } => {
             // SAFETY: a new mapping at an address the kernel chooses; it cannot alias any
             // existing Rust object.
             let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    flags,
-                    fd,
-                    offset,
-                )
+                libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, offset)
             };
             if p == libc::MAP_FAILED {
                 Err(io::Error::last_os_error())
@@ -198,23 +162,12 @@ fn real(call: Syscall<'_>) -> io::Result<i64> {
         }
         Syscall::KickTx { fd } => {
             // SAFETY: a zero-length send with no buffer and no address.
-            cvt(unsafe {
-                libc::sendto(
-                    fd,
-                    core::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    core::ptr::null(),
-                    0,
-                )
-            } as i64)
+            cvt(unsafe { libc::sendto(fd, core::ptr::null(), 0, libc::MSG_DONTWAIT, core::ptr::null(), 0) } as i64)
         }
         Syscall::Ioctl { fd, request, arg } => {
             // SAFETY: `arg` is a live, writable ifreq; any pointer inside it was set by
             // the caller to a buffer that outlives this call.
-            cvt(i64::from(unsafe {
-                libc::ioctl(fd, request as _, arg.as_mut_ptr())
-            }))
+            cvt(i64::from(unsafe { libc::ioctl(fd, request as _, arg.as_mut_ptr()) }))
         }
         Syscall::WakeRx { fd } => {
             // SAFETY: a zero-length receive with no buffer and no address.
@@ -253,16 +206,8 @@ unsafe impl Send for Mapping {}
 impl Mapping {
     /// Maps `len` bytes with `flags` from `fd` at `offset` (or anonymous memory, fd -1).
     pub fn new(len: usize, flags: i32, fd: RawFd, offset: i64) -> io::Result<Mapping> {
-        let p = syscall(Syscall::Mmap {
-            len,
-            flags,
-            fd,
-            offset,
-        })?;
-        Ok(Mapping {
-            ptr: p as *mut u8,
-            len,
-        })
+        let p = syscall(Syscall::Mmap { len, flags, fd, offset })?;
+        Ok(Mapping { ptr: p as *mut u8, len })
     }
 
     /// Start of the mapping.

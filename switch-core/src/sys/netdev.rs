@@ -36,35 +36,19 @@ struct IfReq {
 impl IfReq {
     fn new(name: &str) -> io::Result<IfReq> {
         if name.is_empty() || name.len() > 15 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "interface names have 1 to 15 characters",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface names have 1 to 15 characters"));
         }
-        let mut r = IfReq {
-            name: [0; 16],
-            data: [0; 24],
-        };
+        let mut r = IfReq { name: [0; 16], data: [0; 24] };
         r.name[..name.len()].copy_from_slice(name.as_bytes());
         Ok(r)
     }
 
     fn call(&mut self, request: u64) -> io::Result<()> {
-        let sock = syscall_fd(Syscall::Socket {
-            domain: libc::AF_INET,
-            ty: libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-        })?;
+        let sock = syscall_fd(Syscall::Socket { domain: libc::AF_INET, ty: libc::SOCK_DGRAM | libc::SOCK_CLOEXEC })?;
         // SAFETY: IfReq is repr(C) bytes; viewing it as a byte slice is sound.
         #[allow(unsafe_code)]
-        let arg = unsafe {
-            core::slice::from_raw_parts_mut((self as *mut IfReq).cast::<u8>(), size_of::<IfReq>())
-        };
-        syscall(Syscall::Ioctl {
-            fd: sock.as_raw_fd(),
-            request,
-            arg,
-        })
-        .map(drop)
+        let arg = unsafe { core::slice::from_raw_parts_mut((self as *mut IfReq).cast::<u8>(), size_of::<IfReq>()) };
+        syscall(Syscall::Ioctl { fd: sock.as_raw_fd(), request, arg }).map(drop)
     }
 }
 

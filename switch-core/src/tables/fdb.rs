@@ -54,9 +54,7 @@ impl AgeingSlots {
     /// When slot `i` was last seen.
     pub fn get(&self, i: u32) -> u32 {
         // Relaxed: see the type's docs.
-        self.0
-            .get(i as usize)
-            .map_or(0, |s| s.load(Ordering::Relaxed))
+        self.0.get(i as usize).map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
     fn set(&self, i: u32, now_s: u32) {
@@ -92,10 +90,7 @@ pub struct Fdb {
 impl Fdb {
     /// An empty table.
     pub fn empty() -> Fdb {
-        Fdb {
-            map: FxHashMap::default(),
-            ageing: Arc::new(AgeingSlots::new(0)),
-        }
+        Fdb { map: FxHashMap::default(), ageing: Arc::new(AgeingSlots::new(0)) }
     }
 
     /// Looks up `mac` in `network`.
@@ -124,13 +119,7 @@ impl Fdb {
 
     /// Every entry: (network, MAC, entry), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (NetworkId, EthernetAddress, FdbEntry)> + '_ {
-        self.map.iter().map(|(k, e)| {
-            (
-                NetworkId((k >> 48) as u16),
-                EthernetAddress::from_u64(*k),
-                *e,
-            )
-        })
+        self.map.iter().map(|(k, e)| (NetworkId((k >> 48) as u16), EthernetAddress::from_u64(*k), *e))
     }
 }
 
@@ -181,13 +170,7 @@ impl Learner {
                     continue;
                 }
                 for mac in &p.spec.static_macs {
-                    statics.insert(
-                        key(NetworkId(net as u16), *mac),
-                        FdbEntry {
-                            port: p.spec.id,
-                            slot: STATIC,
-                        },
-                    );
+                    statics.insert(key(NetworkId(net as u16), *mac), FdbEntry { port: p.spec.id, slot: STATIC });
                 }
             }
         }
@@ -198,11 +181,10 @@ impl Learner {
             .iter()
             .filter(|(k, e)| {
                 let net = (*k >> 48) as usize;
-                topology.port(e.port).is_none_or(|p| {
-                    p.egress
-                        .get(net)
-                        .is_none_or(|x| *x == super::topology::NOT_MEMBER)
-                }) || self.statics.contains_key(k)
+                topology
+                    .port(e.port)
+                    .is_none_or(|p| p.egress.get(net).is_none_or(|x| *x == super::topology::NOT_MEMBER))
+                    || self.statics.contains_key(k)
             })
             .map(|(k, _)| *k)
             .collect();
@@ -239,13 +221,7 @@ impl Learner {
             return false;
         };
         self.ageing.set(slot, now_s);
-        self.learned.insert(
-            k,
-            FdbEntry {
-                port: ev.port,
-                slot,
-            },
-        );
+        self.learned.insert(k, FdbEntry { port: ev.port, slot });
         true
     }
 
@@ -256,9 +232,7 @@ impl Learner {
             .learned
             .iter()
             .filter(|(k, e)| {
-                let ageing = topology
-                    .network(NetworkId((*k >> 48) as u16))
-                    .map_or(0, |n| n.spec.ageing_s);
+                let ageing = topology.network(NetworkId((*k >> 48) as u16)).map_or(0, |n| n.spec.ageing_s);
                 now_s.saturating_sub(self.ageing.get(e.slot)) >= ageing
             })
             .map(|(k, _)| *k)
@@ -272,16 +246,10 @@ impl Learner {
 
     /// Builds a snapshot of the static and learned entries.
     pub fn build(&self) -> Fdb {
-        let mut map = FxHashMap::with_capacity_and_hasher(
-            self.learned.len() + self.statics.len(),
-            Default::default(),
-        );
+        let mut map = FxHashMap::with_capacity_and_hasher(self.learned.len() + self.statics.len(), Default::default());
         map.extend(self.learned.iter().map(|(k, e)| (*k, *e)));
         map.extend(self.statics.iter().map(|(k, e)| (*k, *e)));
-        Fdb {
-            map,
-            ageing: self.ageing.clone(),
-        }
+        Fdb { map, ageing: self.ageing.clone() }
     }
 
     /// Learned entries.
@@ -301,39 +269,20 @@ mod tests {
 
     fn topo(statics: Vec<EthernetAddress>) -> Topology {
         let nets = [
-            NetworkSpec {
-                id: NetworkId(0),
-                name: "a".into(),
-                ageing_s: 10,
-            },
-            NetworkSpec {
-                id: NetworkId(1),
-                name: "b".into(),
-                ageing_s: 100,
-            },
+            NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10 },
+            NetworkSpec { id: NetworkId(1), name: "b".into(), ageing_s: 100 },
         ];
         let port = |id, net, statics: Vec<EthernetAddress>| PortSpec {
             id: PortId(id),
             name: format!("p{id}"),
-            mode: PortMode::Access {
-                network: NetworkId(net),
-            },
+            mode: PortMode::Access { network: NetworkId(net) },
             static_macs: statics,
         };
-        Topology::new(
-            &nets,
-            &[port(0, 0, statics), port(1, 0, vec![]), port(2, 1, vec![])],
-            8,
-        )
-        .unwrap()
+        Topology::new(&nets, &[port(0, 0, statics), port(1, 0, vec![]), port(2, 1, vec![])], 8).unwrap()
     }
 
     fn ev(net: u16, m: u8, port: u16) -> LearnEvent {
-        LearnEvent {
-            network: NetworkId(net),
-            mac: mac(m),
-            port: PortId(port),
-        }
+        LearnEvent { network: NetworkId(net), mac: mac(m), port: PortId(port) }
     }
 
     #[test]
@@ -344,15 +293,9 @@ mod tests {
         assert!(!l.apply(ev(0, 1, 0), 1), "same port: no change");
         let fdb = l.build();
         assert_eq!(fdb.lookup(NetworkId(0), mac(1)).unwrap().port, PortId(0));
-        assert!(
-            fdb.lookup(NetworkId(1), mac(1)).is_none(),
-            "networks are separate tables"
-        );
+        assert!(fdb.lookup(NetworkId(1), mac(1)).is_none(), "networks are separate tables");
         assert!(l.apply(ev(0, 1, 1), 2), "moved");
-        assert_eq!(
-            l.build().lookup(NetworkId(0), mac(1)).unwrap().port,
-            PortId(1)
-        );
+        assert_eq!(l.build().lookup(NetworkId(0), mac(1)).unwrap().port, PortId(1));
         assert_eq!(l.moves, 1);
         assert!(!l.age(5, &t));
     }
@@ -369,10 +312,7 @@ mod tests {
         assert!(l.age(18, &t), "expired at 18");
         let fdb = l.build();
         assert!(fdb.lookup(NetworkId(0), mac(1)).is_none());
-        assert!(
-            fdb.lookup(NetworkId(1), mac(2)).is_some(),
-            "network b ages after 100 s"
-        );
+        assert!(fdb.lookup(NetworkId(1), mac(2)).is_some(), "network b ages after 100 s");
     }
 
     #[test]
@@ -380,10 +320,7 @@ mod tests {
         let t = topo(vec![mac(9)]);
         let mut l = Learner::new(2);
         assert!(l.sync_topology(&t));
-        assert!(
-            !l.apply(ev(0, 9, 1), 0),
-            "a static MAC is not learned elsewhere"
-        );
+        assert!(!l.apply(ev(0, 9, 1), 0), "a static MAC is not learned elsewhere");
         assert!(l.build().lookup(NetworkId(0), mac(9)).unwrap().is_static());
         l.apply(ev(0, 1, 0), 0);
         l.apply(ev(0, 2, 0), 0);
@@ -398,19 +335,13 @@ mod tests {
     fn removed_ports_lose_their_learned_entries() {
         let mut l = Learner::new(8);
         l.apply(ev(0, 1, 1), 0);
-        let nets = [NetworkSpec {
-            id: NetworkId(0),
-            name: "a".into(),
-            ageing_s: 10,
-        }];
+        let nets = [NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10 }];
         let only_p0 = Topology::new(
             &nets,
             &[PortSpec {
                 id: PortId(0),
                 name: "p0".into(),
-                mode: PortMode::Access {
-                    network: NetworkId(0),
-                },
+                mode: PortMode::Access { network: NetworkId(0) },
                 static_macs: vec![],
             }],
             8,

@@ -54,19 +54,9 @@ pub struct Publisher {
 impl Publisher {
     /// Starts with `topology` and `fdb` as generation 1.
     pub fn new(topology: Arc<Topology>, fdb: Arc<Fdb>) -> Publisher {
-        let t = Arc::new(Tables {
-            generation: 1,
-            topology,
-            fdb,
-        });
-        let handle = Arc::new(TablesHandle {
-            current: ArcSwap::new(t),
-            generation: AtomicU64::new(1),
-        });
-        Publisher {
-            handle,
-            retired: VecDeque::new(),
-        }
+        let t = Arc::new(Tables { generation: 1, topology, fdb });
+        let handle = Arc::new(TablesHandle { current: ArcSwap::new(t), generation: AtomicU64::new(1) });
+        Publisher { handle, retired: VecDeque::new() }
     }
 
     /// The handle workers read from.
@@ -82,11 +72,7 @@ impl Publisher {
     /// Publishes a new snapshot made of `topology` and `fdb`; returns its generation.
     pub fn publish(&mut self, topology: Arc<Topology>, fdb: Arc<Fdb>) -> u64 {
         let generation = self.handle.generation.load(Ordering::Relaxed) + 1;
-        let old = self.handle.current.swap(Arc::new(Tables {
-            generation,
-            topology,
-            fdb,
-        }));
+        let old = self.handle.current.swap(Arc::new(Tables { generation, topology, fdb }));
         // Release: a worker that sees the new generation (acquire) also sees the new
         // snapshot stored just before.
         self.handle.generation.store(generation, Ordering::Release);
@@ -97,11 +83,7 @@ impl Publisher {
     /// Frees retired snapshots older than `min_seen`, the lowest generation any worker
     /// still uses.
     pub fn reclaim(&mut self, min_seen: u64) {
-        while self
-            .retired
-            .front()
-            .is_some_and(|t| t.generation < min_seen)
-        {
+        while self.retired.front().is_some_and(|t| t.generation < min_seen) {
             self.retired.pop_front();
         }
     }

@@ -138,36 +138,18 @@ impl Topology {
     }
 
     /// Compiles and validates `networks` and `ports`; `max_ports` bounds port ids.
-    pub fn new(
-        networks: &[NetworkSpec],
-        ports: &[PortSpec],
-        max_ports: u16,
-    ) -> Result<Topology, TopologyError> {
-        let net_slots = networks
-            .iter()
-            .map(|n| n.id.0 as usize + 1)
-            .max()
-            .unwrap_or(0);
+    pub fn new(networks: &[NetworkSpec], ports: &[PortSpec], max_ports: u16) -> Result<Topology, TopologyError> {
+        let net_slots = networks.iter().map(|n| n.id.0 as usize + 1).max().unwrap_or(0);
         let mut nets: Vec<Option<NetworkEntry>> = vec![None; net_slots];
         let mut names = HashMap::new();
         for n in networks {
             if n.id.0 >= MAX_NETWORKS {
-                return Err(TopologyError::IdOutOfRange {
-                    kind: "network",
-                    id: n.id.0,
-                    max: MAX_NETWORKS - 1,
-                });
+                return Err(TopologyError::IdOutOfRange { kind: "network", id: n.id.0, max: MAX_NETWORKS - 1 });
             }
             if nets[n.id.0 as usize].is_some() || names.insert(n.name.clone(), ()).is_some() {
-                return Err(TopologyError::Duplicate {
-                    kind: "network",
-                    name: n.name.clone(),
-                });
+                return Err(TopologyError::Duplicate { kind: "network", name: n.name.clone() });
             }
-            nets[n.id.0 as usize] = Some(NetworkEntry {
-                spec: n.clone(),
-                flood: Box::new([]),
-            });
+            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]) });
         }
         let port_slots = ports.iter().map(|p| p.id.0 as usize + 1).max().unwrap_or(0);
         let mut out: Vec<Option<PortEntry>> = vec![None; port_slots];
@@ -175,26 +157,16 @@ impl Topology {
         let mut pnames = HashMap::new();
         for p in ports {
             if p.id.0 >= max_ports {
-                return Err(TopologyError::IdOutOfRange {
-                    kind: "port",
-                    id: p.id.0,
-                    max: max_ports - 1,
-                });
+                return Err(TopologyError::IdOutOfRange { kind: "port", id: p.id.0, max: max_ports - 1 });
             }
             if out[p.id.0 as usize].is_some() || pnames.insert(p.name.clone(), ()).is_some() {
-                return Err(TopologyError::Duplicate {
-                    kind: "port",
-                    name: p.name.clone(),
-                });
+                return Err(TopologyError::Duplicate { kind: "port", name: p.name.clone() });
             }
             let known = |id: NetworkId| -> Result<u16, TopologyError> {
                 if nets.get(id.0 as usize).is_some_and(|n| n.is_some()) {
                     Ok(id.0)
                 } else {
-                    Err(TopologyError::UnknownNetwork {
-                        port: p.name.clone(),
-                        network: id.0,
-                    })
+                    Err(TopologyError::UnknownNetwork { port: p.name.clone(), network: id.0 })
                 }
             };
             let mut egress = vec![NOT_MEMBER; net_slots].into_boxed_slice();
@@ -245,22 +217,14 @@ impl Topology {
                     flood[net].push(p.id);
                 }
             }
-            out[p.id.0 as usize] = Some(PortEntry {
-                spec: p.clone(),
-                untagged,
-                vid_to_network,
-                egress,
-            });
+            out[p.id.0 as usize] = Some(PortEntry { spec: p.clone(), untagged, vid_to_network, egress });
         }
         for (i, n) in nets.iter_mut().enumerate() {
             if let Some(n) = n {
                 n.flood = core::mem::take(&mut flood[i]).into_boxed_slice();
             }
         }
-        Ok(Topology {
-            ports: out.into_boxed_slice(),
-            networks: nets.into_boxed_slice(),
-        })
+        Ok(Topology { ports: out.into_boxed_slice(), networks: nets.into_boxed_slice() })
     }
 
     /// The port with id `p`, if it exists.
@@ -296,20 +260,14 @@ mod tests {
     use super::*;
 
     fn net(id: u16, name: &str) -> NetworkSpec {
-        NetworkSpec {
-            id: NetworkId(id),
-            name: name.into(),
-            ageing_s: 300,
-        }
+        NetworkSpec { id: NetworkId(id), name: name.into(), ageing_s: 300 }
     }
 
     fn access(id: u16, name: &str, n: u16) -> PortSpec {
         PortSpec {
             id: PortId(id),
             name: name.into(),
-            mode: PortMode::Access {
-                network: NetworkId(n),
-            },
+            mode: PortMode::Access { network: NetworkId(n) },
             static_macs: vec![],
         }
     }
@@ -320,85 +278,43 @@ mod tests {
             id: PortId(2),
             name: "t".into(),
             mode: PortMode::Trunk {
-                vlans: vec![
-                    (VlanId::new(100).unwrap(), NetworkId(0)),
-                    (VlanId::new(200).unwrap(), NetworkId(1)),
-                ],
+                vlans: vec![(VlanId::new(100).unwrap(), NetworkId(0)), (VlanId::new(200).unwrap(), NetworkId(1))],
                 native: None,
             },
             static_macs: vec![],
         };
-        let t = Topology::new(
-            &[net(0, "a"), net(1, "b")],
-            &[access(0, "p0", 0), access(1, "p1", 1), trunk],
-            16,
-        )
-        .unwrap();
-        assert_eq!(
-            &*t.network(NetworkId(0)).unwrap().flood,
-            &[PortId(0), PortId(2)]
-        );
-        assert_eq!(
-            &*t.network(NetworkId(1)).unwrap().flood,
-            &[PortId(1), PortId(2)]
-        );
+        let t =
+            Topology::new(&[net(0, "a"), net(1, "b")], &[access(0, "p0", 0), access(1, "p1", 1), trunk], 16).unwrap();
+        assert_eq!(&*t.network(NetworkId(0)).unwrap().flood, &[PortId(0), PortId(2)]);
+        assert_eq!(&*t.network(NetworkId(1)).unwrap().flood, &[PortId(1), PortId(2)]);
         let tp = t.port(PortId(2)).unwrap();
         assert_eq!(tp.vid_to_network[100], 0);
         assert_eq!(tp.vid_to_network[200], 1);
         assert_eq!(tp.vid_to_network[300], NOT_MEMBER);
         assert_eq!(tp.egress[1], 200);
         assert_eq!(tp.untagged, NOT_MEMBER);
-        assert_eq!(
-            t.port(PortId(0)).unwrap().egress[..],
-            [UNTAGGED, NOT_MEMBER]
-        );
+        assert_eq!(t.port(PortId(0)).unwrap().egress[..], [UNTAGGED, NOT_MEMBER]);
     }
 
     #[test]
     fn errors_are_precise() {
         let e = Topology::new(&[net(0, "a")], &[access(0, "p0", 3)], 16).unwrap_err();
-        assert_eq!(
-            e,
-            TopologyError::UnknownNetwork {
-                port: "p0".into(),
-                network: 3
-            }
-        );
+        assert_eq!(e, TopologyError::UnknownNetwork { port: "p0".into(), network: 3 });
         let e = Topology::new(&[net(0, "a"), net(1, "a")], &[], 16).unwrap_err();
-        assert!(matches!(
-            e,
-            TopologyError::Duplicate {
-                kind: "network",
-                ..
-            }
-        ));
-        let e =
-            Topology::new(&[net(0, "a")], &[access(0, "p", 0), access(1, "p", 0)], 16).unwrap_err();
+        assert!(matches!(e, TopologyError::Duplicate { kind: "network", .. }));
+        let e = Topology::new(&[net(0, "a")], &[access(0, "p", 0), access(1, "p", 0)], 16).unwrap_err();
         assert!(matches!(e, TopologyError::Duplicate { kind: "port", .. }));
         let e = Topology::new(&[net(0, "a")], &[access(20, "p", 0)], 16).unwrap_err();
-        assert!(matches!(
-            e,
-            TopologyError::IdOutOfRange {
-                kind: "port",
-                id: 20,
-                ..
-            }
-        ));
+        assert!(matches!(e, TopologyError::IdOutOfRange { kind: "port", id: 20, .. }));
         let bad = PortSpec {
             id: PortId(0),
             name: "t".into(),
             mode: PortMode::Trunk {
-                vlans: vec![
-                    (VlanId::new(5).unwrap(), NetworkId(0)),
-                    (VlanId::new(6).unwrap(), NetworkId(0)),
-                ],
+                vlans: vec![(VlanId::new(5).unwrap(), NetworkId(0)), (VlanId::new(6).unwrap(), NetworkId(0))],
                 native: None,
             },
             static_macs: vec![],
         };
-        assert!(matches!(
-            Topology::new(&[net(0, "a")], &[bad], 16),
-            Err(TopologyError::BadTrunk { .. })
-        ));
+        assert!(matches!(Topology::new(&[net(0, "a")], &[bad], 16), Err(TopologyError::BadTrunk { .. })));
     }
 }

@@ -194,10 +194,7 @@ mod tests {
 
     #[test]
     fn truncated_and_overlong() {
-        assert_eq!(
-            ArpPacket::new_checked(&REQUEST[..27]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(ArpPacket::new_checked(&REQUEST[..27]).unwrap_err(), Error::Truncated);
         let mut padded = REQUEST.to_vec();
         padded.extend_from_slice(&[0; 18]); // Ethernet minimum-size padding
         assert!(ArpRepr::parse(&ArpPacket::new_checked(&padded[..]).unwrap()).is_ok());
@@ -207,15 +204,9 @@ mod tests {
     fn unsupported_kinds() {
         let mut b = REQUEST;
         b[7] = 3; // RARP request
-        assert_eq!(
-            ArpRepr::parse(&ArpPacket::new_unchecked(&b[..])).unwrap_err(),
-            Error::Unsupported
-        );
+        assert_eq!(ArpRepr::parse(&ArpPacket::new_unchecked(&b[..])).unwrap_err(), Error::Unsupported);
         let mut b = REQUEST;
         b[4] = 8; // hardware length 8
-        assert_eq!(
-            ArpRepr::parse(&ArpPacket::new_unchecked(&b[..])).unwrap_err(),
-            Error::Unsupported
-        );
+        assert_eq!(ArpRepr::parse(&ArpPacket::new_unchecked(&b[..])).unwrap_err(), Error::Unsupported);
     }
 }

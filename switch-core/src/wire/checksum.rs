@@ -6,9 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub fn sum(mut data: &[u8]) -> u32 {
     let mut acc: u64 = 0;
     while data.len() >= 8 {
-        let w = u64::from_be_bytes([
-            data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7],
-        ]);
+        let w = u64::from_be_bytes([data[0], data[1], data[2], data[3], data[4], data[5], data[6], data[7]]);
         acc += (w >> 48) + ((w >> 32) & 0xffff) + ((w >> 16) & 0xffff) + (w & 0xffff);
         data = &data[8..];
     }
@@ -70,10 +68,7 @@ mod tests {
     // RFC 1071 section 3 example: 00 01 f2 03 f4 f5 f6 f7 sums to 0xddf2.
     #[test]
     fn rfc1071_example() {
-        assert_eq!(
-            fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])),
-            0xddf2
-        );
+        assert_eq!(fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
     }
 
     #[test]
@@ -83,10 +78,8 @@ mod tests {
 
     #[test]
     fn incremental_matches_full_recompute() {
-        let mut hdr = [
-            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 198, 18, 0,
-            1, 198, 18, 0, 2,
-        ];
+        let mut hdr =
+            [0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 198, 18, 0, 1, 198, 18, 0, 2];
         let c = checksum(&hdr);
         hdr[10..12].copy_from_slice(&c.to_be_bytes());
         // decrement TTL: the word at offset 8 is ttl<<8 | proto

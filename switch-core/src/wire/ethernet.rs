@@ -47,25 +47,14 @@ impl EthernetAddress {
 
     /// Inverse of [`to_u64`](Self::to_u64); the high 16 bits are ignored.
     pub const fn from_u64(v: u64) -> EthernetAddress {
-        EthernetAddress([
-            (v >> 40) as u8,
-            (v >> 32) as u8,
-            (v >> 24) as u8,
-            (v >> 16) as u8,
-            (v >> 8) as u8,
-            v as u8,
-        ])
+        EthernetAddress([(v >> 40) as u8, (v >> 32) as u8, (v >> 24) as u8, (v >> 16) as u8, (v >> 8) as u8, v as u8])
     }
 }
 
 impl fmt::Display for EthernetAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            a[0], a[1], a[2], a[3], a[4], a[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", a[0], a[1], a[2], a[3], a[4], a[5])
     }
 }
 
@@ -81,11 +70,7 @@ pub struct ParseMacError(pub String);
 
 impl fmt::Display for ParseMacError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid MAC address {:?}: expected six hex octets like 02:00:00:00:00:01",
-            self.0
-        )
+        write!(f, "invalid MAC address {:?}: expected six hex octets like 02:00:00:00:00:01", self.0)
     }
 }
 
@@ -231,11 +216,7 @@ impl EthernetRepr {
     /// Reads the header of a checked frame.
     pub fn parse<T: AsRef<[u8]>>(frame: &EthernetFrame<T>) -> Result<EthernetRepr> {
         frame.check_len()?;
-        Ok(EthernetRepr {
-            src_addr: frame.src_addr(),
-            dst_addr: frame.dst_addr(),
-            ethertype: frame.ethertype(),
-        })
+        Ok(EthernetRepr { src_addr: frame.src_addr(), dst_addr: frame.dst_addr(), ethertype: frame.ethertype() })
     }
 
     /// Header length in bytes.
@@ -273,27 +254,15 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            EthernetFrame::new_checked(&FRAME[..13]).unwrap_err(),
-            Error::Truncated
-        );
-        assert!(EthernetFrame::new_checked(&FRAME[..14])
-            .unwrap()
-            .payload()
-            .is_empty());
+        assert_eq!(EthernetFrame::new_checked(&FRAME[..13]).unwrap_err(), Error::Truncated);
+        assert!(EthernetFrame::new_checked(&FRAME[..14]).unwrap().payload().is_empty());
     }
 
     #[test]
     fn overlong_keeps_everything_as_payload() {
         let mut long = FRAME.to_vec();
         long.extend_from_slice(&[0; 100]);
-        assert_eq!(
-            EthernetFrame::new_checked(&long[..])
-                .unwrap()
-                .payload()
-                .len(),
-            104
-        );
+        assert_eq!(EthernetFrame::new_checked(&long[..]).unwrap().payload().len(), 104);
     }
 
     #[test]
@@ -306,18 +275,9 @@ mod tests {
 
     #[test]
     fn mac_parse_and_classes() {
-        assert!("ff:ff:ff:ff:ff:ff"
-            .parse::<EthernetAddress>()
-            .unwrap()
-            .is_broadcast());
-        assert!("01:00:5e:00:00:01"
-            .parse::<EthernetAddress>()
-            .unwrap()
-            .is_multicast());
-        assert!("02:00:00:00:00:01"
-            .parse::<EthernetAddress>()
-            .unwrap()
-            .is_unicast());
+        assert!("ff:ff:ff:ff:ff:ff".parse::<EthernetAddress>().unwrap().is_broadcast());
+        assert!("01:00:5e:00:00:01".parse::<EthernetAddress>().unwrap().is_multicast());
+        assert!("02:00:00:00:00:01".parse::<EthernetAddress>().unwrap().is_unicast());
         assert!("02:00:00:00:00".parse::<EthernetAddress>().is_err());
         assert!("02:00:00:00:00:01:03".parse::<EthernetAddress>().is_err());
         assert!("zz:00:00:00:00:01".parse::<EthernetAddress>().is_err());

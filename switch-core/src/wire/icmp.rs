@@ -121,16 +121,10 @@ impl<'a> Icmpv4Repr<'a> {
         }
         let data = &p.buffer.as_ref()[HEADER_LEN..];
         match (p.msg_type(), p.msg_code()) {
-            (TYPE_ECHO_REQUEST, 0) => Ok(Icmpv4Repr::EchoRequest {
-                ident: p.echo_ident(),
-                seq_no: p.echo_seq_no(),
-                data,
-            }),
-            (TYPE_ECHO_REPLY, 0) => Ok(Icmpv4Repr::EchoReply {
-                ident: p.echo_ident(),
-                seq_no: p.echo_seq_no(),
-                data,
-            }),
+            (TYPE_ECHO_REQUEST, 0) => {
+                Ok(Icmpv4Repr::EchoRequest { ident: p.echo_ident(), seq_no: p.echo_seq_no(), data })
+            }
+            (TYPE_ECHO_REPLY, 0) => Ok(Icmpv4Repr::EchoReply { ident: p.echo_ident(), seq_no: p.echo_seq_no(), data }),
             _ => Err(Error::Unsupported),
         }
     }
@@ -138,25 +132,15 @@ impl<'a> Icmpv4Repr<'a> {
     /// Bytes the message takes.
     pub fn buffer_len(&self) -> usize {
         match self {
-            Icmpv4Repr::EchoRequest { data, .. } | Icmpv4Repr::EchoReply { data, .. } => {
-                HEADER_LEN + data.len()
-            }
+            Icmpv4Repr::EchoRequest { data, .. } | Icmpv4Repr::EchoReply { data, .. } => HEADER_LEN + data.len(),
         }
     }
 
     /// Writes the message with its checksum.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Icmpv4Packet<T>) {
         let (ty, ident, seq_no, data) = match *self {
-            Icmpv4Repr::EchoRequest {
-                ident,
-                seq_no,
-                data,
-            } => (TYPE_ECHO_REQUEST, ident, seq_no, data),
-            Icmpv4Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            } => (TYPE_ECHO_REPLY, ident, seq_no, data),
+            Icmpv4Repr::EchoRequest { ident, seq_no, data } => (TYPE_ECHO_REQUEST, ident, seq_no, data),
+            Icmpv4Repr::EchoReply { ident, seq_no, data } => (TYPE_ECHO_REPLY, ident, seq_no, data),
         };
         let b = p.buffer.as_mut();
         b[field::TYPE] = ty;
@@ -191,14 +175,7 @@ mod tests {
         let b = echo();
         let p = Icmpv4Packet::new_checked(&b[..]).unwrap();
         let r = Icmpv4Repr::parse(&p).unwrap();
-        assert_eq!(
-            r,
-            Icmpv4Repr::EchoRequest {
-                ident: 0x1234,
-                seq_no: 1,
-                data: b"ping"
-            }
-        );
+        assert_eq!(r, Icmpv4Repr::EchoRequest { ident: 0x1234, seq_no: 1, data: b"ping" });
         let mut out = [0u8; 12];
         r.emit(&mut Icmpv4Packet::new_unchecked(&mut out[..]));
         assert_eq!(out, b);
@@ -207,10 +184,7 @@ mod tests {
     #[test]
     fn truncated_bad_checksum_unsupported() {
         let b = echo();
-        assert_eq!(
-            Icmpv4Packet::new_checked(&b[..7]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Icmpv4Packet::new_checked(&b[..7]).unwrap_err(), Error::Truncated);
         let mut bad = b;
         bad[11] ^= 1;
         let p = Icmpv4Packet::new_checked(&bad[..]).unwrap();

@@ -122,22 +122,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Source address.
     pub fn src_addr(&self) -> Ipv4Addr {
         let b = self.buffer.as_ref();
-        Ipv4Addr::new(
-            b[field::SRC],
-            b[field::SRC + 1],
-            b[field::SRC + 2],
-            b[field::SRC + 3],
-        )
+        Ipv4Addr::new(b[field::SRC], b[field::SRC + 1], b[field::SRC + 2], b[field::SRC + 3])
     }
     /// Destination address.
     pub fn dst_addr(&self) -> Ipv4Addr {
         let b = self.buffer.as_ref();
-        Ipv4Addr::new(
-            b[field::DST],
-            b[field::DST + 1],
-            b[field::DST + 2],
-            b[field::DST + 3],
-        )
+        Ipv4Addr::new(b[field::DST], b[field::DST + 1], b[field::DST + 2], b[field::DST + 3])
     }
     /// True when the header checksum verifies.
     pub fn verify_checksum(&self) -> bool {
@@ -265,15 +255,9 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Ipv4Packet::new_checked(&PACKET[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&PACKET[..19]).unwrap_err(), Error::Truncated);
         // total length says 24, buffer has 23
-        assert_eq!(
-            Ipv4Packet::new_checked(&PACKET[..23]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv4Packet::new_checked(&PACKET[..23]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
@@ -288,22 +272,13 @@ mod tests {
     fn bad_lengths_and_version() {
         let mut b = PACKET;
         b[0] = 0x44; // IHL 4
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::BadLength);
         let mut b = PACKET;
         b[3] = 19; // total length below header
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::BadLength);
         let mut b = PACKET;
         b[0] = 0x65;
-        assert_eq!(
-            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadVersion
-        );
+        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), Error::BadVersion);
     }
 
     #[test]

@@ -167,14 +167,8 @@ mod tests {
 
     #[test]
     fn truncated_and_overlong() {
-        assert_eq!(
-            Ipv6Packet::new_checked(&PACKET[..39]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Ipv6Packet::new_checked(&PACKET[..43]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Ipv6Packet::new_checked(&PACKET[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(Ipv6Packet::new_checked(&PACKET[..43]).unwrap_err(), Error::Truncated);
         let mut b = PACKET.to_vec();
         b.extend_from_slice(&[0; 10]);
         assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap().payload().len(), 4);
@@ -184,9 +178,6 @@ mod tests {
     fn bad_version() {
         let mut b = PACKET;
         b[0] = 0x40;
-        assert_eq!(
-            Ipv6Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadVersion
-        );
+        assert_eq!(Ipv6Packet::new_checked(&b[..]).unwrap_err(), Error::BadVersion);
     }
 }

@@ -88,9 +88,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 fn pseudo(src: IpAddr, dst: IpAddr, len: u32) -> u32 {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(s, d, IpProtocol::UDP.0, len),
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksum::pseudo_header_v6(&s, &d, IpProtocol::UDP.0, len)
-        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_header_v6(&s, &d, IpProtocol::UDP.0, len),
         _ => 0,
     }
 }
@@ -142,10 +140,7 @@ impl UdpRepr {
         if !p.verify_checksum(src, dst) {
             return Err(Error::BadChecksum);
         }
-        Ok(UdpRepr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-        })
+        Ok(UdpRepr { src_port: p.src_port(), dst_port: p.dst_port() })
     }
 
     /// 8 bytes.
@@ -178,10 +173,7 @@ mod tests {
     }
 
     fn v6() -> (IpAddr, IpAddr) {
-        (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8::2".parse().unwrap(),
-        )
+        ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
     }
 
     fn datagram(src: IpAddr, dst: IpAddr) -> Vec<u8> {
@@ -192,11 +184,7 @@ mod tests {
             0x00, 0x00, // checksum, filled below
             b'p', b'i', b'n', b'g',
         ];
-        UdpRepr {
-            src_port: 12345,
-            dst_port: 53,
-        }
-        .emit(&mut UdpPacket::new_unchecked(&mut b[..]), 4, src, dst);
+        UdpRepr { src_port: 12345, dst_port: 53 }.emit(&mut UdpPacket::new_unchecked(&mut b[..]), 4, src, dst);
         b
     }
 
@@ -204,15 +192,8 @@ mod tests {
     fn checksum_agrees_with_etherparse() {
         let (s, d) = v4();
         let b = datagram(s, d);
-        let ep = etherparse::UdpHeader {
-            source_port: 12345,
-            destination_port: 53,
-            length: 12,
-            checksum: 0,
-        };
-        let expect = ep
-            .calc_checksum_ipv4_raw([198, 18, 0, 1], [198, 18, 0, 2], b"ping")
-            .unwrap();
+        let ep = etherparse::UdpHeader { source_port: 12345, destination_port: 53, length: 12, checksum: 0 };
+        let expect = ep.calc_checksum_ipv4_raw([198, 18, 0, 1], [198, 18, 0, 2], b"ping").unwrap();
         assert_eq!(UdpPacket::new_checked(&b[..]).unwrap().checksum(), expect);
         let (s6, d6) = v6();
         let b6 = datagram(s6, d6);
@@ -224,44 +205,25 @@ mod tests {
         let (s, d) = v4();
         let mut b = datagram(s, d);
         b[9] ^= 0xff;
-        assert_eq!(
-            UdpRepr::parse(&UdpPacket::new_checked(&b[..]).unwrap(), s, d),
-            Err(Error::BadChecksum)
-        );
+        assert_eq!(UdpRepr::parse(&UdpPacket::new_checked(&b[..]).unwrap(), s, d), Err(Error::BadChecksum));
         b[6] = 0;
         b[7] = 0;
-        assert!(UdpPacket::new_checked(&b[..])
-            .unwrap()
-            .verify_checksum(s, d));
+        assert!(UdpPacket::new_checked(&b[..]).unwrap().verify_checksum(s, d));
         let (s6, d6) = v6();
-        assert!(!UdpPacket::new_checked(&b[..])
-            .unwrap()
-            .verify_checksum(s6, d6));
+        assert!(!UdpPacket::new_checked(&b[..]).unwrap().verify_checksum(s6, d6));
     }
 
     #[test]
     fn lengths() {
         let (s, d) = v4();
         let b = datagram(s, d);
-        assert_eq!(
-            UdpPacket::new_checked(&b[..7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            UdpPacket::new_checked(&b[..11]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(UdpPacket::new_checked(&b[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(UdpPacket::new_checked(&b[..11]).unwrap_err(), Error::Truncated);
         let mut short = b.clone();
         short[5] = 7;
-        assert_eq!(
-            UdpPacket::new_checked(&short[..]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(UdpPacket::new_checked(&short[..]).unwrap_err(), Error::BadLength);
         let mut long = b.clone();
         long.extend_from_slice(&[0; 6]);
-        assert_eq!(
-            UdpPacket::new_checked(&long[..]).unwrap().payload(),
-            b"ping"
-        );
+        assert_eq!(UdpPacket::new_checked(&long[..]).unwrap().payload(), b"ping");
     }
 }

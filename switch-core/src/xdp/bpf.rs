@@ -43,10 +43,7 @@ impl BpfError {
 
     /// Another program holds the interface.
     pub fn is_busy(&self) -> bool {
-        matches!(
-            self.source.raw_os_error(),
-            Some(libc::EBUSY) | Some(libc::EEXIST)
-        )
+        matches!(self.source.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
     }
 }
 
@@ -123,11 +120,8 @@ pub fn create_xskmap(entries: u32) -> Result<OwnedFd, BpfError> {
         map_name: name16("podswitch_xsks"),
         ..Default::default()
     };
-    sys::syscall_fd(Syscall::Bpf {
-        cmd: BPF_MAP_CREATE,
-        attr: as_bytes_mut(&mut a),
-    })
-    .map_err(|e| BpfError::new("creating the XSKMAP", e))
+    sys::syscall_fd(Syscall::Bpf { cmd: BPF_MAP_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("creating the XSKMAP", e))
 }
 
 /// `map[key] = value`.
@@ -138,12 +132,9 @@ pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfError> {
         value: &value as *const u32 as u64,
         ..Default::default()
     };
-    sys::syscall(Syscall::Bpf {
-        cmd: BPF_MAP_UPDATE_ELEM,
-        attr: as_bytes_mut(&mut a),
-    })
-    .map(drop)
-    .map_err(|e| BpfError::new("inserting a socket into the XSKMAP", e))
+    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_UPDATE_ELEM, attr: as_bytes_mut(&mut a) })
+        .map(drop)
+        .map_err(|e| BpfError::new("inserting a socket into the XSKMAP", e))
 }
 
 /// Loads an XDP program; on refusal, loads it again with the verifier log on and puts
@@ -159,27 +150,18 @@ pub fn load_xdp(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
         expected_attach_type: BPF_XDP,
         ..Default::default()
     };
-    match sys::syscall_fd(Syscall::Bpf {
-        cmd: BPF_PROG_LOAD,
-        attr: as_bytes_mut(&mut a),
-    }) {
+    match sys::syscall_fd(Syscall::Bpf { cmd: BPF_PROG_LOAD, attr: as_bytes_mut(&mut a) }) {
         Ok(fd) => Ok(fd),
         Err(first) => {
             let mut log = vec![0u8; 64 * 1024];
             a.log_level = 1;
             a.log_size = log.len() as u32;
             a.log_buf = log.as_mut_ptr() as u64;
-            let _ = sys::syscall(Syscall::Bpf {
-                cmd: BPF_PROG_LOAD,
-                attr: as_bytes_mut(&mut a),
-            });
+            let _ = sys::syscall(Syscall::Bpf { cmd: BPF_PROG_LOAD, attr: as_bytes_mut(&mut a) });
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let mut e = BpfError::new("loading the XDP program", first);
             if end > 0 {
-                e.hint.push_str(&format!(
-                    "; verifier log:\n{}",
-                    String::from_utf8_lossy(&log[..end])
-                ));
+                e.hint.push_str(&format!("; verifier log:\n{}", String::from_utf8_lossy(&log[..end])));
             }
             Err(e)
         }
@@ -188,17 +170,10 @@ pub fn load_xdp(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
 
 /// Attaches `prog` to `ifindex` through a BPF link (detached when the link closes).
 pub fn link_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> Result<OwnedFd, BpfError> {
-    let mut a = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags,
-    };
-    sys::syscall_fd(Syscall::Bpf {
-        cmd: BPF_LINK_CREATE,
-        attr: as_bytes_mut(&mut a),
-    })
-    .map_err(|e| BpfError::new("attaching the XDP program", e))
+    let mut a =
+        LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type: BPF_XDP, flags };
+    sys::syscall_fd(Syscall::Bpf { cmd: BPF_LINK_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("attaching the XDP program", e))
 }
 
 #[cfg(test)]
@@ -210,10 +185,7 @@ mod tests {
     fn refused_program_carries_the_verifier_log() {
         let e = with_fake(
             |c| match c {
-                Syscall::Bpf {
-                    cmd: BPF_PROG_LOAD,
-                    attr,
-                } => {
+                Syscall::Bpf { cmd: BPF_PROG_LOAD, attr } => {
                     // On the retry, write a log into the buffer the attr points at.
                     let a = attr.as_ptr() as *const ProgLoadAttr;
                     // SAFETY: attr is the ProgLoadAttr built by load_xdp.
@@ -224,11 +196,7 @@ mod tests {
                         // SAFETY: log_buf points at load_xdp's 64 KiB buffer.
                         #[allow(unsafe_code)]
                         unsafe {
-                            core::ptr::copy_nonoverlapping(
-                                msg.as_ptr(),
-                                a.log_buf as *mut u8,
-                                msg.len(),
-                            )
+                            core::ptr::copy_nonoverlapping(msg.as_ptr(), a.log_buf as *mut u8, msg.len())
                         };
                     }
                     Some(errno(libc::EACCES))

@@ -44,60 +44,30 @@ const fn regs(dst: u8, src: u8) -> u8 {
 
 /// `dst = *(u32 *)(src + off)`
 pub const fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
-    Insn {
-        code: BPF_LDX | BPF_MEM | BPF_W,
-        regs: regs(dst, src),
-        off,
-        imm: 0,
-    }
+    Insn { code: BPF_LDX | BPF_MEM | BPF_W, regs: regs(dst, src), off, imm: 0 }
 }
 
 /// `dst = map` (a 64-bit immediate, two instructions; the kernel swaps the fd for the map).
 pub const fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
     [
-        Insn {
-            code: BPF_LD | BPF_DW | BPF_IMM,
-            regs: regs(dst, BPF_PSEUDO_MAP_FD),
-            off: 0,
-            imm: fd,
-        },
-        Insn {
-            code: 0,
-            regs: 0,
-            off: 0,
-            imm: 0,
-        },
+        Insn { code: BPF_LD | BPF_DW | BPF_IMM, regs: regs(dst, BPF_PSEUDO_MAP_FD), off: 0, imm: fd },
+        Insn { code: 0, regs: 0, off: 0, imm: 0 },
     ]
 }
 
 /// `dst = imm`
 pub const fn mov64_imm(dst: u8, imm: i32) -> Insn {
-    Insn {
-        code: BPF_ALU64 | BPF_MOV | BPF_K,
-        regs: regs(dst, 0),
-        off: 0,
-        imm,
-    }
+    Insn { code: BPF_ALU64 | BPF_MOV | BPF_K, regs: regs(dst, 0), off: 0, imm }
 }
 
 /// `call helper`
 pub const fn call(helper: i32) -> Insn {
-    Insn {
-        code: BPF_JMP | BPF_CALL,
-        regs: 0,
-        off: 0,
-        imm: helper,
-    }
+    Insn { code: BPF_JMP | BPF_CALL, regs: 0, off: 0, imm: helper }
 }
 
 /// `exit` (returns r0)
 pub const fn exit() -> Insn {
-    Insn {
-        code: BPF_JMP | BPF_EXIT,
-        regs: 0,
-        off: 0,
-        imm: 0,
-    }
+    Insn { code: BPF_JMP | BPF_EXIT, regs: 0, off: 0, imm: 0 }
 }
 
 /// The steering program:
@@ -115,14 +85,7 @@ pub fn redirect_to_xsk(map_fd: i32, fallback: super::Fallback) -> Vec<Insn> {
         super::Fallback::Drop => XDP_DROP,
     };
     let [ld0, ld1] = ld_map_fd(1, map_fd);
-    vec![
-        ldx_w(2, 1, XDP_MD_RX_QUEUE_INDEX),
-        ld0,
-        ld1,
-        mov64_imm(3, verdict),
-        call(HELPER_REDIRECT_MAP),
-        exit(),
-    ]
+    vec![ldx_w(2, 1, XDP_MD_RX_QUEUE_INDEX), ld0, ld1, mov64_imm(3, verdict), call(HELPER_REDIRECT_MAP), exit()]
 }
 
 #[cfg(test)]

@@ -90,63 +90,32 @@ pub enum XdpError {
 impl XdpRedirect {
     /// Loads the program with an XSKMAP of `queues` entries and attaches it to `ifname`.
     /// Sockets are inserted afterwards with [`insert`](Self::insert).
-    pub fn attach(
-        ifname: &str,
-        queues: u32,
-        fallback: Fallback,
-        mode: XdpMode,
-    ) -> Result<XdpRedirect, XdpError> {
-        let ifindex = sys::netdev::ifindex(ifname).map_err(|source| XdpError::NoInterface {
-            ifname: ifname.to_string(),
-            source,
-        })?;
-        let wrap = |source| XdpError::Bpf {
-            ifname: ifname.to_string(),
-            source,
-        };
+    pub fn attach(ifname: &str, queues: u32, fallback: Fallback, mode: XdpMode) -> Result<XdpRedirect, XdpError> {
+        let ifindex = sys::netdev::ifindex(ifname)
+            .map_err(|source| XdpError::NoInterface { ifname: ifname.to_string(), source })?;
+        let wrap = |source| XdpError::Bpf { ifname: ifname.to_string(), source };
         let map = bpf::create_xskmap(queues.max(1)).map_err(wrap)?;
-        let prog = bpf::load_xdp(
-            &insn::redirect_to_xsk(map.as_raw_fd(), fallback),
-            "podswitch_xsk",
-        )
-        .map_err(wrap)?;
+        let prog = bpf::load_xdp(&insn::redirect_to_xsk(map.as_raw_fd(), fallback), "podswitch_xsk").map_err(wrap)?;
         let try_attach = |flags| bpf::link_xdp(&prog, ifindex, flags);
         let (link, mode) = match mode {
-            XdpMode::Native => (
-                try_attach(XDP_FLAGS_DRV_MODE).map_err(wrap)?,
-                AttachedMode::Native,
-            ),
-            XdpMode::Generic => (
-                try_attach(XDP_FLAGS_SKB_MODE).map_err(wrap)?,
-                AttachedMode::Generic,
-            ),
+            XdpMode::Native => (try_attach(XDP_FLAGS_DRV_MODE).map_err(wrap)?, AttachedMode::Native),
+            XdpMode::Generic => (try_attach(XDP_FLAGS_SKB_MODE).map_err(wrap)?, AttachedMode::Generic),
             XdpMode::NativeOrGeneric => match try_attach(XDP_FLAGS_DRV_MODE) {
                 Ok(l) => (l, AttachedMode::Native),
                 Err(e) if e.is_busy() => return Err(wrap(e)),
                 Err(e) => {
                     tracing::warn!(ifname, error = %e, "native XDP refused; attaching in generic (skb) mode, which is slower");
-                    (
-                        try_attach(XDP_FLAGS_SKB_MODE).map_err(wrap)?,
-                        AttachedMode::Generic,
-                    )
+                    (try_attach(XDP_FLAGS_SKB_MODE).map_err(wrap)?, AttachedMode::Generic)
                 }
             },
         };
-        Ok(XdpRedirect {
-            link,
-            _prog: prog,
-            map,
-            ifname: ifname.to_string(),
-            mode,
-        })
+        Ok(XdpRedirect { link, _prog: prog, map, ifname: ifname.to_string(), mode })
     }
 
     /// Steers `queue` to the AF_XDP socket `xsk_fd`.
     pub fn insert(&self, queue: u32, xsk_fd: i32) -> Result<(), XdpError> {
-        bpf::map_update(&self.map, queue, xsk_fd as u32).map_err(|source| XdpError::Bpf {
-            ifname: self.ifname.clone(),
-            source,
-        })
+        bpf::map_update(&self.map, queue, xsk_fd as u32)
+            .map_err(|source| XdpError::Bpf { ifname: self.ifname.clone(), source })
     }
 
     /// The interface it is attached to.

@@ -93,11 +93,7 @@ impl<T: Copy> ProducerRing<T> {
         // zero; the first `free` refreshes with acquire anyway.
         let cached_prod = ring.producer().load(Ordering::Relaxed);
         let cached_cons = ring.consumer().load(Ordering::Relaxed) + size;
-        ProducerRing {
-            ring,
-            cached_prod,
-            cached_cons,
-        }
+        ProducerRing { ring, cached_prod, cached_cons }
     }
 
     /// Free slots, refreshing from the kernel's consumer index only if fewer than
@@ -110,11 +106,7 @@ impl<T: Copy> ProducerRing<T> {
         }
         // Acquire: pairs with the kernel's release of the consumer index, so the slots
         // it has consumed are really done with before we overwrite them.
-        self.cached_cons = self
-            .ring
-            .consumer()
-            .load(Ordering::Acquire)
-            .wrapping_add(self.ring.size);
+        self.cached_cons = self.ring.consumer().load(Ordering::Acquire).wrapping_add(self.ring.size);
         self.cached_cons.wrapping_sub(self.cached_prod)
     }
 
@@ -130,11 +122,7 @@ impl<T: Copy> ProducerRing<T> {
     pub fn write(&mut self, i: u32, value: T) {
         // SAFETY: the slot is reserved (between the kernel's consumer and our producer
         // index), so the kernel does not read it until `submit` publishes it.
-        unsafe {
-            self.ring
-                .slot(self.cached_prod.wrapping_add(i))
-                .write(value)
-        }
+        unsafe { self.ring.slot(self.cached_prod.wrapping_add(i)).write(value) }
     }
 
     /// Publishes `n` written slots to the kernel.
@@ -143,16 +131,13 @@ impl<T: Copy> ProducerRing<T> {
         self.cached_prod = self.cached_prod.wrapping_add(n);
         // Release: the descriptor writes above must be visible before the kernel sees
         // the new producer index (it loads it with acquire).
-        self.ring
-            .producer()
-            .store(self.cached_prod, Ordering::Release);
+        self.ring.producer().store(self.cached_prod, Ordering::Release);
     }
 
     /// Entries submitted that the kernel has not consumed yet.
     pub fn pending(&self) -> u32 {
         // Acquire, as in `free`; this is for accounting, not the hot path.
-        self.cached_prod
-            .wrapping_sub(self.ring.consumer().load(Ordering::Acquire))
+        self.cached_prod.wrapping_sub(self.ring.consumer().load(Ordering::Acquire))
     }
 
     /// The kernel asks to be woken (`XDP_RING_NEED_WAKEUP`).
@@ -190,11 +175,7 @@ impl<T: Copy> ConsumerRing<T> {
         let ring = unsafe { Shared::new(map, off, size) };
         // Relaxed: initial indices, both zero until the socket is bound.
         let cached_cons = ring.consumer().load(Ordering::Relaxed);
-        ConsumerRing {
-            ring,
-            cached_prod: cached_cons,
-            cached_cons,
-        }
+        ConsumerRing { ring, cached_prod: cached_cons, cached_cons }
     }
 
     /// Up to `max` entries ready to read; refreshes from the kernel's producer index
@@ -226,9 +207,7 @@ impl<T: Copy> ConsumerRing<T> {
         self.cached_cons = self.cached_cons.wrapping_add(n);
         // Release: our reads of the entries must complete before the kernel may
         // overwrite them.
-        self.ring
-            .consumer()
-            .store(self.cached_cons, Ordering::Release);
+        self.ring.consumer().store(self.cached_cons, Ordering::Release);
     }
 
     /// Ring size.

@@ -24,13 +24,7 @@ pub struct XskConfig {
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig {
-            rx_size: 2048,
-            tx_size: 2048,
-            fill_size: 2048,
-            comp_size: 2048,
-            mode: BindMode::Copy,
-        }
+        XskConfig { rx_size: 2048, tx_size: 2048, fill_size: 2048, comp_size: 2048, mode: BindMode::Copy }
     }
 }
 
@@ -94,13 +88,7 @@ pub struct XskSocket {
 }
 
 fn setsockopt_u32(fd: RawFd, name: i32, v: u32) -> io::Result<()> {
-    sys::syscall(Syscall::SetSockOpt {
-        fd,
-        level: libc::SOL_XDP,
-        name,
-        value: &v.to_ne_bytes(),
-    })
-    .map(drop)
+    sys::syscall(Syscall::SetSockOpt { fd, level: libc::SOL_XDP, name, value: &v.to_ne_bytes() }).map(drop)
 }
 
 /// View of a plain-old-data kernel struct as bytes.
@@ -128,13 +116,7 @@ impl XskSocket {
         let err = |what: &'static str, hint: &str| {
             let ifname = ifname.to_string();
             let hint = hint.to_string();
-            move |source: io::Error| XskError {
-                ifname,
-                queue,
-                what,
-                source,
-                hint,
-            }
+            move |source: io::Error| XskError { ifname, queue, what, source, hint }
         };
         for (name, size) in [
             ("rx_size", cfg.rx_size),
@@ -149,18 +131,10 @@ impl XskSocket {
                 )));
             }
         }
-        let ifindex = sys::netdev::ifindex(ifname).map_err(err(
-            "looking up the interface",
-            ": does the interface exist in this namespace?",
-        ))?;
-        let fd = sys::syscall_fd(Syscall::Socket {
-            domain: libc::AF_XDP,
-            ty: libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-        })
-        .map_err(err(
-            "socket(AF_XDP)",
-            ": AF_XDP needs CAP_NET_RAW and a kernel with CONFIG_XDP_SOCKETS",
-        ))?;
+        let ifindex = sys::netdev::ifindex(ifname)
+            .map_err(err("looking up the interface", ": does the interface exist in this namespace?"))?;
+        let fd = sys::syscall_fd(Syscall::Socket { domain: libc::AF_XDP, ty: libc::SOCK_RAW | libc::SOCK_CLOEXEC })
+            .map_err(err("socket(AF_XDP)", ": AF_XDP needs CAP_NET_RAW and a kernel with CONFIG_XDP_SOCKETS"))?;
         let raw = fd.as_raw_fd();
 
         if shared.is_none() {
@@ -180,14 +154,11 @@ impl XskSocket {
         }
         // Every socket gets its own fill and completion rings: required when sharing a
         // UMEM across interfaces or queues.
-        setsockopt_u32(raw, libc::XDP_UMEM_FILL_RING, cfg.fill_size)
-            .map_err(err("sizing the fill ring", ""))?;
+        setsockopt_u32(raw, libc::XDP_UMEM_FILL_RING, cfg.fill_size).map_err(err("sizing the fill ring", ""))?;
         setsockopt_u32(raw, libc::XDP_UMEM_COMPLETION_RING, cfg.comp_size)
             .map_err(err("sizing the completion ring", ""))?;
-        setsockopt_u32(raw, libc::XDP_RX_RING, cfg.rx_size)
-            .map_err(err("sizing the rx ring", ""))?;
-        setsockopt_u32(raw, libc::XDP_TX_RING, cfg.tx_size)
-            .map_err(err("sizing the tx ring", ""))?;
+        setsockopt_u32(raw, libc::XDP_RX_RING, cfg.rx_size).map_err(err("sizing the rx ring", ""))?;
+        setsockopt_u32(raw, libc::XDP_TX_RING, cfg.tx_size).map_err(err("sizing the tx ring", ""))?;
 
         // SAFETY: xdp_mmap_offsets is a struct of integers; all zeroes is a valid value.
         let mut off: libc::xdp_mmap_offsets = unsafe { core::mem::zeroed() };
@@ -201,26 +172,16 @@ impl XskSocket {
 
         let desc = core::mem::size_of::<libc::xdp_desc>();
         let map = |o: &libc::xdp_ring_offset, n: u32, entry: usize, pgoff: u64| {
-            Mapping::new(
-                o.desc as usize + n as usize * entry,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                raw,
-                pgoff as i64,
-            )
+            Mapping::new(o.desc as usize + n as usize * entry, libc::MAP_SHARED | libc::MAP_POPULATE, raw, pgoff as i64)
         };
-        let rx_map = map(&off.rx, cfg.rx_size, desc, libc::XDP_PGOFF_RX_RING as u64)
-            .map_err(err("mapping the rx ring", ""))?;
-        let tx_map = map(&off.tx, cfg.tx_size, desc, libc::XDP_PGOFF_TX_RING as u64)
-            .map_err(err("mapping the tx ring", ""))?;
-        let fill_map = map(&off.fr, cfg.fill_size, 8, libc::XDP_UMEM_PGOFF_FILL_RING)
-            .map_err(err("mapping the fill ring", ""))?;
-        let comp_map = map(
-            &off.cr,
-            cfg.comp_size,
-            8,
-            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-        )
-        .map_err(err("mapping the completion ring", ""))?;
+        let rx_map =
+            map(&off.rx, cfg.rx_size, desc, libc::XDP_PGOFF_RX_RING as u64).map_err(err("mapping the rx ring", ""))?;
+        let tx_map =
+            map(&off.tx, cfg.tx_size, desc, libc::XDP_PGOFF_TX_RING as u64).map_err(err("mapping the tx ring", ""))?;
+        let fill_map =
+            map(&off.fr, cfg.fill_size, 8, libc::XDP_UMEM_PGOFF_FILL_RING).map_err(err("mapping the fill ring", ""))?;
+        let comp_map = map(&off.cr, cfg.comp_size, 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
+            .map_err(err("mapping the completion ring", ""))?;
 
         // SAFETY: each mapping is the ring the offsets describe, sized for its entries.
         let (rx, tx, fill, comp) = unsafe {
@@ -261,15 +222,7 @@ impl XskSocket {
             XskError { ifname: ifname.to_string(), queue, what: "bind", source: e, hint }
         })?;
 
-        Ok(XskSocket {
-            rx,
-            tx,
-            fill,
-            comp,
-            fd,
-            ifname: ifname.to_string(),
-            queue,
-        })
+        Ok(XskSocket { rx, tx, fill, comp, fd, ifname: ifname.to_string(), queue })
     }
 
     /// The socket's descriptor (for the XSKMAP and for sharing the UMEM).
@@ -291,19 +244,13 @@ impl XskSocket {
     /// frames per call and answers EAGAIN when more remain.
     #[inline]
     pub fn kick_tx(&self) -> io::Result<()> {
-        sys::syscall(Syscall::KickTx {
-            fd: self.fd.as_raw_fd(),
-        })
-        .map(drop)
+        sys::syscall(Syscall::KickTx { fd: self.fd.as_raw_fd() }).map(drop)
     }
 
     /// Wakes the kernel after refilling a fill ring it found empty.
     #[inline]
     pub fn wake_rx(&self) -> io::Result<()> {
-        sys::syscall(Syscall::WakeRx {
-            fd: self.fd.as_raw_fd(),
-        })
-        .map(drop)
+        sys::syscall(Syscall::WakeRx { fd: self.fd.as_raw_fd() }).map(drop)
     }
 
     /// The kernel's counters for this socket.
@@ -334,12 +281,7 @@ mod tests {
     use crate::xsk::{HugepagePolicy, UmemConfig};
 
     fn umem() -> Umem {
-        Umem::new(&UmemConfig {
-            frames: 64,
-            frame_size: 4096,
-            hugepages: HugepagePolicy::Off,
-        })
-        .unwrap()
+        Umem::new(&UmemConfig { frames: 64, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap()
     }
 
     #[test]
@@ -351,10 +293,7 @@ mod tests {
 
     #[test]
     fn bad_ring_size_is_refused_before_any_syscall() {
-        let cfg = XskConfig {
-            rx_size: 1000,
-            ..XskConfig::default()
-        };
+        let cfg = XskConfig { rx_size: 1000, ..XskConfig::default() };
         let u = umem();
         let e = with_fake(
             |c| panic!("no syscall expected, got {c:?}"),
@@ -385,9 +324,7 @@ mod tests {
                     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
                     Some(Ok(i64::from(fd)))
                 }
-                Syscall::SetSockOpt { name, .. } if *name == libc::XDP_UMEM_REG => {
-                    Some(errno(libc::ENOBUFS))
-                }
+                Syscall::SetSockOpt { name, .. } if *name == libc::XDP_UMEM_REG => Some(errno(libc::ENOBUFS)),
                 _ => None,
             },
             || XskSocket::new(&umem(), "lo", 0, None, &XskConfig::default()).unwrap_err(),

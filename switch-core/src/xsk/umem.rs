@@ -94,10 +94,7 @@ impl Umem {
     /// Maps and initialises a UMEM; every frame starts in the free pool.
     pub fn new(cfg: &UmemConfig) -> Result<Umem, UmemError> {
         if !cfg.frame_size.is_power_of_two() || !(2048..=4096).contains(&cfg.frame_size) {
-            return Err(UmemError::Config(format!(
-                "frame_size {} must be 2048 or 4096",
-                cfg.frame_size
-            )));
+            return Err(UmemError::Config(format!("frame_size {} must be 2048 or 4096", cfg.frame_size)));
         }
         if cfg.frames == 0 {
             return Err(UmemError::Config("frames must be at least 1".into()));
@@ -111,28 +108,19 @@ impl Umem {
             HugepagePolicy::Require => {
                 let free = free_hugepages();
                 if free < needed {
-                    return Err(UmemError::HugepagesMissing {
-                        needed,
-                        free,
-                        missing: needed - free,
-                    });
+                    return Err(UmemError::HugepagesMissing { needed, free, missing: needed - free });
                 }
-                let m = Mapping::new(huge_bytes, base | libc::MAP_HUGETLB, -1, 0).map_err(
-                    |source| UmemError::Map {
-                        bytes: huge_bytes,
-                        what: "hugepages",
-                        source,
-                    },
-                )?;
+                let m = Mapping::new(huge_bytes, base | libc::MAP_HUGETLB, -1, 0).map_err(|source| UmemError::Map {
+                    bytes: huge_bytes,
+                    what: "hugepages",
+                    source,
+                })?;
                 (m, Backing::Hugepages)
             }
             HugepagePolicy::Auto => {
                 let free = free_hugepages();
-                let m = if free >= needed {
-                    Mapping::new(huge_bytes, base | libc::MAP_HUGETLB, -1, 0).ok()
-                } else {
-                    None
-                };
+                let m =
+                    if free >= needed { Mapping::new(huge_bytes, base | libc::MAP_HUGETLB, -1, 0).ok() } else { None };
                 match m {
                     Some(m) => (m, Backing::Hugepages),
                     None => {
@@ -150,18 +138,8 @@ impl Umem {
         let mut free = Vec::with_capacity(cfg.frames as usize);
         // Highest address first, so pops hand out low addresses first (easier to read in
         // traces; no other meaning).
-        free.extend(
-            (0..u64::from(cfg.frames))
-                .rev()
-                .map(|i| i * u64::from(cfg.frame_size)),
-        );
-        Ok(Umem {
-            area,
-            frame_size: cfg.frame_size,
-            frames: cfg.frames,
-            backing,
-            free,
-        })
+        free.extend((0..u64::from(cfg.frames)).rev().map(|i| i * u64::from(cfg.frame_size)));
+        Ok(Umem { area, frame_size: cfg.frame_size, frames: cfg.frames, backing, free })
     }
 
     /// Start of the area, for `XDP_UMEM_REG`.
@@ -211,10 +189,7 @@ impl Umem {
     fn check(&self, addr: u64, len: u32) -> usize {
         let start = addr as usize;
         let chunk_end = (start & !(self.frame_size as usize - 1)) + self.frame_size as usize;
-        assert!(
-            start + len as usize <= chunk_end && chunk_end <= self.len_bytes(),
-            "frame out of UMEM"
-        );
+        assert!(start + len as usize <= chunk_end && chunk_end <= self.len_bytes(), "frame out of UMEM");
         start
     }
 
@@ -261,11 +236,7 @@ impl Umem {
 
 fn map_normal(bytes: usize) -> Result<Mapping, UmemError> {
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
-    Mapping::new(bytes, flags, -1, 0).map_err(|source| UmemError::Map {
-        bytes,
-        what: "normal pages",
-        source,
-    })
+    Mapping::new(bytes, flags, -1, 0).map_err(|source| UmemError::Map { bytes, what: "normal pages", source })
 }
 
 /// `HugePages_Free` from /proc/meminfo (2 MiB pages), 0 if unreadable.
@@ -273,12 +244,7 @@ pub fn free_hugepages() -> usize {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
-            m.lines()
-                .find_map(|l| {
-                    l.strip_prefix("HugePages_Free:")
-                        .map(|v| v.trim().parse().ok())
-                })
-                .flatten()
+            m.lines().find_map(|l| l.strip_prefix("HugePages_Free:").map(|v| v.trim().parse().ok())).flatten()
         })
         .unwrap_or(0)
 }
@@ -288,12 +254,7 @@ mod tests {
     use super::*;
 
     fn umem(frames: u32) -> Umem {
-        Umem::new(&UmemConfig {
-            frames,
-            frame_size: 4096,
-            hugepages: HugepagePolicy::Off,
-        })
-        .unwrap()
+        Umem::new(&UmemConfig { frames, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap()
     }
 
     #[test]
@@ -327,31 +288,17 @@ mod tests {
 
     #[test]
     fn bad_config() {
-        let e = Umem::new(&UmemConfig {
-            frames: 4,
-            frame_size: 3000,
-            hugepages: HugepagePolicy::Off,
-        });
+        let e = Umem::new(&UmemConfig { frames: 4, frame_size: 3000, hugepages: HugepagePolicy::Off });
         assert!(matches!(e, Err(UmemError::Config(_))));
     }
 
     #[test]
     fn require_says_how_many_pages_are_missing() {
         // Ask for more hugepages than any test machine has free.
-        let e = Umem::new(&UmemConfig {
-            frames: 1 << 22,
-            frame_size: 4096,
-            hugepages: HugepagePolicy::Require,
-        })
-        .unwrap_err();
+        let e = Umem::new(&UmemConfig { frames: 1 << 22, frame_size: 4096, hugepages: HugepagePolicy::Require })
+            .unwrap_err();
         let msg = e.to_string();
-        assert!(
-            matches!(e, UmemError::HugepagesMissing { needed: 8192, .. }),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("missing") && msg.contains("hugepages.conf"),
-            "{msg}"
-        );
+        assert!(matches!(e, UmemError::HugepagesMissing { needed: 8192, .. }), "{msg}");
+        assert!(msg.contains("missing") && msg.contains("hugepages.conf"), "{msg}");
     }
 }

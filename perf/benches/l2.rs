@@ -1,0 +1,23 @@
+//! The L2 pipeline over the in-memory port, per packet: a poll loop that receives a
+//! batch of 64 frames on one port (copied into UMEM frames, as the kernel does for
+//! AF_XDP copy mode), classifies, learns, looks up and sends them.
+//!
+//! `cargo bench -p perf --bench l2`; results and how to read them: perf/RESULTS.md.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use perf::{frame, worker, KNOWN, SRC, UNKNOWN};
+
+fn l2(c: &mut Criterion) {
+    let mut g = c.benchmark_group("l2_pipeline_64B");
+    g.throughput(Throughput::Elements(64));
+    for (name, dst) in
+        [("known_dst", KNOWN), ("unknown_dst_flood_2_ports", UNKNOWN), ("broadcast_flood_2_ports", [0xff; 6])]
+    {
+        let mut w = worker(vec![frame(dst, SRC, 64); 64]);
+        g.bench_function(name, |b| b.iter(|| w.poll_once(0)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, l2);
+criterion_main!(benches);
