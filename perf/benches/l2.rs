@@ -5,7 +5,7 @@
 //! `cargo bench -p perf --bench l2`; results and how to read them: perf/RESULTS.md.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use perf::{frame, worker, KNOWN, SRC, UNKNOWN};
+use perf::{flow_dst, flow_src, frame, worker, KNOWN, SRC, UNKNOWN};
 
 fn l2(c: &mut Criterion) {
     let mut g = c.benchmark_group("l2_pipeline_64B");
@@ -15,7 +15,15 @@ fn l2(c: &mut Criterion) {
     {
         let mut w = worker(vec![frame(dst, SRC, 64); 64]);
         g.bench_function(name, |b| b.iter(|| w.poll_once(0)));
+        // The case measured what it says: known destinations were switched, not flooded.
+        let floods = w.stats().ports[2].tx_flood.get();
+        assert_eq!(floods == 0, dst == KNOWN, "{name}: {floods} flood copies");
     }
+    // 64 flows, each packet of a batch a different source and destination: no two
+    // neighbours share a lookup.
+    let mut w = worker((0..64).map(|i| frame(flow_dst(i), flow_src(i), 64)).collect());
+    g.bench_function("known_dst_64_flows", |b| b.iter(|| w.poll_once(0)));
+    assert_eq!(w.stats().ports[2].tx_flood.get(), 0, "64 flows: all destinations known");
     g.finish();
 }
 

@@ -18,6 +18,16 @@ pub const KNOWN: [u8; 6] = [2, 0, 0, 0, 0, 2];
 /// MAC nobody has.
 pub const UNKNOWN: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
 
+/// Destination MAC of flow `i` (learned behind port 1).
+pub fn flow_dst(i: u8) -> [u8; 6] {
+    [2, 0, 0, 1, 0, i]
+}
+
+/// Source MAC of flow `i` (behind port 0).
+pub fn flow_src(i: u8) -> [u8; 6] {
+    [2, 0, 0, 2, 0, i]
+}
+
 /// An Ethernet frame of `len` bytes (IPv4/UDP-shaped payload).
 pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
@@ -59,9 +69,12 @@ pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
     w.add_port(PortId(0), Port::Memory(MemoryPort::replaying("p0", frames)));
     let mut p1 = MemoryPort::replaying("p1", vec![]);
     p1.push_rx(&frame(SRC, KNOWN, 64));
+    for i in 0..64 {
+        p1.push_rx(&frame(SRC, flow_dst(i), 64));
+    }
     w.add_port(PortId(1), Port::Memory(p1));
     w.add_port(PortId(2), Port::Memory(MemoryPort::replaying("t", vec![])));
-    for _ in 0..3 {
+    for _ in 0..4 {
         w.poll_once(0);
         let mut changed = false;
         while let Some(ev) = learn.pop() {

@@ -2,7 +2,7 @@
 
 use super::{Batch, Ctx, Next};
 use crate::stats::DropReason;
-use crate::tables::{fdb, LearnEvent, NetworkId};
+use crate::tables::{fdb, FdbEntry, LearnEvent, NetworkId};
 use crate::wire::EthernetAddress;
 
 const DEDUP_SLOTS: usize = 256;
@@ -40,8 +40,31 @@ impl LearnDedup {
     }
 }
 
+/// The last lookup of a batch: packets of one flow come in runs, so the next packet
+/// often asks the same question. Valid for one batch (one snapshot).
+struct Memo {
+    key: u64,
+    entry: Option<FdbEntry>,
+}
+
+impl Memo {
+    const EMPTY: Memo = Memo { key: u64::MAX, entry: None };
+
+    #[inline]
+    fn lookup(&mut self, fdb: &crate::tables::Fdb, net: NetworkId, mac: EthernetAddress) -> (Option<FdbEntry>, bool) {
+        let key = fdb::key(net, mac);
+        if key == self.key {
+            return (self.entry, true);
+        }
+        self.key = key;
+        self.entry = fdb.lookup(net, mac);
+        (self.entry, false)
+    }
+}
+
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
     let fdb = &*ctx.tables.fdb;
+    let (mut src_memo, mut dst_memo) = (Memo::EMPTY, Memo::EMPTY);
     for i in 0..batch.len {
         if batch.meta[i].next != Next::L2 {
             continue;
@@ -52,10 +75,12 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
         let src = EthernetAddress::from_bytes(&b[6..12]);
         let net = NetworkId(batch.meta[i].network);
 
-        match fdb.lookup(net, src) {
-            Some(e) if e.port == ctx.in_port => fdb.touch(e, ctx.now_s),
-            Some(e) if e.is_static() => {}
-            _ => {
+        // A repeated source was touched or reported for the packet before it.
+        match src_memo.lookup(fdb, net, src) {
+            (_, true) => {}
+            (Some(e), false) if e.port == ctx.in_port => fdb.touch(e, ctx.now_s),
+            (Some(e), false) if e.is_static() => {}
+            (_, false) => {
                 if ctx.dedup.first_time(fdb::key(net, src), ctx.in_port.0) {
                     let ev = LearnEvent { network: net, mac: src, port: ctx.in_port };
                     if ctx.learn.push(ev).is_ok() {
@@ -70,7 +95,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
         batch.meta[i].next = if dst.is_multicast() {
             Next::Flood
         } else {
-            match fdb.lookup(net, dst) {
+            match dst_memo.lookup(fdb, net, dst).0 {
                 Some(e) if e.port == ctx.in_port => Next::Drop(DropReason::SamePort),
                 Some(e) => Next::Port(e.port),
                 None => Next::Flood,

@@ -58,7 +58,7 @@ impl Outputs {
 
 /// Makes the frame's tag fit `egress` (UNTAGGED or a VLAN id); returns the new
 /// descriptor, or None if there is no headroom to push a tag.
-#[inline]
+#[inline(always)]
 fn fit_tag(ctx: &mut Ctx<'_>, mut d: Desc, tagged: bool, egress: u16) -> Option<Desc> {
     match (tagged, egress) {
         (false, UNTAGGED) => {}
@@ -90,7 +90,7 @@ fn fit_tag(ctx: &mut Ctx<'_>, mut d: Desc, tagged: bool, egress: u16) -> Option<
     Some(d)
 }
 
-#[inline]
+#[inline(always)]
 fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u16, tagged: bool) -> bool {
     let egress =
         ctx.tables.topology.port(port).and_then(|p| p.egress.get(network as usize).copied()).unwrap_or(NOT_MEMBER);

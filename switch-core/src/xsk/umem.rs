@@ -185,12 +185,12 @@ impl Umem {
         self.free.push(addr & !u64::from(self.frame_size - 1));
     }
 
-    #[inline]
+    #[inline(always)]
     fn check(&self, addr: u64, len: u32) -> usize {
-        let start = addr as usize;
-        let chunk_end = (start & !(self.frame_size as usize - 1)) + self.frame_size as usize;
-        assert!(start + len as usize <= chunk_end && chunk_end <= self.len_bytes(), "frame out of UMEM");
-        start
+        // Inside one frame (offset in frame + len within the frame) and inside the UMEM.
+        let in_frame = (addr & u64::from(self.frame_size - 1)) + u64::from(len) <= u64::from(self.frame_size);
+        assert!(in_frame && addr < self.len_bytes() as u64, "frame out of UMEM");
+        addr as usize
     }
 
     /// The bytes of `len` at `addr`. Panics if they leave the frame or the UMEM: a
