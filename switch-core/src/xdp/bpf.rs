@@ -7,11 +7,15 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 const BPF_MAP_CREATE: u32 = 0;
+const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
+const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_LINK_CREATE: u32 = 28;
 
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 
@@ -96,6 +100,39 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// `struct xdp_md`, the context a test run starts from.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
 fn as_bytes_mut<T: Copy>(v: &mut T) -> &mut [u8] {
     // SAFETY: the attr structs are repr(C) integers and byte arrays; every byte pattern
     // is valid and the kernel reads them as bytes.
@@ -111,7 +148,7 @@ fn name16(s: &str) -> [u8; 16] {
 }
 
 /// An XSKMAP of `entries` slots (u32 queue id → AF_XDP socket).
-pub fn create_xskmap(entries: u32) -> Result<OwnedFd, BpfError> {
+pub(crate) fn create_xskmap(entries: u32) -> Result<OwnedFd, BpfError> {
     let mut a = MapCreateAttr {
         map_type: BPF_MAP_TYPE_XSKMAP,
         key_size: 4,
@@ -124,8 +161,68 @@ pub fn create_xskmap(entries: u32) -> Result<OwnedFd, BpfError> {
         .map_err(|e| BpfError::new("creating the XSKMAP", e))
 }
 
+/// A per-CPU array of `entries` u64 counters.
+pub fn create_percpu_counters(entries: u32) -> Result<OwnedFd, BpfError> {
+    let mut a = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: entries,
+        map_name: name16("podswitch_cnt"),
+        ..Default::default()
+    };
+    sys::syscall_fd(Syscall::Bpf { cmd: BPF_MAP_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("creating a per-CPU counter map", e))
+}
+
+/// Sum over every CPU of counter `key` of a per-CPU array made by
+/// [`create_percpu_counters`].
+pub fn read_percpu_counter(map: &OwnedFd, key: u32) -> Result<u64, BpfError> {
+    let cpus = possible_cpus();
+    let mut values = vec![0u64; cpus];
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: values.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_LOOKUP_ELEM, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("reading a per-CPU counter", e))?;
+    Ok(values.iter().sum())
+}
+
+/// Number of possible CPUs (the kernel's per-CPU value count), from
+/// /sys/devices/system/cpu/possible ("0-3" or "0").
+pub fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| s.trim().rsplit(['-', ',']).next().and_then(|n| n.parse::<usize>().ok()))
+        .map_or(1, |n| n + 1)
+}
+
+/// Runs `prog` over `frame` `repeat` times in live-frames mode, as if the frames were
+/// received on `ifindex`: what the program transmits (XDP_TX) really leaves through
+/// that interface. Returns how long the kernel says the run took, in ns per frame.
+pub fn test_run_live(prog: &OwnedFd, ifindex: u32, frame: &[u8], repeat: u32, batch: u32) -> Result<u32, BpfError> {
+    let ctx = XdpMd { data_end: frame.len() as u32, ingress_ifindex: ifindex, ..Default::default() };
+    let mut a = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        ctx_in: &ctx as *const XdpMd as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size: batch,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf { cmd: BPF_PROG_TEST_RUN, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("running the program on live frames", e))?;
+    Ok(a.duration)
+}
+
 /// `map[key] = value`.
-pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfError> {
+pub(crate) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfError> {
     let mut a = MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
         key: &key as *const u32 as u64,

@@ -37,6 +37,10 @@ pub const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 pub const XDP_DROP: i32 = 1;
 /// XDP verdicts.
 pub const XDP_PASS: i32 = 2;
+/// XDP verdicts.
+pub const XDP_TX: i32 = 3;
+/// `bpf_map_lookup_elem` helper id.
+pub const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 
 const fn regs(dst: u8, src: u8) -> u8 {
     dst | (src << 4)
@@ -58,6 +62,36 @@ pub const fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
 /// `dst = imm`
 pub const fn mov64_imm(dst: u8, imm: i32) -> Insn {
     Insn { code: BPF_ALU64 | BPF_MOV | BPF_K, regs: regs(dst, 0), off: 0, imm }
+}
+
+/// `*(u32 *)(dst + off) = imm`
+pub const fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
+    Insn { code: 0x02 | BPF_MEM | BPF_W, regs: regs(dst, 0), off, imm }
+}
+
+/// `dst = *(u64 *)(src + off)`
+pub const fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+    Insn { code: BPF_LDX | BPF_MEM | BPF_DW, regs: regs(dst, src), off, imm: 0 }
+}
+
+/// `*(u64 *)(dst + off) = src`
+pub const fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
+    Insn { code: 0x03 | BPF_MEM | BPF_DW, regs: regs(dst, src), off, imm: 0 }
+}
+
+/// `dst = src`
+pub const fn mov64_reg(dst: u8, src: u8) -> Insn {
+    Insn { code: BPF_ALU64 | BPF_MOV | 0x08, regs: regs(dst, src), off: 0, imm: 0 }
+}
+
+/// `dst += imm`
+pub const fn add64_imm(dst: u8, imm: i32) -> Insn {
+    Insn { code: BPF_ALU64 | BPF_K, regs: regs(dst, 0), off: 0, imm }
+}
+
+/// `if dst == imm goto +off`
+pub const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+    Insn { code: BPF_JMP | 0x10 | BPF_K, regs: regs(dst, 0), off, imm }
 }
 
 /// `call helper`
@@ -86,6 +120,31 @@ pub fn redirect_to_xsk(map_fd: i32, fallback: super::Fallback) -> Vec<Insn> {
     };
     let [ld0, ld1] = ld_map_fd(1, map_fd);
     vec![ldx_w(2, 1, XDP_MD_RX_QUEUE_INDEX), ld0, ld1, mov64_imm(3, verdict), call(HELPER_REDIRECT_MAP), exit()]
+}
+
+/// `return verdict` for every frame.
+pub fn verdict(v: i32) -> Vec<Insn> {
+    vec![mov64_imm(0, v), exit()]
+}
+
+/// Counts frames into slot 0 of a per-CPU array (`map_fd`: u32 key, u64 value) and
+/// drops them: a sink that costs the kernel as little as a sink can.
+pub fn count_and_drop(map_fd: i32) -> Vec<Insn> {
+    let [ld0, ld1] = ld_map_fd(1, map_fd);
+    vec![
+        st_w(10, -4, 0),    // key = 0 on the stack
+        mov64_reg(2, 10),   // r2 = fp
+        add64_imm(2, -4),   // r2 = &key
+        ld0,                // r1 = map
+        ld1,
+        call(HELPER_MAP_LOOKUP_ELEM),
+        jeq_imm(0, 0, 3),   // no slot: skip the count
+        ldx_dw(1, 0, 0),    // r1 = *slot
+        add64_imm(1, 1),    // r1 += 1 (per-CPU: no atomic needed)
+        stx_dw(0, 1, 0),    // *slot = r1
+        mov64_imm(0, XDP_DROP),
+        exit(),
+    ]
 }
 
 #[cfg(test)]

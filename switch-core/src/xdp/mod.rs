@@ -9,7 +9,7 @@
 //! for uplinks whose other traffic belongs to the kernel; drop, for pod ports).
 #![allow(unsafe_code)]
 
-mod bpf;
+pub mod bpf;
 pub mod insn;
 
 use crate::sys;
@@ -48,8 +48,10 @@ pub enum AttachedMode {
     Generic,
 }
 
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// `XDP_FLAGS_SKB_MODE`: generic attach.
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+/// `XDP_FLAGS_DRV_MODE`: native attach.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// The redirect program, its XSKMAP and its link on one interface. Dropping it detaches
 /// the program.
