@@ -61,12 +61,23 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(view: &View) -> String {
     let mut o = String::with_capacity(8192);
     type PortField = fn(&switch_core::stats::PortCounters) -> u64;
-    let port_counters: [(&str, &str, PortField); 5] = [
+    let port_counters: [(&str, &str, PortField); 10] = [
         ("podswitch_port_rx_packets_total", "Frames received on a port.", |c| c.rx_packets.get()),
         ("podswitch_port_rx_bytes_total", "Bytes received on a port.", |c| c.rx_bytes.get()),
         ("podswitch_port_tx_packets_total", "Frames sent on a port.", |c| c.tx_packets.get()),
         ("podswitch_port_tx_bytes_total", "Bytes sent on a port.", |c| c.tx_bytes.get()),
         ("podswitch_port_tx_flood_packets_total", "Frames sent on a port as flood copies.", |c| c.tx_flood.get()),
+        ("podswitch_port_xsk_rx_dropped_total", "Frames the kernel dropped for the port's AF_XDP socket.", |c| {
+            c.xsk.rx_dropped.get()
+        }),
+        ("podswitch_port_xsk_rx_ring_full_total", "Frames dropped because the socket's rx ring was full.", |c| {
+            c.xsk.rx_ring_full.get()
+        }),
+        ("podswitch_port_xsk_rx_fill_ring_empty_total", "Frames that found the fill ring empty.", |c| {
+            c.xsk.rx_fill_ring_empty.get()
+        }),
+        ("podswitch_port_xsk_rx_invalid_descs_total", "Invalid rx descriptors.", |c| c.xsk.rx_invalid_descs.get()),
+        ("podswitch_port_xsk_tx_invalid_descs_total", "Invalid tx descriptors.", |c| c.xsk.tx_invalid_descs.get()),
     ];
     for (name, help, get) in port_counters {
         family(&mut o, name, "counter", help);

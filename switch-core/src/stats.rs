@@ -90,6 +90,24 @@ pub struct PortCounters {
     pub tx_bytes: Counter,
     /// Frames sent as flood copies (broadcast, multicast, unknown unicast).
     pub tx_flood: Counter,
+    /// The kernel's counters of this port's AF_XDP socket (XDP_STATISTICS), copied
+    /// once a second.
+    pub xsk: XskCounters,
+}
+
+/// The kernel's per-socket AF_XDP counters, as last read.
+#[derive(Debug, Default)]
+pub struct XskCounters {
+    /// Frames the kernel dropped for this socket.
+    pub rx_dropped: Counter,
+    /// Dropped because the rx ring was full (the worker fell behind).
+    pub rx_ring_full: Counter,
+    /// Arrived while the fill ring was empty (no buffer to receive into).
+    pub rx_fill_ring_empty: Counter,
+    /// Invalid rx descriptors.
+    pub rx_invalid_descs: Counter,
+    /// Invalid tx descriptors.
+    pub tx_invalid_descs: Counter,
 }
 
 /// Everything one worker counts. Sized for `max_ports` when the worker is created.

@@ -249,9 +249,14 @@ impl Worker {
         }
         let mut empty = 0u32;
         let mut sleep_us = 1u32;
+        let mut last_s = u32::MAX;
         // Relaxed: the flag only has to be seen eventually; no data travels with it.
         while !stop.load(Ordering::Relaxed) {
             let now_s = self.clock.secs(Instant::now());
+            if now_s != last_s {
+                last_s = now_s;
+                self.copy_kernel_stats();
+            }
             if self.poll_once(now_s) > 0 {
                 self.stats.busy_loops.add(1);
                 empty = 0;
@@ -268,6 +273,21 @@ impl Worker {
             }
         }
         self.drain(Duration::from_millis(200))
+    }
+
+    /// Copies each socket's kernel counters into the port's stats (one getsockopt per
+    /// port; the run loop calls it once a second).
+    pub fn copy_kernel_stats(&self) {
+        for (id, p) in self.ports.iter().enumerate() {
+            if let Some(k) = p.as_ref().and_then(|p| p.kernel_stats()) {
+                let c = &self.stats.ports[id].xsk;
+                c.rx_dropped.set(k.rx_dropped);
+                c.rx_ring_full.set(k.rx_ring_full);
+                c.rx_fill_ring_empty.set(k.rx_fill_ring_empty_descs);
+                c.rx_invalid_descs.set(k.rx_invalid_descs);
+                c.tx_invalid_descs.set(k.tx_invalid_descs);
+            }
+        }
     }
 
     /// Stops receiving and reclaims sends for up to `within`.

@@ -72,6 +72,14 @@ impl Metrics {
             .sum()
     }
 
+    /// How many samples `name` has with every `(key, value)` in `with`.
+    pub fn count(&self, name: &str, with: &[(&str, &str)]) -> usize {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| n == name && with.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .count()
+    }
+
     /// Drops counted for `reason`, over all workers.
     pub fn drops(&self, reason: &str) -> u64 {
         self.sum("podswitch_drops_total", &[("reason", reason)])

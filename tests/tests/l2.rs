@@ -150,6 +150,13 @@ fn ten_thousand_udp_datagrams_of_mixed_sizes_arrive_byte_exact() {
     udp_exact(&pods[1], &pods[0], pods[0].v6.as_ref().unwrap(), mtu as usize - 48, 10_000);
     let m = node.metrics().unwrap();
     assert!(m.port("pod1", "tx_packets") >= 10_000);
+    // The kernel's own socket counters are exported for every port and worker.
+    for c in ["rx_dropped", "rx_ring_full", "rx_fill_ring_empty", "rx_invalid_descs", "tx_invalid_descs"] {
+        for p in ["pod0", "pod1"] {
+            assert_eq!(m.count(&format!("podswitch_port_xsk_{c}_total"), &[("port", p)]), 1, "{c} of {p}");
+        }
+    }
+    assert_eq!(m.sum("podswitch_port_xsk_rx_invalid_descs_total", &[]), 0);
     assert!(m.port("pod1", "tx_bytes") >= 10_000 * 60);
     assert_eq!(m.drops("too_big"), 0);
 }

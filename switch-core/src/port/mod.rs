@@ -77,6 +77,15 @@ impl Port {
         }
     }
 
+    /// The kernel's counters for the port's socket (AF_XDP ports only). A syscall: call
+    /// it rarely (the worker does once a second).
+    pub fn kernel_stats(&self) -> Option<crate::xsk::XskStatistics> {
+        match self {
+            Port::Xsk(p) => p.socket().statistics().ok(),
+            Port::Memory(_) => None,
+        }
+    }
+
     /// Frames this port holds outside the pool.
     pub fn held(&self) -> Held {
         match self {

@@ -132,16 +132,16 @@ pub fn verdict(v: i32) -> Vec<Insn> {
 pub fn count_and_drop(map_fd: i32) -> Vec<Insn> {
     let [ld0, ld1] = ld_map_fd(1, map_fd);
     vec![
-        st_w(10, -4, 0),    // key = 0 on the stack
-        mov64_reg(2, 10),   // r2 = fp
-        add64_imm(2, -4),   // r2 = &key
-        ld0,                // r1 = map
+        st_w(10, -4, 0),  // key = 0 on the stack
+        mov64_reg(2, 10), // r2 = fp
+        add64_imm(2, -4), // r2 = &key
+        ld0,              // r1 = map
         ld1,
         call(HELPER_MAP_LOOKUP_ELEM),
-        jeq_imm(0, 0, 3),   // no slot: skip the count
-        ldx_dw(1, 0, 0),    // r1 = *slot
-        add64_imm(1, 1),    // r1 += 1 (per-CPU: no atomic needed)
-        stx_dw(0, 1, 0),    // *slot = r1
+        jeq_imm(0, 0, 3), // no slot: skip the count
+        ldx_dw(1, 0, 0),  // r1 = *slot
+        add64_imm(1, 1),  // r1 += 1 (per-CPU: no atomic needed)
+        stx_dw(0, 1, 0),  // *slot = r1
         mov64_imm(0, XDP_DROP),
         exit(),
     ]
