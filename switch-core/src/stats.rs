@@ -73,6 +73,7 @@ drop_reasons! {
     NoPort => "no_port", "Received on a port the current tables do not know (being removed).";
     SamePort => "same_port", "Destination is on the port the frame came from.";
     FloodNoFrame => "flood_no_frame", "No free frame for a flood copy.";
+    FloodNoTarget => "flood_no_target", "Flooded in a network with no port but the ingress one.";
     TxRingFull => "tx_ring_full", "The output port's tx ring was full.";
     TooBig => "too_big", "Larger than the output port can send.";
 }

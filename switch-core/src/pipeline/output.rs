@@ -154,7 +154,9 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
                     }
                 }
                 if targets == 0 {
-                    // A network with one port: nowhere to flood. Not an error.
+                    // A network with one port: nowhere to flood. Counted, so that every
+                    // frame is either sent or counted.
+                    ctx.stats.drop(DropReason::FloodNoTarget);
                     ctx.umem.free(d.addr);
                 }
             }

@@ -279,3 +279,50 @@ fn every_frame_is_accounted_for_after_floods() {
     let a = r.worker.account();
     assert!(a.balanced() && a.free == a.total, "{a}");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A frame that is mostly garbage but often has a header a parser will look at:
+    /// an EtherType from the interesting set, sometimes a VLAN tag, random lengths.
+    fn frame_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let ethertypes = prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806, 0x8100, 0x88a8, 0x88b5, 0x0000]);
+        (prop::collection::vec(any::<u8>(), 0..300), ethertypes, any::<bool>(), 0u8..4).prop_map(
+            |(mut b, et, tag, src)| {
+                if b.len() >= 14 {
+                    b[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
+                    b[12..14].copy_from_slice(&et.to_be_bytes());
+                    if tag && b.len() >= 18 {
+                        b[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+                        b[14..16].copy_from_slice(&100u16.to_be_bytes());
+                        b[16..18].copy_from_slice(&et.to_be_bytes());
+                    }
+                }
+                b
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_bytes_are_forwarded_or_counted_never_a_crash(
+            frames in prop::collection::vec((frame_bytes(), 0u16..3), 1..40)
+        ) {
+            let mut r = Rig::new(2, &[access(0, 0), access(1, 0), trunk(2, &[(100, 0)], Some(1))]);
+            for (f, port) in &frames {
+                r.send(*port, f);
+            }
+            let s = r.worker.stats();
+            let drops: u64 = DropReason::ALL.iter().map(|d| s.drops(*d)).sum();
+            let sent: u64 = (0..3).map(|p| r.sent(p).len() as u64).sum();
+            prop_assert_eq!(s.packets.get(), frames.len() as u64);
+            // Each frame is dropped, sent once, or flooded to up to two ports.
+            prop_assert!(drops + sent >= frames.len() as u64);
+            prop_assert!(sent <= 2 * frames.len() as u64);
+            let a = r.worker.account();
+            prop_assert!(a.balanced() && a.free == a.total, "{}", a);
+        }
+    }
+}
