@@ -180,10 +180,10 @@ fn pin_napi_thread(t: &Topo, dev: &str) -> Result<()> {
 
 fn with_bridge(t: &Topo, seconds: f64) -> Result<Trial> {
     let d = &t.dut;
-    d.ip(&["link", "add", "br0", "type", "bridge"])?;
-    d.ip(&["link", "set", "dut0", "master", "br0"])?;
-    d.ip(&["link", "set", "dut1", "master", "br0"])?;
-    d.ip(&["link", "set", "br0", "up"])?;
+    d.ip(&["link", "add", "lbr0", "type", "bridge"])?;
+    d.ip(&["link", "set", "dut0", "master", "lbr0"])?;
+    d.ip(&["link", "set", "dut1", "master", "lbr0"])?;
+    d.ip(&["link", "set", "lbr0", "up"])?;
     d.run("bridge", &["fdb", "add", &t.sink_mac, "dev", "dut1", "master", "static"])?;
     // GRO on gives the veth a NAPI context, which frames sent with XDP need; threaded
     // and pinned, the bridge's forwarding runs on the DUT core.
@@ -192,8 +192,91 @@ fn with_bridge(t: &Topo, seconds: f64) -> Result<Trial> {
     let r = trial(t, seconds);
     d.run("sh", &["-c", "echo 0 > /sys/class/net/dut0/threaded"])?;
     d.run("ethtool", &["-K", "dut0", "gro", "off"])?;
-    d.ip(&["link", "del", "br0"])?;
+    d.ip(&["link", "del", "lbr0"])?;
     r
+}
+
+/// Open vSwitch, userspace datapath, the two veths as AF_XDP ports (native XDP, copy
+/// mode), one PMD thread on the DUT core, NORMAL (learning) with the sink's MAC
+/// installed in its FDB: the same L2 job podswitchd does.
+fn with_ovs(t: &Topo, seconds: f64) -> Result<Trial> {
+    let dir = std::env::temp_dir().join(format!("psb-ovs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.display().to_string();
+    let db = format!("unix:{d}/db.sock");
+    let sh = |cmd: &str, args: &[&str]| -> Result<()> {
+        let out =
+            Command::new(cmd).args(args).env("OVS_RUNDIR", &d).env("OVS_LOGDIR", &d).env("OVS_DBDIR", &d).output()?;
+        if !out.status.success() {
+            bail!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    sh("ovsdb-tool", &["create", &format!("{d}/conf.db"), "/usr/share/openvswitch/vswitch.ovsschema"])?;
+    sh(
+        "ovsdb-server",
+        &[
+            &format!("--remote=punix:{d}/db.sock"),
+            &format!("--pidfile={d}/ovsdb.pid"),
+            "--detach",
+            &format!("--log-file={d}/ovsdb.log"),
+            &format!("{d}/conf.db"),
+        ],
+    )?;
+    let result = (|| -> Result<Trial> {
+        sh("ovs-vsctl", &[&format!("--db={db}"), "--no-wait", "init"])?;
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                t.dut.name(),
+                "ovs-vswitchd",
+                &db,
+                &format!("--pidfile={d}/vswitchd.pid"),
+                "--detach",
+                &format!("--log-file={d}/vswitchd.log"),
+            ],
+        )?;
+        let vsctl = |args: &[&str]| {
+            let mut a = vec![format!("--db={db}")];
+            a.extend(args.iter().map(|s| s.to_string()));
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            sh("ovs-vsctl", &a)
+        };
+        vsctl(&["set", "Open_vSwitch", ".", &format!("other_config:pmd-cpu-mask={:#x}", 1 << DUT_CORE)])?;
+        vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
+        for p in ["dut0", "dut1"] {
+            vsctl(&["add-port", "br0", p, "--", "set", "interface", p, "type=afxdp", "options:xdp-mode=native"])?;
+        }
+        let ctl = format!("{d}/ovs-vswitchd.{}.ctl", std::fs::read_to_string(format!("{d}/vswitchd.pid"))?.trim());
+        sh("ovs-appctl", &["-t", &ctl, "fdb/add", "br0", "dut1", "0", &t.sink_mac])?;
+        std::thread::sleep(Duration::from_secs(1));
+        trial(t, seconds)
+    })();
+    for pidfile in ["vswitchd.pid", "ovsdb.pid"] {
+        let Some(pid) = std::fs::read_to_string(dir.join(pidfile)).ok().and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill on the pid of a daemon this function started.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM)
+        };
+        // Wait for it to go, so that trials never overlap.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The userspace datapath leaves its tap devices behind.
+    for dev in ["br0", "ovs-netdev"] {
+        let _ = t.dut.ip(&["link", "del", dev]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -210,13 +293,22 @@ fn main() -> Result<()> {
     let seconds: f64 = args.get(3).map_or(Ok(3.0), |s| s.parse())?;
     let t = topo()?;
     let _ = &t.sink;
-    let mut results: Vec<(&str, Vec<Trial>)> = vec![("podswitchd", vec![]), ("linux-bridge", vec![])];
+    let mut results: Vec<(&str, Vec<Trial>)> =
+        vec![("podswitchd", vec![]), ("linux-bridge", vec![]), ("ovs-afxdp", vec![])];
+    if Command::new("ovs-vswitchd").arg("--version").output().is_err() {
+        println!("ovs-vswitchd not installed (apt-get install openvswitch-switch): measuring without it");
+        results.pop();
+    }
     if let Ok(only) = std::env::var("PSB_ONLY") {
         results.retain(|(n, _)| *n == only);
     }
     for round in 0..rounds {
         for (name, trials) in results.iter_mut() {
-            let r = if *name == "podswitchd" { with_podswitch(&t, seconds)? } else { with_bridge(&t, seconds)? };
+            let r = match *name {
+                "podswitchd" => with_podswitch(&t, seconds)?,
+                "linux-bridge" => with_bridge(&t, seconds)?,
+                _ => with_ovs(&t, seconds)?,
+            };
             println!(
                 "round {round} {name:<13} {:>6.3} Mpps  {:>7.1} CPU ns/pkt  DUT core {:>3.0}%  gen core {:>3.0}%",
                 r.mpps,
@@ -237,13 +329,14 @@ fn main() -> Result<()> {
         println!("{name:<13} {mm:>12.3} {:>12} {cm:>16.1}", format!("{lo:.2}-{hi:.2}"));
         meds.push((mm, cm));
     }
-    if meds.len() < 2 {
-        return Ok(());
+    if results.first().map(|r| r.0) == Some("podswitchd") {
+        for (i, (name, _)) in results.iter().enumerate().skip(1) {
+            println!(
+                "podswitchd / {name}: {:.2}x the packet rate, {:.2}x the CPU per packet",
+                meds[0].0 / meds[i].0,
+                meds[0].1 / meds[i].1
+            );
+        }
     }
-    println!(
-        "\npodswitchd / linux-bridge: {:.2}x the packet rate, {:.2}x the CPU per packet",
-        meds[0].0 / meds[1].0,
-        meds[0].1 / meds[1].1
-    );
     Ok(())
 }
