@@ -302,9 +302,7 @@ fn control_loop(
         let now_s = clock.secs(now);
         let mut changed = false;
         for q in &queues {
-            while let Some(ev) = q.pop() {
-                changed |= learner.apply(ev, now_s);
-            }
+            changed |= learner.drain(q, now_s);
         }
         if now.duration_since(last_age) >= Duration::from_secs(1) {
             changed |= learner.age(now_s, &topology);

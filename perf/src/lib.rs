@@ -76,16 +76,9 @@ pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
     w.add_port(PortId(2), Port::Memory(MemoryPort::replaying("t", vec![])));
     for _ in 0..4 {
         w.poll_once(0);
-        let mut changed = false;
-        while let Some(ev) = learn.pop() {
-            changed |= learner.apply(ev, 0);
-        }
-        if changed {
+        if learner.drain(&learn, 0) {
             publisher.publish(topo.clone(), Arc::new(learner.build()));
         }
     }
-    // Keep the publisher's snapshots alive with the worker's: leak the publisher (a
-    // benchmark process ends soon anyway).
-    std::mem::forget(publisher);
     w
 }

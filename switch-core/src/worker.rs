@@ -232,8 +232,10 @@ impl Worker {
                 }
             });
         }
-        for p in self.ports.iter_mut().flatten() {
-            p.housekeep(&mut self.umem);
+        for &pid in &self.active {
+            if let Some(p) = self.ports[pid.0 as usize].as_mut() {
+                p.housekeep(&mut self.umem);
+            }
         }
         self.stats.free_frames.set(u64::from(self.umem.free_frames()));
         work

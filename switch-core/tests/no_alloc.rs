@@ -98,11 +98,7 @@ fn worker_loop_allocates_nothing_once_started() {
     // the new snapshot.
     for _ in 0..4 {
         w.poll_once(0);
-        let mut changed = false;
-        while let Some(ev) = learn.pop() {
-            changed |= learner.apply(ev, 0);
-        }
-        if changed {
+        if learner.drain(&learn, 0) {
             publisher.publish(topo.clone(), Arc::new(learner.build()));
         }
     }

@@ -76,10 +76,7 @@ impl Rig {
     }
 
     fn control(&mut self) {
-        let mut changed = false;
-        while let Some(ev) = self.learn.pop() {
-            changed |= self.learner.apply(ev, self.now_s);
-        }
+        let mut changed = self.learner.drain(&self.learn, self.now_s);
         changed |= self.learner.age(self.now_s, &self.topo);
         if changed {
             self.publisher.publish(self.topo.clone(), Arc::new(self.learner.build()));

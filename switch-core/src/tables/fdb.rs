@@ -225,6 +225,16 @@ impl Learner {
         true
     }
 
+    /// Applies every event waiting in a worker's `queue`; returns true if the table
+    /// changed (so a new snapshot should be published).
+    pub fn drain(&mut self, queue: &crossbeam_queue::ArrayQueue<LearnEvent>, now_s: u32) -> bool {
+        let mut changed = false;
+        while let Some(ev) = queue.pop() {
+            changed |= self.apply(ev, now_s);
+        }
+        changed
+    }
+
     /// Removes learned entries not seen for their network's ageing time; returns true if
     /// any went.
     pub fn age(&mut self, now_s: u32, topology: &Topology) -> bool {
