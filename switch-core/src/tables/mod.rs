@@ -8,9 +8,11 @@
 //! moved past them, so the last reference is always dropped on the control thread.
 
 pub mod fdb;
+pub mod fib;
 pub mod topology;
 
 pub use fdb::{Fdb, FdbEntry, LearnEvent, Learner};
+pub use fib::{Fib4, Fib6, Ipv4Prefix, Ipv6Prefix, PrefixError};
 pub use topology::{NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Topology, TopologyError};
 
 use arc_swap::ArcSwap;
