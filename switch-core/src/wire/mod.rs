@@ -5,22 +5,29 @@
 //! accessors cannot panic. Field offsets live in a private `field` module per protocol.
 //! A small `Copy` `Repr` with `parse` and `emit` serves the slow path and the tests.
 //!
+//! Protocols: Ethernet, 802.1Q, ARP, IPv4, IPv6, ICMP, ICMPv6 with neighbour discovery,
+//! UDP, TCP; checksums full and incremental (RFC 1624) in `checksum`.
+//!
 //! The hot path uses the views directly with fixed offsets; it never builds a `Repr`.
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
 pub mod udp;
 pub mod vlan;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
 pub use icmp::{Icmpv4Packet, Icmpv4Repr};
+pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use tcp::TcpPacket;
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{VlanId, VlanTag};
 
