@@ -188,6 +188,7 @@ impl Config {
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let cfg = Config::parse(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
             e => e,
         })?;
         Ok(cfg)

@@ -28,7 +28,15 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn main() -> Result<()> {
+fn main() {
+    // Errors are for the operator: one line with the whole chain, no backtrace.
+    if let Err(e) = run() {
+        eprintln!("podswitchd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     if args.demo {
         init_logging("warn");
