@@ -50,6 +50,28 @@ pub fn pseudo_header_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u3
     sum(&src.octets()) + sum(&dst.octets()) + u32::from(next_header) + (len >> 16) + (len & 0xffff)
 }
 
+/// Partial sum of the pseudo-header of either family (mixed families sum to 0, which
+/// no valid packet has).
+pub fn pseudo_header(src: std::net::IpAddr, dst: std::net::IpAddr, protocol: u8, len: u32) -> u32 {
+    use std::net::IpAddr;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_header_v4(s, d, protocol, len),
+        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo_header_v6(&s, &d, protocol, len),
+        _ => 0,
+    }
+}
+
+/// The checksum field value of an upper-layer packet `data` (its checksum field zero)
+/// over the pseudo-header: UDP, TCP, ICMPv6.
+pub fn l4(src: std::net::IpAddr, dst: std::net::IpAddr, protocol: u8, data: &[u8]) -> u16 {
+    !fold(pseudo_header(src, dst, protocol, data.len() as u32) + sum(data))
+}
+
+/// True when the upper-layer packet `data`, checksum field included, verifies.
+pub fn verify_l4(src: std::net::IpAddr, dst: std::net::IpAddr, protocol: u8, data: &[u8]) -> bool {
+    fold(pseudo_header(src, dst, protocol, data.len() as u32) + sum(data)) == 0xffff
+}
+
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
 pub fn update(check: u16, old: u16, new: u16) -> u16 {
     !fold(u32::from(!check) + u32::from(!old) + u32::from(new))

@@ -101,9 +101,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
     /// True when the checksum over the pseudo-header and the message verifies.
     pub fn verify_checksum(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
-        let b = self.buffer.as_ref();
-        let pseudo = checksum::pseudo_header_v6(src, dst, IpProtocol::ICMPV6.0, b.len() as u32);
-        checksum::fold(pseudo + checksum::sum(b)) == 0xffff
+        checksum::verify_l4((*src).into(), (*dst).into(), IpProtocol::ICMPV6.0, self.buffer.as_ref())
     }
 }
 
@@ -111,9 +109,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     /// Computes the checksum over the pseudo-header and the whole buffer.
     pub fn fill_checksum(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, 0);
-        let b = self.buffer.as_ref();
-        let pseudo = checksum::pseudo_header_v6(src, dst, IpProtocol::ICMPV6.0, b.len() as u32);
-        let c = !checksum::fold(pseudo + checksum::sum(b));
+        let c = checksum::l4((*src).into(), (*dst).into(), IpProtocol::ICMPV6.0, self.buffer.as_ref());
         write_u16(self.buffer.as_mut(), field::CHECKSUM, c)
     }
 }

@@ -110,16 +110,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
     /// True when the checksum over the pseudo-header and the segment verifies.
     pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
-        let b = self.buffer.as_ref();
-        checksum::fold(pseudo(src, dst, b.len() as u32) + checksum::sum(b)) == 0xffff
-    }
-}
-
-fn pseudo(src: IpAddr, dst: IpAddr, len: u32) -> u32 {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(s, d, IpProtocol::TCP.0, len),
-        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_header_v6(&s, &d, IpProtocol::TCP.0, len),
-        _ => 0,
+        checksum::verify_l4(src, dst, IpProtocol::TCP.0, self.buffer.as_ref())
     }
 }
 
@@ -136,8 +127,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Computes the checksum over the pseudo-header and the whole segment.
     pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) {
         self.set_checksum(0);
-        let b = self.buffer.as_ref();
-        let c = !checksum::fold(pseudo(src, dst, b.len() as u32) + checksum::sum(b));
+        let c = checksum::l4(src, dst, IpProtocol::TCP.0, self.buffer.as_ref());
         self.set_checksum(c)
     }
 }

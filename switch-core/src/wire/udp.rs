@@ -80,16 +80,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if self.checksum() == 0 {
             return src.is_ipv4();
         }
-        let data = &self.buffer.as_ref()[..usize::from(self.len())];
-        checksum::fold(pseudo(src, dst, data.len() as u32) + checksum::sum(data)) == 0xffff
-    }
-}
-
-fn pseudo(src: IpAddr, dst: IpAddr, len: u32) -> u32 {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(s, d, IpProtocol::UDP.0, len),
-        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_header_v6(&s, &d, IpProtocol::UDP.0, len),
-        _ => 0,
+        checksum::verify_l4(src, dst, IpProtocol::UDP.0, &self.buffer.as_ref()[..usize::from(self.len())])
     }
 }
 
@@ -118,8 +109,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Computes the checksum over the pseudo-header (0 is sent as 0xffff).
     pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) {
         self.set_checksum(0);
-        let data = &self.buffer.as_ref()[..usize::from(self.len())];
-        let c = !checksum::fold(pseudo(src, dst, data.len() as u32) + checksum::sum(data));
+        let c = checksum::l4(src, dst, IpProtocol::UDP.0, &self.buffer.as_ref()[..usize::from(self.len())]);
         self.set_checksum(if c == 0 { 0xffff } else { c })
     }
 }
