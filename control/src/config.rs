@@ -3,9 +3,13 @@
 
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use switch_core::tables::{NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Topology};
+use std::time::Duration;
+use switch_core::tables::{
+    Gateway, NeighConfig, NeighKey, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Prefix, RouteSpec, RouteTarget,
+    Routes, Topology,
+};
 use switch_core::wire::{EthernetAddress, VlanId};
 use switch_core::worker::IdlePolicy;
 use switch_core::xdp::XdpMode;
@@ -30,6 +34,61 @@ pub struct Config {
     /// Ports and how they join networks.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The node's identity.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// The veth pair into the node's own namespace.
+    pub host_port: Option<HostPortConfig>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The pod CIDRs this node owns: the node's own namespace routes them to the host
+    /// port.
+    #[serde(default)]
+    pub pod_cidrs: Vec<String>,
+}
+
+/// `[host_port]`: podswitchd creates a veth pair, `NAME-sw` (a switch port in
+/// `network`) and `NAME` (in the daemon's namespace, with `addresses` and routes for
+/// the node's pod CIDRs through the network's gateway).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPortConfig {
+    /// The node-side interface, at most 12 characters (the switch side adds "-sw").
+    #[serde(default = "default_host_name")]
+    pub name: String,
+    /// The network it joins (it needs a gateway).
+    pub network: String,
+    /// The node side's addresses with their prefix length, inside the network's
+    /// gateway subnets, e.g. ["198.18.255.2/24", "2001:db8:ff::2/64"].
+    pub addresses: Vec<String>,
+}
+
+fn default_host_name() -> String {
+    "podswitch0".into()
+}
+
+/// `[[routes]]`: a prefix and exactly one of `via`, `network`, `port` or `drop`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destinations, e.g. "198.19.0.0/16".
+    pub prefix: String,
+    /// Next-hop address (inside some network's gateway subnet).
+    pub via: Option<IpAddr>,
+    /// Resolve destinations directly on this network.
+    pub network: Option<String>,
+    /// Resolve destinations on this port's network, send on this port.
+    pub port: Option<String>,
+    /// Drop (blackhole).
+    #[serde(default)]
+    pub drop: bool,
 }
 
 fn default_log_level() -> String {
@@ -61,6 +120,14 @@ pub struct Dataplane {
     pub max_ports: u16,
     /// Learned MAC entries at most.
     pub fdb_capacity: u32,
+    /// Routed packets per worker that may wait for their next hop to resolve.
+    pub pending_packets: u32,
+    /// How long a neighbour's answer is trusted before it is probed again, seconds.
+    pub neighbour_reachable_s: u32,
+    /// ARP requests / neighbour solicitations per resolution before it fails.
+    pub neighbour_retries: u32,
+    /// Between those, milliseconds.
+    pub neighbour_retry_ms: u32,
 }
 
 impl Default for Dataplane {
@@ -76,6 +143,10 @@ impl Default for Dataplane {
             xdp_mode: Mode::NativeOrGeneric,
             max_ports: 256,
             fdb_capacity: 65536,
+            pending_packets: 256,
+            neighbour_reachable_s: 30,
+            neighbour_retries: 3,
+            neighbour_retry_ms: 1000,
         }
     }
 }
@@ -123,6 +194,16 @@ pub struct NetworkConfig {
     /// MAC ageing, seconds.
     #[serde(default = "default_ageing")]
     pub ageing_s: u32,
+    /// Gateway addresses with the subnet length, at most one per family, e.g.
+    /// ["198.18.1.1/24", "2001:db8:1::1/64"]. Empty: the network is not routed.
+    #[serde(default)]
+    pub gateway: Vec<String>,
+    /// The gateway's MAC; derived from the network's name when absent (stable across
+    /// restarts, so pods' ARP caches stay right).
+    pub gateway_mac: Option<String>,
+    /// Send IPv6 router advertisements (needs an IPv6 gateway address).
+    #[serde(default)]
+    pub router_advertisements: bool,
 }
 
 fn default_ageing() -> u32 {
@@ -145,6 +226,10 @@ pub struct PortConfig {
     /// MACs behind this port, installed statically.
     #[serde(default)]
     pub macs: Vec<String>,
+    /// The pod's addresses (static IPAM): installed as static neighbours with the
+    /// port's one MAC, so the switch never has to ask for them.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// One VLAN on a trunk.
@@ -155,6 +240,93 @@ pub struct VlanConfig {
     pub vid: u16,
     /// Network name.
     pub network: String,
+}
+
+/// What the file says about routing, checked.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Routes for the switch (connected subnets are added by the tables).
+    pub routes: Vec<RouteSpec>,
+    /// Pods' configured addresses and MACs.
+    pub neighbours: Vec<(NeighKey, EthernetAddress)>,
+    /// The host port's node-side addresses and prefix lengths.
+    pub host_addrs: Vec<(IpAddr, u8)>,
+    /// Routes the node's namespace gets: pod CIDR via the gateway.
+    pub node_routes: Vec<(Prefix, IpAddr)>,
+}
+
+impl HostPortConfig {
+    /// The switch side's interface name.
+    pub fn switch_side(&self) -> String {
+        format!("{}-sw", self.name)
+    }
+}
+
+/// Parses "ADDRESS/LENGTH".
+fn parse_interface(s: &str) -> Result<(IpAddr, u8), String> {
+    let err = || format!("{s:?} is not ADDRESS/LENGTH, e.g. 198.18.1.1/24 or 2001:db8:1::1/64");
+    let (a, l) = s.split_once('/').ok_or_else(err)?;
+    let ip: IpAddr = a.parse().map_err(|_| err())?;
+    let len: u8 = l.parse().map_err(|_| err())?;
+    if len > if ip.is_ipv4() { 32 } else { 128 } {
+        return Err(err());
+    }
+    Ok((ip, len))
+}
+
+fn in_subnet(gw: &Gateway, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => gw.subnet4().is_some_and(|s| s.contains(a) && a != s.broadcast()),
+        IpAddr::V6(a) => gw.subnet6().is_some_and(|s| s.contains(a)),
+    }
+}
+
+fn gw_owns(gw: &Gateway, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => gw.v4.is_some_and(|(g, _)| g == a),
+        IpAddr::V6(a) => gw.owns6(&a),
+    }
+}
+
+impl NetworkConfig {
+    /// The gateway this network asks for, if any.
+    fn gateway_spec(&self) -> Result<Option<Gateway>, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("network {:?}: {m}", self.name));
+        if self.gateway.is_empty() {
+            if self.gateway_mac.is_some() || self.router_advertisements {
+                return Err(bad("gateway_mac and router_advertisements need gateway addresses".into()));
+            }
+            return Ok(None);
+        }
+        let mut v4: Option<(Ipv4Addr, u8)> = None;
+        let mut v6: Option<(Ipv6Addr, u8)> = None;
+        for g in &self.gateway {
+            match parse_interface(g).map_err(|e| bad(format!("gateway: {e}")))? {
+                (IpAddr::V4(a), l) if v4.is_none() => v4 = Some((a, l)),
+                (IpAddr::V6(a), l) if v6.is_none() => v6 = Some((a, l)),
+                _ => return Err(bad("gateway: at most one address per family".into())),
+            }
+        }
+        if self.router_advertisements && v6.is_none() {
+            return Err(bad("router_advertisements needs an IPv6 gateway address".into()));
+        }
+        let mac = match &self.gateway_mac {
+            Some(m) => m.parse().map_err(|e| bad(format!("gateway_mac: {e}")))?,
+            None => derived_mac(&self.name),
+        };
+        Ok(Some(Gateway { mac, v4, v6, router_advertisements: self.router_advertisements }))
+    }
+}
+
+/// A locally administered unicast MAC made from `name` (FNV-1a), the same on every
+/// start: 02:70:73 ("ps") and three bytes of the hash.
+pub fn derived_mac(name: &str) -> EthernetAddress {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_be_bytes();
+    EthernetAddress([0x02, 0x70, 0x73, b[1], b[2], b[3]])
 }
 
 /// A configuration that cannot be used, and why.
@@ -230,7 +402,14 @@ impl Config {
         if d.max_ports == 0 {
             return bad("dataplane.max_ports must be at least 1".into());
         }
-        self.topology()?;
+        if d.pending_packets == 0 || d.neighbour_retries == 0 || d.neighbour_retry_ms == 0 {
+            return bad("dataplane.pending_packets, neighbour_retries and neighbour_retry_ms must be at least 1".into());
+        }
+        if d.neighbour_reachable_s == 0 {
+            return bad("dataplane.neighbour_reachable_s must be at least 1".into());
+        }
+        let topology = self.topology()?;
+        self.routing(&topology)?;
         Ok(())
     }
 
@@ -271,7 +450,12 @@ impl Config {
             if n.ageing_s == 0 {
                 return Err(bad(format!("network {:?}: ageing_s must be at least 1 second", n.name)));
             }
-            nets.push(NetworkSpec { id: NetworkId(i as u16), name: n.name.clone(), ageing_s: n.ageing_s });
+            nets.push(NetworkSpec {
+                id: NetworkId(i as u16),
+                name: n.name.clone(),
+                ageing_s: n.ageing_s,
+                gateway: n.gateway_spec()?,
+            });
         }
         let net_id = |port: &str, name: &str| {
             nets.iter().find(|n| n.name == name).map(|n| n.id).ok_or_else(|| {
@@ -318,9 +502,142 @@ impl Config {
                 }
                 macs.push(mac);
             }
+            if !p.addresses.is_empty() && macs.len() != 1 {
+                return Err(bad(format!(
+                    "port {:?}: addresses need the pod's MAC to become static neighbours: give exactly one in macs",
+                    p.name
+                )));
+            }
             ports.push(PortSpec { id: PortId(i as u16), name: p.name.clone(), mode, static_macs: macs });
         }
+        if let Some(h) = &self.host_port {
+            if h.name.is_empty() || h.name.len() > 12 {
+                return Err(bad(format!(
+                    "host_port.name {:?} must be 1 to 12 characters (the switch side adds \"-sw\")",
+                    h.name
+                )));
+            }
+            let network = net_id("host_port", &h.network)?;
+            let name = h.switch_side();
+            if ports.iter().any(|p| p.name == name || p.name == h.name) {
+                return Err(bad(format!("host_port: a port named {name:?} or {:?} is already configured", h.name)));
+            }
+            ports.push(PortSpec {
+                id: PortId(ports.len() as u16),
+                name,
+                mode: PortMode::Access { network },
+                static_macs: vec![],
+            });
+        }
         Ok((nets, ports))
+    }
+
+    /// Resolution timers.
+    pub fn neigh_config(&self) -> NeighConfig {
+        let d = &self.dataplane;
+        NeighConfig {
+            retries: d.neighbour_retries,
+            retry: Duration::from_millis(u64::from(d.neighbour_retry_ms)),
+            reachable: Duration::from_secs(u64::from(d.neighbour_reachable_s)),
+            ..NeighConfig::default()
+        }
+    }
+
+    /// Routes, static neighbours and the node's routes, checked against `topology`.
+    pub fn routing(&self, topology: &Topology) -> Result<Routing, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(m);
+        let net_id = |what: &str, name: &str| {
+            topology
+                .network_by_name(name)
+                .map(|n| n.spec.id)
+                .ok_or_else(|| bad(format!("{what}: network {name:?} is not defined")))
+        };
+        let mut routes = Vec::new();
+        for r in &self.routes {
+            let what = format!("route {:?}", r.prefix);
+            let prefix: Prefix = r.prefix.parse().map_err(|e| bad(format!("{what}: {e}")))?;
+            let target = match (r.via, &r.network, &r.port, r.drop) {
+                (Some(ip), None, None, false) => RouteTarget::Via(ip),
+                (None, Some(n), None, false) => RouteTarget::Network(net_id(&what, n)?),
+                (None, None, Some(p), false) => RouteTarget::Port(
+                    topology
+                        .ports()
+                        .find(|e| e.spec.name == *p)
+                        .map(|e| e.spec.id)
+                        .ok_or_else(|| bad(format!("{what}: port {p:?} is not defined")))?,
+                ),
+                (None, None, None, true) => RouteTarget::Drop,
+                _ => return Err(bad(format!("{what}: give exactly one of via, network, port or drop = true"))),
+            };
+            routes.push(RouteSpec { prefix, target });
+        }
+
+        let mut host_addrs = Vec::new();
+        let mut node_routes = Vec::new();
+        if let Some(h) = &self.host_port {
+            let net = topology.network(net_id("host_port", &h.network)?).expect("id from the topology");
+            let Some(gw) = &net.spec.gateway else {
+                return Err(bad(format!(
+                    "host_port: network {:?} has no gateway; the node routes pods through it, so give it one",
+                    h.network
+                )));
+            };
+            for a in &h.addresses {
+                let (ip, len) = parse_interface(a).map_err(|e| bad(format!("host_port: {e}")))?;
+                if !in_subnet(gw, ip) || gw_owns(gw, ip) {
+                    return Err(bad(format!(
+                        "host_port: address {a} must be a host of network {:?}'s gateway subnet, other than the gateway",
+                        h.network
+                    )));
+                }
+                host_addrs.push((ip, len));
+                // The switch's default route in this family goes to the node, unless
+                // the file gives one.
+                let default: Prefix = if ip.is_ipv4() { "0.0.0.0/0" } else { "::/0" }.parse().expect("valid");
+                if !routes.iter().any(|r| r.prefix == default) {
+                    routes.push(RouteSpec { prefix: default, target: RouteTarget::Via(ip) });
+                }
+            }
+            for c in &self.node.pod_cidrs {
+                let p: Prefix = c.parse().map_err(|e| bad(format!("node.pod_cidrs: {e}")))?;
+                let via = match p {
+                    Prefix::V4(_) => gw.v4.map(|(a, _)| IpAddr::V4(a)),
+                    Prefix::V6(_) => gw.v6.map(|(a, _)| IpAddr::V6(a)),
+                };
+                let via = via.ok_or_else(|| {
+                    bad(format!("node.pod_cidrs: {c}: network {:?} has no gateway address of that family", h.network))
+                })?;
+                node_routes.push((p, via));
+            }
+        } else if !self.node.pod_cidrs.is_empty() {
+            for c in &self.node.pod_cidrs {
+                c.parse::<Prefix>().map_err(|e| bad(format!("node.pod_cidrs: {e}")))?;
+            }
+        }
+        Routes::build(topology, &routes).map_err(|e| bad(e.to_string()))?;
+
+        let mut neighbours = Vec::new();
+        for p in &self.ports {
+            let Some(entry) = topology.ports().find(|e| e.spec.name == p.name) else { continue };
+            for a in &p.addresses {
+                let net =
+                    topology.network(NetworkId(entry.untagged)).and_then(|n| n.spec.gateway.as_ref().map(|g| (n, g)));
+                let Some((n, gw)) = net else {
+                    return Err(bad(format!(
+                        "port {:?}: address {a} needs the port's (untagged) network to have a gateway",
+                        p.name
+                    )));
+                };
+                if !in_subnet(gw, *a) || gw_owns(gw, *a) {
+                    return Err(bad(format!(
+                        "port {:?}: address {a} is not a host of network {:?}'s gateway subnet",
+                        p.name, n.spec.name
+                    )));
+                }
+                neighbours.push((NeighKey::new(n.spec.id, *a), entry.spec.static_macs[0]));
+            }
+        }
+        Ok(Routing { routes, neighbours, host_addrs, node_routes })
     }
 
     /// The compiled topology.

@@ -9,7 +9,6 @@
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,13 +16,19 @@ use switch_core::pipeline::BATCH_SIZE;
 use switch_core::port::{Port, XskPort};
 use switch_core::stats::WorkerStats;
 use switch_core::sys::netdev;
-use switch_core::tables::{LearnEvent, Learner, PortMode, Publisher, TablesHandle, TablesReader, Topology};
-use switch_core::worker::{Clock, FrameAccount, Worker, WorkerConfig};
+use switch_core::tables::neigh::ResolverStats;
+use switch_core::tables::{
+    Emit, Learner, NeighEvent, Parts, PortMode, Publisher, Resolver, Routes, TablesHandle, TablesReader, Topology,
+};
+use switch_core::worker::{Clock, FrameAccount, Worker, WorkerConfig, WorkerQueues};
 use switch_core::xdp::{AttachedMode, Fallback, XdpRedirect};
 use switch_core::xsk::{Backing, BindMode, Umem, UmemConfig, XskConfig, XskSocket, FRAME_HEADROOM};
 
-/// Learn events a worker may have in flight before it counts them as lost.
-const LEARN_QUEUE: usize = 4096;
+/// Events a worker may have in flight to control (and requests from control) before
+/// they count as lost.
+const QUEUE: usize = 4096;
+/// Between unsolicited router advertisements (RFC 4861 allows 4 to 1800 s).
+const RA_INTERVAL: Duration = Duration::from_secs(100);
 /// How often the control thread looks at the learn queues.
 const CONTROL_TICK: Duration = Duration::from_micros(500);
 
@@ -43,6 +48,8 @@ pub struct View {
     pub fdb_full_drops: AtomicU64,
     /// MACs that moved between ports.
     pub fdb_moves: AtomicU64,
+    /// The neighbour resolver's counters, copied by the control thread.
+    pub neigh: std::sync::Mutex<ResolverStats>,
 }
 
 /// A port as the metrics show it.
@@ -75,6 +82,8 @@ pub struct Daemon {
     metrics: Option<crate::metrics::Server>,
     // Dropped (detached) in `stop`, after the workers have stopped.
     xdp: Vec<XdpRedirect>,
+    // Deleted in `stop`, after XDP is detached from it.
+    host: Option<crate::host::HostPort>,
     view: Arc<View>,
 }
 
@@ -112,7 +121,17 @@ impl Daemon {
     /// Builds and starts the dataplane.
     pub fn start(cfg: &Config) -> Result<Daemon> {
         let topology = Arc::new(cfg.topology()?);
+        let routing = cfg.routing(&topology)?;
+        let routes = Arc::new(Routes::build(&topology, &routing.routes)?);
+        let mut resolver = Resolver::new(cfg.neigh_config());
+        for (key, mac) in &routing.neighbours {
+            resolver.set_static(*key, *mac);
+        }
         let workers_n = cfg.dataplane.cores.len();
+        let host = match &cfg.host_port {
+            Some(h) => Some(crate::host::HostPort::create(h, &routing, workers_n)?),
+            None => None,
+        };
         let port_specs: Vec<_> = topology.ports().map(|p| p.spec.clone()).collect();
         if port_specs.is_empty() {
             tracing::warn!("no ports configured: the switch has nothing to forward");
@@ -140,7 +159,12 @@ impl Daemon {
 
         let mut learner = Learner::new(cfg.dataplane.fdb_capacity);
         learner.sync_topology(&topology);
-        let publisher = Publisher::new(topology.clone(), Arc::new(learner.build()));
+        let publisher = Publisher::new(Parts {
+            topology: topology.clone(),
+            fdb: Arc::new(learner.build()),
+            routes: routes.clone(),
+            neigh: Arc::new(resolver.build()),
+        });
         let clock = Clock::new();
         let xsk_cfg = XskConfig {
             rx_size: cfg.dataplane.ring_size,
@@ -170,15 +194,16 @@ impl Daemon {
                 socket_fds[i].push(s.raw_fd());
                 sockets.push(s);
             }
-            let learn = Arc::new(ArrayQueue::new(LEARN_QUEUE));
-            queues.push(learn.clone());
+            let q = WorkerQueues::new(QUEUE);
+            queues.push(q.clone());
             let wcfg = WorkerConfig {
                 id: w,
                 core: Some(*core),
                 idle: cfg.idle_policy(),
                 max_ports: cfg.dataplane.max_ports as usize,
+                pending: cfg.dataplane.pending_packets as usize,
             };
-            let mut worker = Worker::new(wcfg, umem, TablesReader::new(publisher.handle()), learn, clock);
+            let mut worker = Worker::new(wcfg, umem, TablesReader::new(publisher.handle()), q, clock);
             // The kernel reference-counts the UMEM, so the sockets may close in any order.
             for (i, s) in sockets.into_iter().enumerate() {
                 worker.add_port(port_specs[i].id, Port::Xsk(XskPort::new(s, max_frames[i])));
@@ -211,6 +236,7 @@ impl Daemon {
             tables: publisher.handle(),
             fdb_full_drops: AtomicU64::new(0),
             fdb_moves: AtomicU64::new(0),
+            neigh: std::sync::Mutex::new(ResolverStats::default()),
         });
 
         let mut handles = Vec::new();
@@ -221,9 +247,8 @@ impl Daemon {
         }
         let control = {
             let (stop, view) = (stop.clone(), view.clone());
-            std::thread::Builder::new()
-                .name("ps-control".into())
-                .spawn(move || control_loop(&stop, &view, publisher, learner, topology, queues, clock))?
+            let state = Control { publisher, learner, resolver, topology, routes, queues, clock };
+            std::thread::Builder::new().name("ps-control".into()).spawn(move || state.run(&stop, &view))?
         };
         let metrics = match cfg.metrics_address {
             Some(addr) => Some(crate::metrics::Server::start(addr, view.clone(), stop.clone())?),
@@ -240,7 +265,7 @@ impl Daemon {
             backing = ?view.umems.first().map(|u| u.backing),
             "podswitchd ready"
         );
-        Ok(Daemon { stop, workers: handles, control: Some(control), metrics, xdp, view })
+        Ok(Daemon { stop, workers: handles, control: Some(control), metrics, xdp, host, view })
     }
 
     /// The metrics endpoint's address, if one is configured.
@@ -271,6 +296,7 @@ impl Daemon {
             m.join();
         }
         let detached = self.xdp.drain(..).map(|x| x.ifname().to_string()).collect();
+        self.host.take();
         StopReport { frames, detached }
     }
 }
@@ -286,36 +312,81 @@ impl Drop for Daemon {
     }
 }
 
-fn control_loop(
-    stop: &AtomicBool,
-    view: &View,
-    mut publisher: Publisher,
-    mut learner: Learner,
+/// What the control thread owns.
+struct Control {
+    publisher: Publisher,
+    learner: Learner,
+    resolver: Resolver,
     topology: Arc<Topology>,
-    queues: Vec<Arc<ArrayQueue<LearnEvent>>>,
+    routes: Arc<Routes>,
+    queues: Vec<WorkerQueues>,
     clock: Clock,
-) {
-    let mut last_age = Instant::now();
-    // Relaxed: see Daemon::stop.
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        let now_s = clock.secs(now);
-        let mut changed = false;
-        for q in &queues {
-            changed |= learner.drain(q, now_s);
+}
+
+impl Control {
+    fn run(mut self, stop: &AtomicBool, view: &View) {
+        let mut last_age = Instant::now();
+        let mut next_ra = Instant::now();
+        let mut emits = Vec::new();
+        // Relaxed: see Daemon::stop.
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let now_s = self.clock.secs(now);
+            let mut changed = false;
+            for (w, q) in self.queues.iter().enumerate() {
+                changed |= self.learner.drain(&q.learn, now_s);
+                while let Some(ev) = q.neigh.pop() {
+                    match ev {
+                        // The worker that waits sends the request.
+                        NeighEvent::Miss(key) => {
+                            if let Some(e) = self.resolver.miss(key, now) {
+                                self.send(w, e);
+                            }
+                        }
+                        NeighEvent::Seen(key, mac) => changed |= self.resolver.seen(key, mac, now),
+                    }
+                }
+            }
+            if now.duration_since(last_age) >= Duration::from_secs(1) {
+                changed |= self.learner.age(now_s, &self.topology);
+                last_age = now;
+            }
+            changed |= self.resolver.tick(now, &mut emits);
+            if now >= next_ra {
+                next_ra = now + RA_INTERVAL;
+                for n in self.topology.networks() {
+                    if n.spec.gateway.as_ref().is_some_and(|g| g.router_advertisements) {
+                        emits.push(Emit::RouterAdvert(n.spec.id));
+                    }
+                }
+            }
+            for e in emits.drain(..) {
+                self.send(0, e);
+            }
+            if changed {
+                self.publisher.publish(Parts {
+                    topology: self.topology.clone(),
+                    fdb: Arc::new(self.learner.build()),
+                    routes: self.routes.clone(),
+                    neigh: Arc::new(self.resolver.build()),
+                });
+            }
+            let min_seen = view.workers.iter().map(|w| w.generation.get()).min().unwrap_or(u64::MAX);
+            self.publisher.reclaim(min_seen);
+            // Relaxed: gauges for the metrics endpoint.
+            view.fdb_full_drops.store(self.learner.full_drops, Ordering::Relaxed);
+            view.fdb_moves.store(self.learner.moves, Ordering::Relaxed);
+            if let Ok(mut n) = view.neigh.lock() {
+                *n = self.resolver.stats;
+            }
+            std::thread::sleep(CONTROL_TICK);
         }
-        if now.duration_since(last_age) >= Duration::from_secs(1) {
-            changed |= learner.age(now_s, &topology);
-            last_age = now;
+    }
+
+    /// Asks worker `w` to send `e`.
+    fn send(&self, w: usize, e: Emit) {
+        if self.queues[w].emit.push(e).is_err() {
+            tracing::warn!(worker = w, "request queue full: a neighbour request or advertisement was not sent");
         }
-        if changed {
-            publisher.publish(topology.clone(), Arc::new(learner.build()));
-        }
-        let min_seen = view.workers.iter().map(|w| w.generation.get()).min().unwrap_or(u64::MAX);
-        publisher.reclaim(min_seen);
-        // Relaxed: gauges for the metrics endpoint.
-        view.fdb_full_drops.store(learner.full_drops, Ordering::Relaxed);
-        view.fdb_moves.store(learner.moves, Ordering::Relaxed);
-        std::thread::sleep(CONTROL_TICK);
     }
 }

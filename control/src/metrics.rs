@@ -101,7 +101,7 @@ pub fn render(view: &View) -> String {
         }
     }
     type WorkerField = fn(&switch_core::stats::WorkerStats) -> u64;
-    let worker_counters: [(&str, &str, &str, WorkerField); 7] = [
+    let worker_counters: [(&str, &str, &str, WorkerField); 19] = [
         ("podswitch_worker_busy_loops_total", "counter", "Poll loops that found packets.", |w| w.busy_loops.get()),
         ("podswitch_worker_idle_loops_total", "counter", "Poll loops that found none.", |w| w.idle_loops.get()),
         ("podswitch_worker_batches_total", "counter", "Batches processed.", |w| w.batches.get()),
@@ -114,6 +114,30 @@ pub fn render(view: &View) -> String {
         }),
         ("podswitch_worker_umem_free_frames", "gauge", "UMEM frames in the worker's free pool.", |w| {
             w.free_frames.get()
+        }),
+        ("podswitch_l3_routed_total", "counter", "Packets routed.", |w| w.l3.routed.get()),
+        ("podswitch_l3_arp_replies_total", "counter", "ARP replies for gateway addresses.", |w| w.l3.arp_replies.get()),
+        ("podswitch_l3_nd_adverts_total", "counter", "Neighbour advertisements for gateway addresses.", |w| {
+            w.l3.nd_adverts.get()
+        }),
+        ("podswitch_l3_router_adverts_total", "counter", "Router advertisements sent.", |w| w.l3.router_adverts.get()),
+        ("podswitch_l3_echo_replies_total", "counter", "Echo replies from gateway addresses.", |w| {
+            w.l3.echo_replies.get()
+        }),
+        ("podswitch_l3_icmp_errors_total", "counter", "ICMP errors sent.", |w| w.l3.icmp_errors.get()),
+        ("podswitch_l3_icmp_rate_limited_total", "counter", "ICMP errors held back by the rate limit.", |w| {
+            w.l3.icmp_rate_limited.get()
+        }),
+        ("podswitch_l3_solicits_total", "counter", "ARP requests and neighbour solicitations sent.", |w| {
+            w.l3.solicits.get()
+        }),
+        ("podswitch_l3_parked_total", "counter", "Packets parked for next-hop resolution.", |w| w.l3.parked.get()),
+        ("podswitch_l3_released_total", "counter", "Parked packets sent after resolution.", |w| w.l3.released.get()),
+        ("podswitch_l3_neigh_consumed_total", "counter", "ARP/ND answers taken by the switch.", |w| {
+            w.l3.neigh_consumed.get()
+        }),
+        ("podswitch_l3_neigh_events_lost_total", "counter", "Neighbour events lost to a full queue.", |w| {
+            w.l3.neigh_events_lost.get()
         }),
     ];
     for (name, kind, help, get) in worker_counters {
@@ -144,5 +168,20 @@ pub fn render(view: &View) -> String {
     let _ = writeln!(o, "podswitch_fdb_moves_total {}", view.fdb_moves.load(Ordering::Relaxed));
     family(&mut o, "podswitch_fdb_full_drops_total", "counter", "Learn events refused because the FDB was full.");
     let _ = writeln!(o, "podswitch_fdb_full_drops_total {}", view.fdb_full_drops.load(Ordering::Relaxed));
+    family(&mut o, "podswitch_fib_routes", "gauge", "Routes, connected subnets included.");
+    let _ = writeln!(o, "podswitch_fib_routes {}", tables.routes.table.len());
+    family(&mut o, "podswitch_neigh_entries", "gauge", "Published neighbours (reachable and failed).");
+    let _ = writeln!(o, "podswitch_neigh_entries {}", tables.neigh.len());
+    if let Ok(n) = view.neigh.lock() {
+        for (name, help, v) in [
+            ("podswitch_neigh_requests_total", "ARP requests / solicitations asked of workers.", n.requests),
+            ("podswitch_neigh_failed_total", "Resolutions that got no answer.", n.failed),
+            ("podswitch_neigh_expired_total", "Neighbours removed after an unanswered probe.", n.expired),
+            ("podswitch_neigh_full_total", "Resolutions refused: the table was full.", n.full),
+        ] {
+            family(&mut o, name, "counter", help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+    }
     o
 }

@@ -1,14 +1,13 @@
 //! Shared set-up for podswitch's benchmarks: a worker over in-memory ports with tables
 //! already learned, so a benchmark measures the steady state a user would see.
 
-use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 use switch_core::port::{MemoryPort, Port};
 use switch_core::tables::{
-    Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
+    Learner, NetworkId, NetworkSpec, Parts, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
 };
 use switch_core::wire::VlanId;
-use switch_core::worker::{Clock, IdlePolicy, Worker, WorkerConfig};
+use switch_core::worker::{Clock, IdlePolicy, Worker, WorkerConfig, WorkerQueues};
 use switch_core::xsk::{HugepagePolicy, Umem, UmemConfig};
 
 /// MAC of the sender behind port 0.
@@ -45,7 +44,7 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 /// the same network that has sent from `KNOWN` (so it is learned); port 2 is a trunk
 /// carrying the network as VLAN 10. Every MAC is learned before it returns.
 pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
-    let nets = [NetworkSpec { id: NetworkId(0), name: "n".into(), ageing_s: 300 }];
+    let nets = [NetworkSpec { id: NetworkId(0), name: "n".into(), ageing_s: 300, gateway: None }];
     let access = |id| PortSpec {
         id: PortId(id),
         name: format!("p{id}"),
@@ -60,12 +59,13 @@ pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
     };
     let topo = Arc::new(Topology::new(&nets, &[access(0), access(1), trunk], 8).expect("valid topology"));
     let mut learner = Learner::new(1024);
-    let mut publisher = Publisher::new(topo.clone(), Arc::new(learner.build()));
-    let learn = Arc::new(ArrayQueue::new(1024));
+    let mut publisher = Publisher::new(Parts::l2(topo.clone(), Arc::new(learner.build())));
+    let queues = WorkerQueues::new(1024);
+    let learn = queues.learn.clone();
     let umem =
         Umem::new(&UmemConfig { frames: 4096, frame_size: 4096, hugepages: HugepagePolicy::Auto }).expect("UMEM");
-    let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8 };
-    let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), learn.clone(), Clock::new());
+    let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8, pending: 64 };
+    let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues.clone(), Clock::new());
     w.add_port(PortId(0), Port::Memory(MemoryPort::replaying("p0", frames)));
     let mut p1 = MemoryPort::replaying("p1", vec![]);
     p1.push_rx(&frame(SRC, KNOWN, 64));
@@ -77,7 +77,7 @@ pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
     for _ in 0..4 {
         w.poll_once(0);
         if learner.drain(&learn, 0) {
-            publisher.publish(topo.clone(), Arc::new(learner.build()));
+            publisher.publish(Parts::l2(topo.clone(), Arc::new(learner.build())));
         }
     }
     w

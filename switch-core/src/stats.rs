@@ -76,6 +76,21 @@ drop_reasons! {
     FloodNoTarget => "flood_no_target", "Flooded in a network with no port but the ingress one.";
     TxRingFull => "tx_ring_full", "The output port's tx ring was full.";
     TooBig => "too_big", "Larger than the output port can send.";
+    ArpUnsupported => "arp_unsupported", "ARP to a gateway that is not Ethernet/IPv4, or not a request or reply.";
+    NdpInvalid => "ndp_invalid", "ICMPv6 to a gateway with a bad checksum, hop limit or option.";
+    Ipv4BadChecksum => "ipv4_bad_checksum", "Routed IPv4 packet whose header checksum is wrong.";
+    L3Unsupported => "l3_unsupported", "Sent to a gateway MAC but neither ARP, IPv4 nor IPv6.";
+    L3Multicast => "l3_multicast", "Multicast or broadcast IP sent to a gateway MAC (not routed).";
+    LinkLocal => "link_local", "IPv6 link-local source or destination: never routed.";
+    GatewayUnsupported => "gateway_unsupported", "To a gateway address, but not something it answers (it answers echo).";
+    TtlExceeded => "ttl_exceeded", "TTL or hop limit ran out (time exceeded sent if allowed).";
+    NoRoute => "no_route", "No route to the destination (unreachable sent if allowed).";
+    RouteDrop => "route_drop", "Matched a drop (blackhole) route.";
+    NeighFailed => "neigh_failed", "Next hop did not answer ARP/ND (unreachable sent if allowed).";
+    NeighQueueFull => "neigh_queue_full", "Next hop unresolved and the waiting queue is full.";
+    NeighTimeout => "neigh_timeout", "Waited too long for its next hop to resolve.";
+    FragNeeded => "frag_needed", "Larger than the next hop's MTU (fragmentation needed / packet too big sent if DF or IPv6).";
+    NoFrame => "no_frame", "No free frame to build a packet the switch sends itself.";
 }
 
 /// Counters of one port on one worker.
@@ -111,6 +126,35 @@ pub struct XskCounters {
     pub tx_invalid_descs: Counter,
 }
 
+/// What the routing stage did, per worker.
+#[derive(Debug, Default)]
+pub struct L3Counters {
+    /// Packets routed (TTL decremented, MACs rewritten).
+    pub routed: Counter,
+    /// ARP replies for gateway addresses.
+    pub arp_replies: Counter,
+    /// Neighbour advertisements for gateway addresses.
+    pub nd_adverts: Counter,
+    /// Router advertisements sent.
+    pub router_adverts: Counter,
+    /// Echo replies from gateway addresses.
+    pub echo_replies: Counter,
+    /// ICMP / ICMPv6 errors sent (time exceeded, unreachable, too big).
+    pub icmp_errors: Counter,
+    /// Errors not sent because of the rate limit.
+    pub icmp_rate_limited: Counter,
+    /// ARP requests and neighbour solicitations sent.
+    pub solicits: Counter,
+    /// ARP and neighbour discovery messages consumed (answers to the switch).
+    pub neigh_consumed: Counter,
+    /// Packets parked while their next hop resolves.
+    pub parked: Counter,
+    /// Parked packets sent once it resolved.
+    pub released: Counter,
+    /// Neighbour events lost because the queue to control was full.
+    pub neigh_events_lost: Counter,
+}
+
 /// Everything one worker counts. Sized for `max_ports` when the worker is created.
 #[derive(Debug)]
 pub struct WorkerStats {
@@ -134,6 +178,8 @@ pub struct WorkerStats {
     pub learn_queue_full: Counter,
     /// TX kicks that failed with something other than EAGAIN.
     pub tx_kick_errors: Counter,
+    /// Routing.
+    pub l3: L3Counters,
     /// Generation of the tables the worker uses now (a gauge; lets control free old ones).
     pub generation: Counter,
     /// Frames in the worker's free pool (a gauge, updated once per loop).
@@ -154,6 +200,7 @@ impl WorkerStats {
             learn_events: Counter::default(),
             learn_queue_full: Counter::default(),
             tx_kick_errors: Counter::default(),
+            l3: L3Counters::default(),
             generation: Counter::default(),
             free_frames: Counter::default(),
         }

@@ -4,10 +4,10 @@
 //! it never blocks, allocates, locks or logs; it may sleep in microsecond steps when
 //! idle if its [`IdlePolicy`] says so.
 
-use crate::pipeline::{self, Batch, Ctx, LearnDedup, Outputs};
+use crate::pipeline::{self, Batch, Ctx, IcmpLimiter, LearnDedup, Outputs, Pending};
 use crate::port::{Held, Port};
 use crate::stats::{DropReason, WorkerStats};
-use crate::tables::{LearnEvent, PortId, TablesReader};
+use crate::tables::{Emit, LearnEvent, NeighEvent, PortId, TablesReader};
 use crate::xsk::Umem;
 use core::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_queue::ArrayQueue;
@@ -62,6 +62,30 @@ pub struct WorkerConfig {
     pub idle: IdlePolicy,
     /// Port ids are below this.
     pub max_ports: usize,
+    /// Routed packets that may wait for their next hop to resolve.
+    pub pending: usize,
+}
+
+/// The queues between a worker and control.
+#[derive(Debug, Clone)]
+pub struct WorkerQueues {
+    /// MACs to learn (worker → control).
+    pub learn: Arc<ArrayQueue<LearnEvent>>,
+    /// Neighbour misses and answers (worker → control).
+    pub neigh: Arc<ArrayQueue<NeighEvent>>,
+    /// Packets to send (control → worker).
+    pub emit: Arc<ArrayQueue<Emit>>,
+}
+
+impl WorkerQueues {
+    /// Queues of `n` entries each.
+    pub fn new(n: usize) -> WorkerQueues {
+        WorkerQueues {
+            learn: Arc::new(ArrayQueue::new(n)),
+            neigh: Arc::new(ArrayQueue::new(n)),
+            emit: Arc::new(ArrayQueue::new(n)),
+        }
+    }
 }
 
 /// Where every frame of a worker's UMEM is.
@@ -75,12 +99,14 @@ pub struct FrameAccount {
     pub rx_held: u32,
     /// Sent, not yet completed.
     pub tx_held: u32,
+    /// Parked, waiting for a next hop.
+    pub parked: u32,
 }
 
 impl FrameAccount {
     /// True when free + held adds up to the total: no frame is lost or counted twice.
     pub fn balanced(&self) -> bool {
-        self.free + self.rx_held + self.tx_held == self.total
+        self.free + self.rx_held + self.tx_held + self.parked == self.total
     }
 }
 
@@ -88,14 +114,37 @@ impl core::fmt::Display for FrameAccount {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "{} frames: {} free, {} with the kernel for receive, {} awaiting tx completion{}",
+            "{} frames: {} free, {} with the kernel for receive, {} awaiting tx completion, {} parked{}",
             self.total,
             self.free,
             self.rx_held,
             self.tx_held,
+            self.parked,
             if self.balanced() { "" } else { " (UNBALANCED)" }
         )
     }
+}
+
+/// Sends every queued output burst, counting what the rings refused.
+#[inline]
+fn flush(out: &mut Outputs, ports: &mut [Option<Port>], umem: &mut Umem, stats: &WorkerStats) {
+    out.drain(|p, descs| match ports[p.0 as usize].as_mut() {
+        Some(port) => {
+            let sent = port.tx_burst(umem, descs);
+            let pc = &stats.ports[p.0 as usize];
+            pc.tx_packets.add(sent as u64);
+            pc.tx_bytes.add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
+            for _ in sent..descs.len() {
+                stats.drop(DropReason::TxRingFull);
+            }
+        }
+        None => {
+            for d in descs {
+                umem.free(d.addr);
+                stats.drop(DropReason::NoPort);
+            }
+        }
+    });
 }
 
 /// One poll-mode worker.
@@ -109,20 +158,17 @@ pub struct Worker {
     out: Outputs,
     tables: TablesReader,
     stats: Arc<WorkerStats>,
-    learn: Arc<ArrayQueue<LearnEvent>>,
+    queues: WorkerQueues,
     dedup: LearnDedup,
+    pending: Pending,
+    icmp: IcmpLimiter,
+    last_release_s: u32,
     clock: Clock,
 }
 
 impl Worker {
     /// A worker with no ports yet.
-    pub fn new(
-        cfg: WorkerConfig,
-        umem: Umem,
-        tables: TablesReader,
-        learn: Arc<ArrayQueue<LearnEvent>>,
-        clock: Clock,
-    ) -> Worker {
+    pub fn new(cfg: WorkerConfig, umem: Umem, tables: TablesReader, queues: WorkerQueues, clock: Clock) -> Worker {
         let stats = Arc::new(WorkerStats::new(cfg.id, cfg.max_ports));
         stats.generation.set(tables.tables().generation);
         Worker {
@@ -134,8 +180,11 @@ impl Worker {
             out: Outputs::new(cfg.max_ports),
             tables,
             stats,
-            learn,
+            queues,
             dedup: LearnDedup::default(),
+            pending: Pending::new(cfg.pending),
+            icmp: IcmpLimiter::default(),
+            last_release_s: 0,
             clock,
         }
     }
@@ -174,16 +223,53 @@ impl Worker {
             .flatten()
             .map(|p| p.held())
             .fold(Held::default(), |a, h| Held { rx: a.rx + h.rx, tx: a.tx + h.tx });
-        FrameAccount { total: self.umem.frames(), free: self.umem.free_frames(), rx_held: held.rx, tx_held: held.tx }
+        FrameAccount {
+            total: self.umem.frames(),
+            free: self.umem.free_frames(),
+            rx_held: held.rx,
+            tx_held: held.tx,
+            parked: self.pending.frames(),
+        }
+    }
+
+    /// Packets parked for their next hop.
+    pub fn parked(&self) -> usize {
+        self.pending.len()
     }
 
     /// One pass over every port; returns the packets received.
     pub fn poll_once(&mut self, now_s: u32) -> usize {
-        if self.tables.refresh() {
+        let refreshed = self.tables.refresh();
+        if refreshed {
             self.dedup.clear();
             self.stats.generation.set(self.tables.tables().generation);
         }
         let tables = self.tables.tables();
+        // Control's requests, and parked packets when the neighbours may have changed
+        // (new tables) or some may have waited too long (a new second).
+        let recheck = !self.pending.is_empty() && (refreshed || now_s != self.last_release_s);
+        if recheck || !self.queues.emit.is_empty() {
+            self.last_release_s = now_s;
+            let mut ctx = Ctx {
+                umem: &mut self.umem,
+                tables,
+                stats: &self.stats,
+                in_port: PortId(0),
+                now_s,
+                learn: &self.queues.learn,
+                dedup: &mut self.dedup,
+                neigh: &self.queues.neigh,
+                pending: &mut self.pending,
+                icmp: &mut self.icmp,
+            };
+            while let Some(e) = self.queues.emit.pop() {
+                pipeline::emit(&mut ctx, &mut self.out, e);
+            }
+            if recheck {
+                pipeline::release(&mut ctx, &mut self.out);
+            }
+            flush(&mut self.out, &mut self.ports, &mut self.umem, &self.stats);
+        }
         let mut work = 0;
         for idx in 0..self.active.len() {
             let pid = self.active[idx];
@@ -208,29 +294,14 @@ impl Worker {
                 stats: &self.stats,
                 in_port: pid,
                 now_s,
-                learn: &self.learn,
+                learn: &self.queues.learn,
                 dedup: &mut self.dedup,
+                neigh: &self.queues.neigh,
+                pending: &mut self.pending,
+                icmp: &mut self.icmp,
             };
             pipeline::process(&mut self.batch, &mut ctx, &mut self.out);
-
-            let (ports, umem, stats) = (&mut self.ports, &mut self.umem, &*self.stats);
-            self.out.drain(|p, descs| match ports[p.0 as usize].as_mut() {
-                Some(port) => {
-                    let sent = port.tx_burst(umem, descs);
-                    let pc = &stats.ports[p.0 as usize];
-                    pc.tx_packets.add(sent as u64);
-                    pc.tx_bytes.add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
-                    for _ in sent..descs.len() {
-                        stats.drop(DropReason::TxRingFull);
-                    }
-                }
-                None => {
-                    for d in descs {
-                        umem.free(d.addr);
-                        stats.drop(DropReason::NoPort);
-                    }
-                }
-            });
+            flush(&mut self.out, &mut self.ports, &mut self.umem, &self.stats);
         }
         for &pid in &self.active {
             if let Some(p) = self.ports[pid.0 as usize].as_mut() {
@@ -292,8 +363,13 @@ impl Worker {
         }
     }
 
-    /// Stops receiving and reclaims sends for up to `within`.
+    /// Stops receiving and reclaims sends for up to `within`; parked packets are
+    /// dropped (counted as timed out).
     pub fn drain(mut self, within: Duration) -> (FrameAccount, Arc<WorkerStats>) {
+        for _ in 0..self.pending.len() {
+            WorkerStats::drop(&self.stats, DropReason::NeighTimeout);
+        }
+        self.pending.clear(&mut self.umem);
         let deadline = Instant::now() + within;
         while self.account().tx_held > 0 && Instant::now() < deadline {
             for p in self.ports.iter_mut().flatten() {

@@ -3,16 +3,15 @@
 //!
 //! This file holds one test on purpose: the allocator is global to the test binary.
 
-use crossbeam_queue::ArrayQueue;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use switch_core::port::{MemoryPort, Port};
 use switch_core::tables::{
-    Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
+    Learner, NetworkId, NetworkSpec, Parts, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology,
 };
 use switch_core::wire::VlanId;
-use switch_core::worker::{Clock, IdlePolicy, Worker, WorkerConfig};
+use switch_core::worker::{Clock, IdlePolicy, Worker, WorkerConfig, WorkerQueues};
 use switch_core::xsk::{HugepagePolicy, Umem, UmemConfig};
 
 struct Counting;
@@ -56,7 +55,7 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 
 #[test]
 fn worker_loop_allocates_nothing_once_started() {
-    let nets = [NetworkSpec { id: NetworkId(0), name: "n".into(), ageing_s: 300 }];
+    let nets = [NetworkSpec { id: NetworkId(0), name: "n".into(), ageing_s: 300, gateway: None }];
     let ports = [
         PortSpec {
             id: PortId(0),
@@ -79,11 +78,12 @@ fn worker_loop_allocates_nothing_once_started() {
     ];
     let topo = Arc::new(Topology::new(&nets, &ports, 8).unwrap());
     let mut learner = Learner::new(64);
-    let mut publisher = Publisher::new(topo.clone(), Arc::new(learner.build()));
-    let learn = Arc::new(ArrayQueue::new(64));
+    let mut publisher = Publisher::new(Parts::l2(topo.clone(), Arc::new(learner.build())));
+    let queues = WorkerQueues::new(64);
+    let learn = queues.learn.clone();
     let umem = Umem::new(&UmemConfig { frames: 1024, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();
-    let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8 };
-    let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), learn.clone(), Clock::new());
+    let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8, pending: 64 };
+    let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues.clone(), Clock::new());
     let (ma, mb, mc) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
     // Port a: unicast to b (switched once learned), broadcast (flooded to b and the
     // trunk, tag pushed), unknown unicast (flooded), and a runt (dropped).
@@ -99,7 +99,7 @@ fn worker_loop_allocates_nothing_once_started() {
     for _ in 0..4 {
         w.poll_once(0);
         if learner.drain(&learn, 0) {
-            publisher.publish(topo.clone(), Arc::new(learner.build()));
+            publisher.publish(Parts::l2(topo.clone(), Arc::new(learner.build())));
         }
     }
     w.poll_once(0);

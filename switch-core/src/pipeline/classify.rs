@@ -47,6 +47,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
         let m = &mut batch.meta[i];
         m.next = Next::L2;
         m.tagged = false;
+        m.routed = false;
         if b.len() < ethernet::HEADER_LEN {
             m.next = Next::Drop(DropReason::Runt);
             continue;

@@ -2,8 +2,10 @@
 
 use super::{Batch, Ctx, Next};
 use crate::stats::DropReason;
-use crate::tables::{fdb, FdbEntry, LearnEvent, NetworkId};
-use crate::wire::EthernetAddress;
+use crate::tables::topology::NO_GATEWAY;
+use crate::tables::{fdb, FdbEntry, Gateway, LearnEvent, NetworkId};
+use crate::wire::{icmpv6, EtherType, EthernetAddress, IpProtocol};
+use std::net::Ipv6Addr;
 
 const DEDUP_SLOTS: usize = 256;
 
@@ -62,8 +64,36 @@ impl Memo {
     }
 }
 
-pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
-    let fdb = &*ctx.tables.fdb;
+/// True if a multicast frame is addressed to the gateway `gw`: an ARP request for its
+/// IPv4 address, a neighbour solicitation for one of its IPv6 addresses, or a router
+/// solicitation when it advertises. `l3` is where the L3 header starts.
+#[inline]
+fn for_gateway(b: &[u8], l3: usize, gw: &Gateway) -> bool {
+    let ethertype = u16::from_be_bytes([b[l3 - 2], b[l3 - 1]]);
+    if ethertype == EtherType::ARP.0 {
+        // Classify checked the ARP length.
+        let a = &b[l3..];
+        return a[6..8] == [0, 1] && gw.v4.is_some_and(|(ip, _)| a[24..28] == ip.octets());
+    }
+    if ethertype != EtherType::IPV6.0 || b.len() < l3 + 48 || b[l3 + 6] != IpProtocol::ICMPV6.0 {
+        return false;
+    }
+    match b[l3 + 40] {
+        icmpv6::ty::NEIGHBOR_SOLICIT if b.len() >= l3 + 64 => {
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&b[l3 + 48..l3 + 64]);
+            gw.owns6(&Ipv6Addr::from(t))
+        }
+        icmpv6::ty::ROUTER_SOLICIT => gw.router_advertisements && gw.v6.is_some(),
+        _ => false,
+    }
+}
+
+/// Returns true if some packet goes on to L3.
+pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) -> bool {
+    let mut l3 = false;
+    let tables = ctx.tables;
+    let fdb = &*tables.fdb;
     let (mut src_memo, mut dst_memo) = (Memo::EMPTY, Memo::EMPTY);
     for i in 0..batch.len {
         if batch.meta[i].next != Next::L2 {
@@ -92,6 +122,20 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
             }
         }
 
+        let network = tables.topology.network(net);
+        let gw_mac = network.map_or(NO_GATEWAY, |n| n.gw_mac);
+        if gw_mac != NO_GATEWAY {
+            let l3_at = if batch.meta[i].tagged { 18 } else { 14 };
+            let to_gw = dst.to_u64() == gw_mac
+                || (dst.is_multicast()
+                    && network.and_then(|n| n.spec.gateway.as_ref()).is_some_and(|g| for_gateway(b, l3_at, g)));
+            if to_gw {
+                batch.meta[i].next = Next::L3;
+                l3 = true;
+                continue;
+            }
+        }
+
         batch.meta[i].next = if dst.is_multicast() {
             Next::Flood
         } else {
@@ -102,4 +146,5 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
             }
         };
     }
+    l3
 }

@@ -2,9 +2,13 @@
 //! next step, then an output stage that gathers frames per port.
 //!
 //! ```text
-//! rx burst ─▶ classify ─▶ l2 ─▶ output ─▶ per-port tx bursts (the worker sends them)
-//!             (network,    (learn,   (VLAN tag edit,
-//!              sanity)      lookup)   flood copies)
+//! rx burst ─▶ classify ─▶ l2 ──────────────▶ output ─▶ per-port tx bursts (the worker sends them)
+//!             (network,    (learn,  │         ▲ (VLAN tag edit,
+//!              sanity)      lookup) │         │  flood copies)
+//!                       to a gateway└─▶ l3 ───┘
+//!                                       (ARP/ND/echo answers, route, neighbour,
+//!                                        TTL, MTU, ICMP errors; parks packets
+//!                                        whose next hop is resolving)
 //! ```
 //!
 //! Stages never return errors per packet: a dropped packet gets `Next::Drop(reason)` and
@@ -12,15 +16,18 @@
 //! a syscall.
 
 mod classify;
+mod control;
 mod l2;
+mod l3;
 mod output;
 
+pub use control::{emit, release, IcmpLimiter, Pending};
 pub use l2::LearnDedup;
 pub use output::Outputs;
 
 use crate::port::Desc;
 use crate::stats::{DropReason, WorkerStats};
-use crate::tables::{LearnEvent, PortId, Tables};
+use crate::tables::{LearnEvent, NeighEvent, PortId, Tables};
 use crate::xsk::Umem;
 use crossbeam_queue::ArrayQueue;
 
@@ -35,8 +42,15 @@ pub enum Next {
     L2,
     /// Send on this port.
     Port(PortId),
-    /// Send on every port of its network but the one it came from.
+    /// Send on every port of its network but the one it came from (routed packets:
+    /// every port of the egress network).
     Flood,
+    /// For a gateway: route it, or answer it.
+    L3,
+    /// Taken by the switch (an answer to its own request): freed, not counted as a drop.
+    Consumed,
+    /// Parked until its next hop resolves: the pending queue owns the frame now.
+    Parked,
     /// Drop, counting the reason.
     Drop(DropReason),
 }
@@ -48,6 +62,8 @@ pub struct Meta {
     pub network: u16,
     /// The frame carries an 802.1Q tag.
     pub tagged: bool,
+    /// Routed by the switch: `network` is the egress network now.
+    pub routed: bool,
     /// The next step.
     pub next: Next,
 }
@@ -85,15 +101,25 @@ pub struct Ctx<'a> {
     pub learn: &'a ArrayQueue<LearnEvent>,
     /// Events already sent for this generation.
     pub dedup: &'a mut LearnDedup,
+    /// Neighbour misses and answers to control.
+    pub neigh: &'a ArrayQueue<NeighEvent>,
+    /// Packets waiting for their next hop.
+    pub pending: &'a mut Pending,
+    /// ICMP error budget.
+    pub icmp: &'a mut IcmpLimiter,
 }
 
 /// Runs the batch through every stage; frames to send end up in `out`.
 #[inline]
 pub fn process(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     classify::run(batch, ctx);
-    l2::run(batch, ctx);
+    if l2::run(batch, ctx) {
+        l3::run(batch, ctx, out);
+    }
     output::run(batch, ctx, out);
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_l3;

@@ -1,7 +1,7 @@
 //! Output: frames to their ports' queues, with VLAN tags made to fit each port, and
 //! copies for floods.
 
-use super::{Batch, Ctx, Next, BATCH_SIZE};
+use super::{Batch, Ctx, Meta, Next, BATCH_SIZE};
 use crate::port::Desc;
 use crate::stats::DropReason;
 use crate::tables::topology::{NOT_MEMBER, UNTAGGED};
@@ -29,6 +29,12 @@ impl Outputs {
             max_frame: vec![0; max_ports].into_boxed_slice(),
             dirty: Vec::with_capacity(max_ports),
         }
+    }
+
+    /// The largest frame `port` sends.
+    #[inline]
+    pub fn max_frame(&self, port: PortId) -> u32 {
+        self.max_frame.get(port.0 as usize).copied().unwrap_or(0)
     }
 
     /// Sets the largest frame `port` sends; bigger ones are dropped as `TooBig`.
@@ -119,52 +125,62 @@ fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u1
 
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     for i in 0..batch.len {
-        let d = batch.desc[i];
-        let m = batch.meta[i];
-        match m.next {
-            Next::Drop(r) => {
-                ctx.stats.drop(r);
-                ctx.umem.free(d.addr);
-            }
-            Next::Port(p) => {
-                emit(ctx, out, p, d, m.network, m.tagged);
-            }
-            Next::Flood => {
-                let tables = ctx.tables;
-                let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);
-                let in_port = ctx.in_port;
-                let targets = members.iter().filter(|p| **p != in_port).count();
-                let mut left = targets;
-                for &p in members.iter().filter(|p| **p != in_port) {
-                    left -= 1;
-                    // Copies first, from the untouched original; the original goes last.
-                    let frame = if left == 0 {
-                        d
-                    } else {
-                        match ctx.umem.clone_frame(d.addr, d.len) {
-                            Some(addr) => Desc { addr, len: d.len },
-                            None => {
-                                ctx.stats.drop(DropReason::FloodNoFrame);
-                                continue;
-                            }
+        one(ctx, out, batch.desc[i], batch.meta[i]);
+    }
+}
+
+/// Sends, floods, frees or counts one packet by its `next`.
+#[inline]
+pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
+    match m.next {
+        Next::Drop(r) => {
+            ctx.stats.drop(r);
+            ctx.umem.free(d.addr);
+        }
+        Next::Port(p) => {
+            emit(ctx, out, p, d, m.network, m.tagged);
+        }
+        Next::Flood => {
+            let tables = ctx.tables;
+            let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);
+            // A routed packet may go back out of the port it came in on.
+            let skip = if m.routed { None } else { Some(ctx.in_port) };
+            let targets = members.iter().filter(|p| Some(**p) != skip).count();
+            let mut left = targets;
+            for &p in members.iter().filter(|p| Some(**p) != skip) {
+                left -= 1;
+                // Copies first, from the untouched original; the original goes last.
+                let frame = if left == 0 {
+                    d
+                } else {
+                    match ctx.umem.clone_frame(d.addr, d.len) {
+                        Some(addr) => Desc { addr, len: d.len },
+                        None => {
+                            ctx.stats.drop(DropReason::FloodNoFrame);
+                            continue;
                         }
-                    };
-                    if emit(ctx, out, p, frame, m.network, m.tagged) {
-                        ctx.stats.ports[p.0 as usize].tx_flood.add(1);
                     }
-                }
-                if targets == 0 {
-                    // A network with one port: nowhere to flood. Counted, so that every
-                    // frame is either sent or counted.
-                    ctx.stats.drop(DropReason::FloodNoTarget);
-                    ctx.umem.free(d.addr);
+                };
+                if emit(ctx, out, p, frame, m.network, m.tagged) {
+                    ctx.stats.ports[p.0 as usize].tx_flood.add(1);
                 }
             }
-            Next::L2 => {
-                // Every stage resolves L2; reaching here is a bug, but never a crash.
-                debug_assert!(false, "packet left the pipeline unresolved");
+            if targets == 0 {
+                // A network with one port: nowhere to flood. Counted, so that every
+                // frame is either sent or counted.
+                ctx.stats.drop(DropReason::FloodNoTarget);
                 ctx.umem.free(d.addr);
             }
+        }
+        Next::Consumed => {
+            ctx.stats.l3.neigh_consumed.add(1);
+            ctx.umem.free(d.addr);
+        }
+        Next::Parked => {}
+        Next::L2 | Next::L3 => {
+            // Every stage resolves its packets; reaching here is a bug, but never a crash.
+            debug_assert!(false, "packet left the pipeline unresolved");
+            ctx.umem.free(d.addr);
         }
     }
 }

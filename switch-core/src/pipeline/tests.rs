@@ -2,27 +2,33 @@
 
 use crate::port::{MemoryPort, Port};
 use crate::stats::DropReason;
-use crate::tables::{Learner, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Publisher, TablesReader, Topology};
+use crate::tables::{
+    Learner, NeighConfig, NeighEvent, NetworkId, NetworkSpec, Parts, PortId, PortMode, PortSpec, Publisher, Resolver,
+    RouteSpec, Routes, TablesReader, Topology,
+};
 use crate::wire::{EtherType, EthernetAddress, VlanId};
-use crate::worker::{Clock, IdlePolicy, Worker, WorkerConfig};
+use crate::worker::{Clock, IdlePolicy, Worker, WorkerConfig, WorkerQueues};
 use crate::xsk::{HugepagePolicy, Umem, UmemConfig};
-use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-struct Rig {
-    worker: Worker,
+pub(super) struct Rig {
+    pub worker: Worker,
     publisher: Publisher,
     learner: Learner,
-    learn: Arc<ArrayQueue<crate::tables::LearnEvent>>,
+    queues: WorkerQueues,
     topo: Arc<Topology>,
-    now_s: u32,
+    routes: Arc<Routes>,
+    pub resolver: Resolver,
+    t0: Instant,
+    pub now_s: u32,
 }
 
-fn mac(i: u8) -> EthernetAddress {
+pub(super) fn mac(i: u8) -> EthernetAddress {
     EthernetAddress([0x02, 0, 0, 0, 0, i])
 }
 
-fn access(id: u16, net: u16) -> PortSpec {
+pub(super) fn access(id: u16, net: u16) -> PortSpec {
     PortSpec {
         id: PortId(id),
         name: format!("p{id}"),
@@ -31,7 +37,7 @@ fn access(id: u16, net: u16) -> PortSpec {
     }
 }
 
-fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortSpec {
+pub(super) fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortSpec {
     PortSpec {
         id: PortId(id),
         name: format!("t{id}"),
@@ -44,24 +50,37 @@ fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortSpec {
 }
 
 impl Rig {
-    fn new(networks: u16, ports: &[PortSpec]) -> Rig {
-        let nets: Vec<_> =
-            (0..networks).map(|i| NetworkSpec { id: NetworkId(i), name: format!("n{i}"), ageing_s: 300 }).collect();
-        let topo = Arc::new(Topology::new(&nets, ports, 16).unwrap());
-        let mut learner = Learner::new(1024);
-        learner.sync_topology(&topo);
-        let publisher = Publisher::new(topo.clone(), Arc::new(learner.build()));
-        let learn = Arc::new(ArrayQueue::new(1024));
-        let umem = Umem::new(&UmemConfig { frames: 512, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();
-        let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 16 };
-        let mut worker = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), learn.clone(), Clock::new());
-        for p in ports {
-            worker.add_port(p.id, Port::Memory(MemoryPort::new(&p.name)));
-        }
-        Rig { worker, publisher, learner, learn, topo, now_s: 0 }
+    pub(super) fn new(networks: u16, ports: &[PortSpec]) -> Rig {
+        let nets: Vec<_> = (0..networks)
+            .map(|i| NetworkSpec { id: NetworkId(i), name: format!("n{i}"), ageing_s: 300, gateway: None })
+            .collect();
+        Rig::with(&nets, ports, &[])
     }
 
-    fn mem(&mut self, port: u16) -> &mut MemoryPort {
+    /// Networks with gateways (or not), ports and routes; every port's MTU 1500.
+    pub(super) fn with(nets: &[NetworkSpec], ports: &[PortSpec], routes: &[RouteSpec]) -> Rig {
+        let topo = Arc::new(Topology::new(nets, ports, 16).unwrap());
+        let routes = Arc::new(Routes::build(&topo, routes).unwrap());
+        let mut learner = Learner::new(1024);
+        learner.sync_topology(&topo);
+        let resolver = Resolver::new(NeighConfig::default());
+        let publisher = Publisher::new(Parts {
+            topology: topo.clone(),
+            fdb: Arc::new(learner.build()),
+            routes: routes.clone(),
+            neigh: Arc::new(resolver.build()),
+        });
+        let queues = WorkerQueues::new(1024);
+        let umem = Umem::new(&UmemConfig { frames: 512, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();
+        let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 16, pending: 64 };
+        let mut worker = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues.clone(), Clock::new());
+        for p in ports {
+            worker.add_port(p.id, Port::Memory(MemoryPort::new(&p.name).with_max_frame(1514)));
+        }
+        Rig { worker, publisher, learner, queues, topo, routes, resolver, t0: Instant::now(), now_s: 0 }
+    }
+
+    pub(super) fn mem(&mut self, port: u16) -> &mut MemoryPort {
         match self.worker.port_mut(PortId(port)).unwrap() {
             Port::Memory(m) => m,
             _ => unreachable!(),
@@ -69,31 +88,57 @@ impl Rig {
     }
 
     /// Receives `frame` on `port`, runs the worker once, and lets control learn.
-    fn send(&mut self, port: u16, frame: &[u8]) {
+    pub(super) fn send(&mut self, port: u16, frame: &[u8]) {
         self.mem(port).push_rx(frame);
         self.worker.poll_once(self.now_s);
         self.control();
     }
 
-    fn control(&mut self) {
-        let mut changed = self.learner.drain(&self.learn, self.now_s);
+    /// One control tick (learning, ageing, neighbours), then one worker loop to act on
+    /// what it published or asked for.
+    pub(super) fn control(&mut self) {
+        let now = self.t0 + Duration::from_secs(u64::from(self.now_s));
+        let mut changed = self.learner.drain(&self.queues.learn, self.now_s);
         changed |= self.learner.age(self.now_s, &self.topo);
+        while let Some(ev) = self.queues.neigh.pop() {
+            match ev {
+                NeighEvent::Miss(k) => {
+                    if let Some(e) = self.resolver.miss(k, now) {
+                        self.queues.emit.push(e).unwrap();
+                    }
+                }
+                NeighEvent::Seen(k, mac) => changed |= self.resolver.seen(k, mac, now),
+            }
+        }
+        let mut emits = Vec::new();
+        changed |= self.resolver.tick(now, &mut emits);
+        for e in emits {
+            self.queues.emit.push(e).unwrap();
+        }
         if changed {
-            self.publisher.publish(self.topo.clone(), Arc::new(self.learner.build()));
+            self.publisher.publish(Parts {
+                topology: self.topo.clone(),
+                fdb: Arc::new(self.learner.build()),
+                routes: self.routes.clone(),
+                neigh: Arc::new(self.resolver.build()),
+            });
+        }
+        if changed || !self.queues.emit.is_empty() {
+            self.worker.poll_once(self.now_s);
         }
     }
 
-    fn sent(&mut self, port: u16) -> Vec<Vec<u8>> {
+    pub(super) fn sent(&mut self, port: u16) -> Vec<Vec<u8>> {
         self.mem(port).take_sent()
     }
 
-    fn drops(&self, r: DropReason) -> u64 {
+    pub(super) fn drops(&self, r: DropReason) -> u64 {
         self.worker.stats().drops(r)
     }
 }
 
 /// An Ethernet frame with an IPv4/UDP-shaped payload of `len` bytes total.
-fn frame(dst: EthernetAddress, src: EthernetAddress, len: usize) -> Vec<u8> {
+pub(super) fn frame(dst: EthernetAddress, src: EthernetAddress, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len.max(14)];
     f[0..6].copy_from_slice(&dst.0);
     f[6..12].copy_from_slice(&src.0);
@@ -254,13 +299,15 @@ fn malformed_frames_are_counted_by_reason_and_forwarding_goes_on() {
 #[test]
 fn oversized_frames_are_dropped_as_too_big() {
     let mut r = Rig::new(1, &[access(0, 0), access(1, 0)]);
-    // MemoryPort carries 3840 bytes; UMEM frames hold 3840 after the headroom, so make
-    // the frame fit the UMEM but not the port by pushing a tag onto a full frame.
+    // The rig's ports carry 1514-byte frames: a full frame fits an access port, but not
+    // a trunk once the tag is pushed.
     let mut r2 = Rig::new(1, &[access(0, 0), trunk(1, &[(5, 0)], None)]);
-    r2.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 3840));
+    r2.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 1514));
     assert_eq!(r2.drops(DropReason::TooBig), 1);
-    r.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 3840));
+    r.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 1514));
     assert_eq!(r.sent(1).len(), 1);
+    r.send(0, &frame(EthernetAddress::BROADCAST, mac(1), 1515));
+    assert_eq!(r.drops(DropReason::TooBig), 1);
 }
 
 #[test]

@@ -40,6 +40,12 @@ impl MemoryPort {
         MemoryPort { replay: frames, keep_sent: false, ..MemoryPort::new(name) }
     }
 
+    /// Sends frames of at most `bytes` (an MTU of `bytes` - 14).
+    pub fn with_max_frame(mut self, bytes: u32) -> MemoryPort {
+        self.max_frame = bytes;
+        self
+    }
+
     /// Queues a frame to be received.
     pub fn push_rx(&mut self, frame: &[u8]) {
         self.rx.push_back(frame.to_vec());

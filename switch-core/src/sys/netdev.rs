@@ -12,6 +12,8 @@ use std::os::fd::AsRawFd;
 const SIOCGIFMTU: u64 = 0x8921;
 const SIOCETHTOOL: u64 = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
 
 /// The interface index of `name`, or `NotFound`.
 pub fn ifindex(name: &str) -> io::Result<u32> {
@@ -73,6 +75,26 @@ pub fn rx_queues(name: &str) -> io::Result<u32> {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(1),
         Err(e) => Err(e),
     }
+}
+
+/// Turns transmit checksum offload on or off (`ethtool -K NAME tx on|off`). Needed on
+/// veths whose packets reach AF_XDP: it carries bytes, not the skb's "checksum to be
+/// filled in" mark, so an offloaded checksum would arrive unfilled.
+pub fn set_tx_checksum(name: &str, on: bool) -> io::Result<()> {
+    // struct ethtool_value: cmd, data.
+    let mut v = [ETHTOOL_STXCSUM, u32::from(on)];
+    let mut r = IfReq::new(name)?;
+    r.data[..8].copy_from_slice(&(v.as_mut_ptr() as u64).to_ne_bytes());
+    r.call(SIOCETHTOOL)
+}
+
+/// Whether transmit checksum offload is on.
+pub fn tx_checksum(name: &str) -> io::Result<bool> {
+    let mut v = [ETHTOOL_GTXCSUM, 0];
+    let mut r = IfReq::new(name)?;
+    r.data[..8].copy_from_slice(&(v.as_mut_ptr() as u64).to_ne_bytes());
+    r.call(SIOCETHTOOL)?;
+    Ok(v[1] != 0)
 }
 
 #[cfg(test)]

@@ -279,8 +279,8 @@ mod tests {
 
     fn topo(statics: Vec<EthernetAddress>) -> Topology {
         let nets = [
-            NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10 },
-            NetworkSpec { id: NetworkId(1), name: "b".into(), ageing_s: 100 },
+            NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10, gateway: None },
+            NetworkSpec { id: NetworkId(1), name: "b".into(), ageing_s: 100, gateway: None },
         ];
         let port = |id, net, statics: Vec<EthernetAddress>| PortSpec {
             id: PortId(id),
@@ -345,7 +345,7 @@ mod tests {
     fn removed_ports_lose_their_learned_entries() {
         let mut l = Learner::new(8);
         l.apply(ev(0, 1, 1), 0);
-        let nets = [NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10 }];
+        let nets = [NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10, gateway: None }];
         let only_p0 = Topology::new(
             &nets,
             &[PortSpec {

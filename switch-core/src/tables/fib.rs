@@ -92,6 +92,7 @@ impl Ipv4Prefix {
     }
 
     /// The length.
+    #[allow(clippy::len_without_is_empty)] // a prefix length, not a collection
     pub fn len(&self) -> u8 {
         self.len
     }
@@ -104,6 +105,11 @@ impl Ipv4Prefix {
     /// True if `a` is inside.
     pub fn contains(&self, a: Ipv4Addr) -> bool {
         u32::from(a) & mask4(self.len) == self.addr
+    }
+
+    /// The last address (the subnet's broadcast address).
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.addr | !mask4(self.len))
     }
 }
 
@@ -127,6 +133,7 @@ impl Ipv6Prefix {
     }
 
     /// The length.
+    #[allow(clippy::len_without_is_empty)] // a prefix length, not a collection
     pub fn len(&self) -> u8 {
         self.len
     }
@@ -188,6 +195,12 @@ pub struct Fib4 {
     root: Box<[u32]>,
     tables: Vec<[u32; 256]>,
     routes: usize,
+}
+
+impl Default for Fib4 {
+    fn default() -> Self {
+        Fib4::build(&[])
+    }
 }
 
 impl Fib4 {

@@ -9,11 +9,15 @@
 
 pub mod fdb;
 pub mod fib;
+pub mod neigh;
+pub mod route;
 pub mod topology;
 
 pub use fdb::{Fdb, FdbEntry, LearnEvent, Learner};
 pub use fib::{Fib4, Fib6, Ipv4Prefix, Ipv6Prefix, PrefixError};
-pub use topology::{NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Topology, TopologyError};
+pub use neigh::{Emit, NeighConfig, NeighEvent, NeighKey, NeighState, Neighbours, Resolver};
+pub use route::{Hop, Prefix, RouteError, RouteSpec, RouteTarget, Routes};
+pub use topology::{Gateway, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Topology, TopologyError};
 
 use arc_swap::ArcSwap;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +33,34 @@ pub struct Tables {
     pub topology: Arc<Topology>,
     /// MAC addresses.
     pub fdb: Arc<Fdb>,
+    /// IPv4 and IPv6 routes.
+    pub routes: Arc<Routes>,
+    /// Resolved next hops.
+    pub neigh: Arc<Neighbours>,
+}
+
+/// The parts of a snapshot, which control builds separately and publishes together.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// Networks and ports.
+    pub topology: Arc<Topology>,
+    /// MAC addresses.
+    pub fdb: Arc<Fdb>,
+    /// Routes.
+    pub routes: Arc<Routes>,
+    /// Neighbours.
+    pub neigh: Arc<Neighbours>,
+}
+
+impl Parts {
+    /// A switch without routing.
+    pub fn l2(topology: Arc<Topology>, fdb: Arc<Fdb>) -> Parts {
+        Parts { topology, fdb, routes: Arc::new(Routes::empty()), neigh: Arc::new(Neighbours::empty()) }
+    }
+
+    fn into_tables(self, generation: u64) -> Tables {
+        Tables { generation, topology: self.topology, fdb: self.fdb, routes: self.routes, neigh: self.neigh }
+    }
 }
 
 /// Where the current snapshot lives.
@@ -54,9 +86,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts with `topology` and `fdb` as generation 1.
-    pub fn new(topology: Arc<Topology>, fdb: Arc<Fdb>) -> Publisher {
-        let t = Arc::new(Tables { generation: 1, topology, fdb });
+    /// Starts with `parts` as generation 1.
+    pub fn new(parts: Parts) -> Publisher {
+        let t = Arc::new(parts.into_tables(1));
         let handle = Arc::new(TablesHandle { current: ArcSwap::new(t), generation: AtomicU64::new(1) });
         Publisher { handle, retired: VecDeque::new() }
     }
@@ -71,10 +103,10 @@ impl Publisher {
         self.handle.load()
     }
 
-    /// Publishes a new snapshot made of `topology` and `fdb`; returns its generation.
-    pub fn publish(&mut self, topology: Arc<Topology>, fdb: Arc<Fdb>) -> u64 {
+    /// Publishes a new snapshot made of `parts`; returns its generation.
+    pub fn publish(&mut self, parts: Parts) -> u64 {
         let generation = self.handle.generation.load(Ordering::Relaxed) + 1;
-        let old = self.handle.current.swap(Arc::new(Tables { generation, topology, fdb }));
+        let old = self.handle.current.swap(Arc::new(parts.into_tables(generation)));
         // Release: a worker that sees the new generation (acquire) also sees the new
         // snapshot stored just before.
         self.handle.generation.store(generation, Ordering::Release);
@@ -137,11 +169,11 @@ mod tests {
     fn readers_see_new_generations_and_old_ones_are_kept_until_reclaimed() {
         let topo = Arc::new(Topology::empty());
         let fdb = Arc::new(Fdb::empty());
-        let mut p = Publisher::new(topo.clone(), fdb.clone());
+        let mut p = Publisher::new(Parts::l2(topo.clone(), fdb.clone()));
         let mut r = TablesReader::new(p.handle());
         assert!(!r.refresh());
-        assert_eq!(p.publish(topo.clone(), fdb.clone()), 2);
-        assert_eq!(p.publish(topo, fdb), 3);
+        assert_eq!(p.publish(Parts::l2(topo.clone(), fdb.clone())), 2);
+        assert_eq!(p.publish(Parts::l2(topo, fdb)), 3);
         assert_eq!(r.tables().generation, 1);
         assert!(r.refresh());
         assert_eq!(r.tables().generation, 3);

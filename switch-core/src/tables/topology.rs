@@ -1,8 +1,10 @@
 //! Networks (bridge domains) and the ports that belong to them, compiled into arrays a
 //! worker indexes directly.
 
+use super::fib::{Ipv4Prefix, Ipv6Prefix};
 use crate::wire::{EthernetAddress, VlanId};
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A network's dense index, the same on every worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +41,79 @@ pub struct NetworkSpec {
     pub name: String,
     /// Learned MACs expire after this many seconds without traffic.
     pub ageing_s: u32,
+    /// The network's routing interface, if it routes.
+    pub gateway: Option<Gateway>,
+}
+
+/// A network's integrated routing interface: one MAC, an address in each family it
+/// routes, and whether it sends router advertisements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// The gateway's MAC, for both families.
+    pub mac: EthernetAddress,
+    /// IPv4 address and the length of the network's subnet.
+    pub v4: Option<(Ipv4Addr, u8)>,
+    /// IPv6 address and the length of the network's subnet.
+    pub v6: Option<(Ipv6Addr, u8)>,
+    /// Send router advertisements (periodically and in answer to solicitations).
+    pub router_advertisements: bool,
+}
+
+impl Gateway {
+    /// The IPv4 subnet (connected route).
+    pub fn subnet4(&self) -> Option<Ipv4Prefix> {
+        let (a, len) = self.v4?;
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+        Ipv4Prefix::new(Ipv4Addr::from(u32::from(a) & mask), len).ok()
+    }
+
+    /// The IPv6 subnet (connected route).
+    pub fn subnet6(&self) -> Option<Ipv6Prefix> {
+        let (a, len) = self.v6?;
+        let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+        Ipv6Prefix::new(Ipv6Addr::from(u128::from(a) & mask), len).ok()
+    }
+
+    /// The link-local address (fe80::/64 with the MAC's modified EUI-64), which router
+    /// advertisements come from and neighbour solicitation answers for.
+    pub fn link_local(&self) -> Ipv6Addr {
+        let m = self.mac.0;
+        Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+    }
+
+    /// True if `a` is one of the gateway's IPv6 addresses.
+    pub fn owns6(&self, a: &Ipv6Addr) -> bool {
+        self.v6.is_some_and(|(g, _)| g == *a) || (self.v6.is_some() && *a == self.link_local())
+    }
+
+    fn check(&self, network: &str) -> Result<(), TopologyError> {
+        let bad = |reason: String| Err(TopologyError::BadGateway { network: network.into(), reason });
+        if !self.mac.is_unicast() || self.mac.0 == [0; 6] {
+            return bad(format!("MAC {} is not a unicast address", self.mac));
+        }
+        if let Some((a, len)) = self.v4 {
+            let s = self.subnet4().map(|s| s.addr());
+            if !(8..=30).contains(&len) {
+                return bad(format!("IPv4 subnet length /{len} must be between /8 and /30"));
+            }
+            let broadcast = Ipv4Addr::from(u32::from(a) | (u32::MAX >> len));
+            if Some(a) == s || a == broadcast || a.is_multicast() || a.is_unspecified() {
+                return bad(format!("{a}/{len} is not a host address of its subnet"));
+            }
+        }
+        if let Some((a, len)) = self.v6 {
+            if !(16..=126).contains(&len) {
+                return bad(format!("IPv6 subnet length /{len} must be between /16 and /126"));
+            }
+            if a.is_multicast() || a.is_unspecified() || Some(a) == self.subnet6().map(|s| s.addr()) {
+                return bad(format!("{a}/{len} is not a host address of its subnet"));
+            }
+        }
+        if self.v4.is_none() && self.v6.is_none() {
+            return bad("it has no address: give it an IPv4 or IPv6 address (or both)".into());
+        }
+        Ok(())
+    }
 }
 
 /// A port as control describes it.
@@ -80,7 +155,12 @@ pub struct NetworkEntry {
     pub spec: NetworkSpec,
     /// Ports that get its broadcast, multicast and unknown unicast.
     pub flood: Box<[PortId]>,
+    /// The gateway MAC as [`EthernetAddress::to_u64`], or `NO_GATEWAY`.
+    pub gw_mac: u64,
 }
+
+/// `gw_mac` of a network without a gateway (no MAC has this value: MACs are 48 bits).
+pub const NO_GATEWAY: u64 = u64::MAX;
 
 /// A topology that cannot be built, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +186,14 @@ pub enum TopologyError {
     BadTrunk {
         /// Port name.
         port: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A gateway that cannot work.
+    #[error("network {network:?}: gateway {reason}")]
+    BadGateway {
+        /// Network name.
+        network: String,
         /// What is wrong.
         reason: String,
     },
@@ -149,7 +237,14 @@ impl Topology {
             if nets[n.id.0 as usize].is_some() || names.insert(n.name.clone(), ()).is_some() {
                 return Err(TopologyError::Duplicate { kind: "network", name: n.name.clone() });
             }
-            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]) });
+            let gw_mac = match &n.gateway {
+                Some(g) => {
+                    g.check(&n.name)?;
+                    g.mac.to_u64()
+                }
+                None => NO_GATEWAY,
+            };
+            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]), gw_mac });
         }
         let port_slots = ports.iter().map(|p| p.id.0 as usize + 1).max().unwrap_or(0);
         let mut out: Vec<Option<PortEntry>> = vec![None; port_slots];
@@ -260,7 +355,7 @@ mod tests {
     use super::*;
 
     fn net(id: u16, name: &str) -> NetworkSpec {
-        NetworkSpec { id: NetworkId(id), name: name.into(), ageing_s: 300 }
+        NetworkSpec { id: NetworkId(id), name: name.into(), ageing_s: 300, gateway: None }
     }
 
     fn access(id: u16, name: &str, n: u16) -> PortSpec {
@@ -316,5 +411,33 @@ mod tests {
             static_macs: vec![],
         };
         assert!(matches!(Topology::new(&[net(0, "a")], &[bad], 16), Err(TopologyError::BadTrunk { .. })));
+    }
+
+    #[test]
+    fn gateways_are_checked_and_give_their_subnets() {
+        let gw = Gateway {
+            mac: EthernetAddress([0x02, 0, 0, 0, 0, 1]),
+            v4: Some(("198.18.1.1".parse().unwrap(), 24)),
+            v6: Some(("2001:db8:1::1".parse().unwrap(), 64)),
+            router_advertisements: false,
+        };
+        assert_eq!(gw.subnet4().unwrap().to_string(), "198.18.1.0/24");
+        assert_eq!(gw.subnet6().unwrap().to_string(), "2001:db8:1::/64");
+        assert_eq!(gw.link_local(), "fe80::ff:fe00:1".parse::<Ipv6Addr>().unwrap());
+        assert!(gw.owns6(&gw.link_local()));
+        let mut n = net(0, "a");
+        n.gateway = Some(gw.clone());
+        let t = Topology::new(&[n.clone()], &[], 16).unwrap();
+        assert_eq!(t.network(NetworkId(0)).unwrap().gw_mac, gw.mac.to_u64());
+        for bad in [
+            Gateway { v4: Some(("198.18.1.0".parse().unwrap(), 24)), ..gw.clone() },
+            Gateway { v4: Some(("198.18.1.255".parse().unwrap(), 24)), ..gw.clone() },
+            Gateway { v4: Some(("198.18.1.1".parse().unwrap(), 31)), ..gw.clone() },
+            Gateway { mac: EthernetAddress([0x03, 0, 0, 0, 0, 1]), ..gw.clone() },
+            Gateway { v4: None, v6: None, ..gw.clone() },
+        ] {
+            n.gateway = Some(bad);
+            assert!(matches!(Topology::new(&[n.clone()], &[], 16), Err(TopologyError::BadGateway { .. })));
+        }
     }
 }

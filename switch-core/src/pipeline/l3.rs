@@ -1,0 +1,587 @@
+//! L3: what reaches a network's gateway. ARP, neighbour discovery and echo requests for
+//! the gateway's addresses are answered in place (the request's frame becomes the
+//! answer); everything else is routed: header checks, TTL / hop limit, FIB, neighbour,
+//! MTU, then TTL decrement and MAC rewrite. A packet the switch cannot route becomes an
+//! ICMP or ICMPv6 error in place, written into the frame's headroom in front of the
+//! packet it quotes, so no payload is copied (rate limited per worker, never in answer
+//! to an error, a fragment other than the first, or a multicast).
+//!
+//! A packet whose next hop is not resolved yet is parked in the worker's
+//! [`Pending`](super::Pending) queue, and control is told once; `release` finishes it
+//! when the neighbour table changes.
+
+use super::{Ctx, Meta, Next, Outputs};
+use crate::port::Desc;
+use crate::stats::DropReason;
+use crate::tables::topology::{Gateway, NOT_MEMBER, UNTAGGED};
+use crate::tables::{Hop, NeighEvent, NeighKey, NeighState, NetworkId, PortId};
+use crate::wire::icmpv6::PrefixInfo;
+use crate::wire::{checksum, icmp, icmpv6, EtherType, EthernetAddress, IpProtocol};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::Batch;
+
+/// Bytes an IPv4 ICMP error may take, from its IP header on (RFC 1812 4.3.2.3).
+const ICMP4_MAX: usize = 576;
+/// Bytes an ICMPv6 error may take (the IPv6 minimum MTU, RFC 4443 2.4).
+const ICMP6_MAX: usize = 1280;
+/// TTL / hop limit of packets the switch makes.
+const OWN_TTL: u8 = 64;
+
+pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &Outputs) {
+    for i in 0..batch.len {
+        if batch.meta[i].next == Next::L3 {
+            one(ctx, out, &mut batch.desc[i], &mut batch.meta[i]);
+        }
+    }
+}
+
+#[inline]
+fn l2_len(m: &Meta) -> usize {
+    if m.tagged {
+        18
+    } else {
+        14
+    }
+}
+
+#[inline]
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+#[inline]
+fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(a)
+}
+
+fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta) {
+    let tables = ctx.tables;
+    let Some(gw) = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref()) else {
+        // l2 only sends frames of networks with a gateway here.
+        m.next = Next::Drop(DropReason::L3Unsupported);
+        return;
+    };
+    let l2 = l2_len(m);
+    let ethertype = u16_at(ctx.umem.data(d.addr, d.len), l2 - 2);
+    m.next = match EtherType(ethertype) {
+        EtherType::ARP => arp(ctx, d, m, l2, gw),
+        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, gw),
+        EtherType::IPV6 => ipv6(ctx, out, d, m, l2, gw),
+        _ => Next::Drop(DropReason::L3Unsupported),
+    };
+}
+
+/// Tells control about a neighbour; counts the event if the queue is full.
+#[inline]
+fn tell(ctx: &Ctx<'_>, ev: NeighEvent) {
+    if ctx.neigh.push(ev).is_err() {
+        ctx.stats.l3.neigh_events_lost.add(1);
+    }
+}
+
+/// Writes the Ethernet addresses of an answer: back to the sender, from the gateway.
+#[inline]
+fn answer_macs(b: &mut [u8], gw: &Gateway) {
+    b.copy_within(6..12, 0);
+    b[6..12].copy_from_slice(&gw.mac.0);
+}
+
+fn arp(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
+    let Some((gw4, len)) = gw.v4 else {
+        return Next::Consumed;
+    };
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    // Classify checked that the ARP packet is whole.
+    let a = &mut b[l2..l2 + 28];
+    if a[0..6] != [0, 1, 8, 0, 6, 4] {
+        return Next::Drop(DropReason::ArpUnsupported);
+    }
+    let op = u16_at(a, 6);
+    let sha = EthernetAddress::from_bytes(&a[8..14]);
+    let spa = v4_at(a, 14);
+    let tpa = v4_at(a, 24);
+    let subnet = gw.subnet4();
+    // Learn the sender when it is a host of the subnet (not an ARP probe from 0.0.0.0).
+    let learn = sha.is_unicast() && !spa.is_unspecified() && subnet.is_some_and(|s| s.contains(spa)) && spa != gw4;
+    let _ = len;
+    let next = match op {
+        1 if tpa == gw4 => {
+            a[6..8].copy_from_slice(&2u16.to_be_bytes());
+            a.copy_within(8..18, 18); // sender → target
+            a[8..14].copy_from_slice(&gw.mac.0);
+            a[14..18].copy_from_slice(&gw4.octets());
+            answer_macs(b, gw);
+            ctx.stats.l3.arp_replies.add(1);
+            Next::Port(ctx.in_port)
+        }
+        1 | 2 => Next::Consumed,
+        _ => Next::Drop(DropReason::ArpUnsupported),
+    };
+    if learn {
+        tell(ctx, NeighEvent::Seen(NeighKey::v4(NetworkId(m.network), spa), sha));
+    }
+    next
+}
+
+fn ipv4(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize, gw: &Gateway) -> Next {
+    let b = ctx.umem.data(d.addr, d.len);
+    let ip = &b[l2..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    // Classify checked version, IHL and lengths; routers also check the checksum.
+    if checksum::checksum(&ip[..ihl]) != 0 {
+        return Next::Drop(DropReason::Ipv4BadChecksum);
+    }
+    let dst = v4_at(ip, 16);
+    let Some((gw4, _)) = gw.v4 else {
+        return Next::Drop(DropReason::L3Unsupported);
+    };
+    if dst == gw4 {
+        return local4(ctx, d, m, l2, gw4, gw);
+    }
+    if dst.is_multicast() || dst.is_broadcast() || gw.subnet4().is_some_and(|s| s.broadcast() == dst) {
+        return Next::Drop(DropReason::L3Multicast);
+    }
+    if ip[8] <= 1 {
+        return error4(ctx, d, m, l2, icmp::TYPE_TIME_EXCEEDED, 0, 0, DropReason::TtlExceeded);
+    }
+    let (network, port, nh) = match ctx.tables.routes.lookup4(dst) {
+        None => return error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 0, 0, DropReason::NoRoute),
+        Some(Hop::Drop) => return Next::Drop(DropReason::RouteDrop),
+        Some(Hop::Connected { network, port }) => (network, port, dst),
+        Some(Hop::Via { network, ip: std::net::IpAddr::V4(ip) }) => (network, None, ip),
+        Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
+    };
+    let key = NeighKey::v4(network, nh);
+    match ctx.tables.neigh.lookup(key) {
+        Some(NeighState::Reachable(mac)) => finish(ctx, out, d, m, network, port, mac, false),
+        Some(NeighState::Failed) => error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 1, 0, DropReason::NeighFailed),
+        None => park(ctx, d, m, key, network, port),
+    }
+}
+
+fn ipv6(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize, gw: &Gateway) -> Next {
+    let b = ctx.umem.data(d.addr, d.len);
+    let ip = &b[l2..];
+    let (src, dst) = (v6_at(ip, 8), v6_at(ip, 24));
+    if gw.v6.is_none() {
+        return Next::Drop(DropReason::L3Unsupported);
+    }
+    if dst.is_multicast() || gw.owns6(&dst) {
+        return if ip[6] == IpProtocol::ICMPV6.0 {
+            local6(ctx, d, m, l2, gw)
+        } else if dst.is_multicast() {
+            Next::Drop(DropReason::L3Multicast)
+        } else {
+            Next::Drop(DropReason::GatewayUnsupported)
+        };
+    }
+    if src.is_unicast_link_local() || dst.is_unicast_link_local() {
+        return Next::Drop(DropReason::LinkLocal);
+    }
+    if ip[7] <= 1 {
+        return error6(ctx, d, m, l2, icmpv6::ty::TIME_EXCEEDED, 0, 0, gw, DropReason::TtlExceeded);
+    }
+    let (network, port, nh) = match ctx.tables.routes.lookup6(dst) {
+        None => return error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 0, 0, gw, DropReason::NoRoute),
+        Some(Hop::Drop) => return Next::Drop(DropReason::RouteDrop),
+        Some(Hop::Connected { network, port }) => (network, port, dst),
+        Some(Hop::Via { network, ip: std::net::IpAddr::V6(ip) }) => (network, None, ip),
+        Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
+    };
+    let key = NeighKey::v6(network, nh);
+    match ctx.tables.neigh.lookup(key) {
+        Some(NeighState::Reachable(mac)) => finish(ctx, out, d, m, network, port, mac, true),
+        Some(NeighState::Failed) => {
+            error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 3, 0, gw, DropReason::NeighFailed)
+        }
+        None => park(ctx, d, m, key, network, port),
+    }
+}
+
+/// Parks the packet until `key` resolves; tells control the first time.
+fn park(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, key: NeighKey, egress: NetworkId, port: Option<PortId>) -> Next {
+    if ctx.pending.is_full() {
+        return Next::Drop(DropReason::NeighQueueFull);
+    }
+    let first = !ctx.pending.waits_for(key);
+    ctx.pending.push(super::control::Parked {
+        desc: *d,
+        meta: *m,
+        key,
+        egress,
+        port,
+        in_port: ctx.in_port,
+        since_s: ctx.now_s,
+    });
+    ctx.stats.l3.parked.add(1);
+    if first {
+        tell(ctx, NeighEvent::Miss(key));
+    }
+    Next::Parked
+}
+
+/// Sends a routed packet to `mac` on `egress`: MTU check, TTL / hop limit decrement,
+/// MAC rewrite, egress port.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    ctx: &mut Ctx<'_>,
+    out: &Outputs,
+    d: &mut Desc,
+    m: &mut Meta,
+    egress: NetworkId,
+    port: Option<PortId>,
+    mac: EthernetAddress,
+    v6: bool,
+) -> Next {
+    let tables = ctx.tables;
+    let Some(egw) = tables.topology.network(egress).and_then(|n| n.spec.gateway.as_ref()) else {
+        return Next::Drop(DropReason::NoRoute);
+    };
+    let port = port.or_else(|| tables.fdb.lookup(egress, mac).map(|e| e.port));
+    let l2 = l2_len(m);
+    if let Some(p) = port {
+        let tag = tables.topology.port(p).and_then(|e| e.egress.get(egress.0 as usize).copied()).unwrap_or(NOT_MEMBER);
+        let mtu = out.max_frame(p).saturating_sub(14 + if tag == UNTAGGED || tag == NOT_MEMBER { 0 } else { 4 });
+        let b = ctx.umem.data(d.addr, d.len);
+        let (len, df) = if v6 {
+            (40 + u32::from(u16_at(b, l2 + 4)), true)
+        } else {
+            (u32::from(u16_at(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
+        };
+        if len > mtu {
+            let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
+            return match (v6, df, in_gw) {
+                (true, _, Some(gw)) => {
+                    error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, mtu, gw, DropReason::FragNeeded)
+                }
+                (false, true, Some(_)) => {
+                    error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, mtu as u16, DropReason::FragNeeded)
+                }
+                _ => Next::Drop(DropReason::FragNeeded),
+            };
+        }
+    }
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    if v6 {
+        b[l2 + 7] -= 1;
+    } else {
+        let old = u16_at(b, l2 + 8);
+        b[l2 + 8] -= 1;
+        let check = checksum::update(u16_at(b, l2 + 10), old, u16_at(b, l2 + 8));
+        b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
+    }
+    b[0..6].copy_from_slice(&mac.0);
+    b[6..12].copy_from_slice(&egw.mac.0);
+    m.network = egress.0;
+    m.routed = true;
+    ctx.stats.l3.routed.add(1);
+    match port {
+        Some(p) => Next::Port(p),
+        None => Next::Flood,
+    }
+}
+
+fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, gw: &Gateway) -> Next {
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let ip = &mut b[l2..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16_at(ip, 2));
+    let proto = ip[9];
+    if proto == IpProtocol::UDP.0 {
+        // What traceroute to a gateway expects at the last hop.
+        return error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 3, 0, DropReason::GatewayUnsupported);
+    }
+    let is_echo = proto == IpProtocol::ICMP.0 && total >= ihl + icmp::HEADER_LEN && ip[ihl] == icmp::TYPE_ECHO_REQUEST;
+    if !is_echo || u16_at(ip, 6) & 0x3fff != 0 || checksum::checksum(&ip[ihl..total]) != 0 {
+        return Next::Drop(DropReason::GatewayUnsupported);
+    }
+    // Echo reply: addresses swapped, own TTL, type 0 (ICMP checksum fixed incrementally).
+    ip.copy_within(12..16, 16);
+    ip[12..16].copy_from_slice(&gw4.octets());
+    ip[8] = OWN_TTL;
+    ip[10..12].fill(0);
+    let c = checksum::checksum(&ip[..ihl]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let icmp = &mut ip[ihl..total];
+    let old = u16_at(icmp, 0);
+    icmp[0] = icmp::TYPE_ECHO_REPLY;
+    let c = checksum::update(u16_at(icmp, 2), old, u16_at(icmp, 0));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    answer_macs(b, gw);
+    ctx.stats.l3.echo_replies.add(1);
+    Next::Port(ctx.in_port)
+}
+
+/// ICMPv6 to a gateway address or a multicast group: neighbour discovery and echo.
+fn local6(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
+    let b = ctx.umem.data(d.addr, d.len);
+    let ip = &b[l2..];
+    let (src, dst, hop) = (v6_at(ip, 8), v6_at(ip, 24), ip[7]);
+    let plen = usize::from(u16_at(ip, 4));
+    let msg = &ip[40..40 + plen];
+    let Ok(repr) = icmpv6::Icmpv6Repr::parse(msg, &src, &dst, hop) else {
+        return Next::Drop(DropReason::NdpInvalid);
+    };
+    let net = NetworkId(m.network);
+    let src_mac = EthernetAddress::from_bytes(&b[6..12]);
+    let answer = match repr {
+        icmpv6::Icmpv6Repr::NeighborSolicit { target, source_lladdr } if gw.owns6(&target) => {
+            if let (false, Some(mac)) = (src.is_unspecified(), source_lladdr) {
+                tell(ctx, NeighEvent::Seen(NeighKey::v6(net, src), mac));
+            }
+            // DAD probes (from ::) are answered to all nodes, without the solicited flag.
+            let (to, flags) =
+                if src.is_unspecified() { (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0xa0) } else { (src, 0xe0) };
+            let na = icmpv6::Icmpv6Repr::NeighborAdvert { flags, target, target_lladdr: Some(gw.mac) };
+            ctx.stats.l3.nd_adverts.add(1);
+            Some((target, to, na))
+        }
+        icmpv6::Icmpv6Repr::NeighborAdvert { target, target_lladdr, .. } => {
+            let mac = target_lladdr.unwrap_or(src_mac);
+            if mac.is_unicast() && !target.is_multicast() {
+                tell(ctx, NeighEvent::Seen(NeighKey::v6(net, target), mac));
+            }
+            None
+        }
+        icmpv6::Icmpv6Repr::RouterSolicit { .. } if gw.router_advertisements => {
+            let to = if src.is_unspecified() { Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1) } else { src };
+            ctx.stats.l3.router_adverts.add(1);
+            Some((gw.link_local(), to, router_advert(gw)))
+        }
+        icmpv6::Icmpv6Repr::EchoRequest { .. } if gw.owns6(&dst) => {
+            // Echo reply in place: addresses swapped, type 129; the pseudo-header sum is
+            // unchanged by the swap, so only the type word changes the checksum.
+            let b = ctx.umem.data_mut(d.addr, d.len);
+            let ip = &mut b[l2..];
+            ip[7] = OWN_TTL;
+            ip.copy_within(8..24, 24);
+            ip[8..24].copy_from_slice(&dst.octets());
+            let old = u16_at(ip, 40);
+            ip[40] = icmpv6::ty::ECHO_REPLY;
+            let c = checksum::update(u16_at(ip, 42), old, u16_at(ip, 40));
+            ip[42..44].copy_from_slice(&c.to_be_bytes());
+            answer_macs(b, gw);
+            ctx.stats.l3.echo_replies.add(1);
+            return Next::Port(ctx.in_port);
+        }
+        _ => return Next::Consumed,
+    };
+    let Some((from, to, msg)) = answer else {
+        return Next::Consumed;
+    };
+    // The answer replaces the request in the same frame (the frame has room: it is a
+    // whole UMEM chunk).
+    let len = msg.buffer_len();
+    d.len = (l2 + 40 + len) as u32;
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    write_ipv6(&mut b[l2..], from, to, len, 255);
+    msg.emit(&mut b[l2 + 40..], &from, &to);
+    if to.is_multicast() {
+        let o = to.octets();
+        b[0..6].copy_from_slice(&[0x33, 0x33, o[12], o[13], o[14], o[15]]);
+    } else {
+        b.copy_within(6..12, 0);
+    }
+    b[6..12].copy_from_slice(&gw.mac.0);
+    Next::Port(ctx.in_port)
+}
+
+/// The router advertisement of `gw` (which has an IPv6 address).
+pub(super) fn router_advert(gw: &Gateway) -> icmpv6::Icmpv6Repr<'static> {
+    let prefix = gw.subnet6().map(|s| PrefixInfo {
+        prefix: s.addr(),
+        len: s.len(),
+        // On-link, and autonomous (SLAAC) only where SLAAC works: /64.
+        flags: if s.len() == 64 { 0xc0 } else { 0x80 },
+        valid_s: 86_400,
+        preferred_s: 14_400,
+    });
+    icmpv6::Icmpv6Repr::RouterAdvert {
+        hop_limit: OWN_TTL,
+        flags: 0,
+        lifetime_s: 1800,
+        reachable_ms: 0,
+        retrans_ms: 0,
+        source_lladdr: Some(gw.mac),
+        mtu: None,
+        prefix,
+    }
+}
+
+/// Writes an IPv6 header.
+pub(super) fn write_ipv6(ip: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr, payload: usize, hop: u8) {
+    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    ip[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    ip[6] = IpProtocol::ICMPV6.0;
+    ip[7] = hop;
+    ip[8..24].copy_from_slice(&src.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+}
+
+/// Writes an IPv4 header (no options) with its checksum.
+pub(super) fn write_ipv4(ip: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, payload: usize, proto: u8, tos: u8) {
+    ip[0] = 0x45;
+    ip[1] = tos;
+    ip[2..4].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+    ip[4..8].fill(0);
+    ip[8] = OWN_TTL;
+    ip[9] = proto;
+    ip[10..12].fill(0);
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let c = checksum::checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Moves the frame start `grow` bytes back into the headroom and writes a new L2
+/// header there (to the packet's sender, from the gateway, same tag). Returns false if
+/// the headroom is too small.
+fn prepend_reply_l2(ctx: &mut Ctx<'_>, d: &mut Desc, l2: usize, grow: u64, gw_mac: EthernetAddress) -> bool {
+    if d.addr & u64::from(ctx.umem.frame_size() - 1) < grow {
+        return false;
+    }
+    let mut hdr = [0u8; 18];
+    hdr[..l2].copy_from_slice(&ctx.umem.data(d.addr, l2 as u32)[..l2]);
+    d.addr -= grow;
+    d.len += grow as u32;
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    b[0..6].copy_from_slice(&hdr[6..12]);
+    b[6..12].copy_from_slice(&gw_mac.0);
+    b[12..l2].copy_from_slice(&hdr[12..l2]);
+    true
+}
+
+/// Turns the IPv4 packet into an ICMP error to its sender (`param`: the next-hop MTU
+/// for "fragmentation needed"). Counts `reason` if an error goes out; otherwise returns
+/// a drop for it.
+#[allow(clippy::too_many_arguments)]
+fn error4(
+    ctx: &mut Ctx<'_>,
+    d: &mut Desc,
+    m: &Meta,
+    l2: usize,
+    ty: u8,
+    code: u8,
+    param: u16,
+    reason: DropReason,
+) -> Next {
+    let tables = ctx.tables;
+    let Some(gw) = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref()) else {
+        return Next::Drop(reason);
+    };
+    let Some((gw4, _)) = gw.v4 else {
+        return Next::Drop(reason);
+    };
+    let b = ctx.umem.data(d.addr, d.len);
+    let ip = &b[l2..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let src = v4_at(ip, 12);
+    let dst = v4_at(ip, 16);
+    let first_fragment = u16_at(ip, 6) & 0x1fff == 0;
+    let is_error = ip[9] == IpProtocol::ICMP.0
+        && ip.len() > ihl
+        && !matches!(ip[ihl], icmp::TYPE_ECHO_REQUEST | icmp::TYPE_ECHO_REPLY | 13..=18);
+    let bad_src = src.is_unspecified() || src.is_multicast() || src.is_broadcast() || src.is_loopback();
+    if bad_src || dst.is_multicast() || dst.is_broadcast() || !first_fragment || is_error {
+        return Next::Drop(reason);
+    }
+    if !ctx.icmp.take(ctx.now_s) {
+        ctx.stats.l3.icmp_rate_limited.add(1);
+        return Next::Drop(reason);
+    }
+    let quote = (usize::from(u16_at(ip, 2)).min(ip.len())).min(ICMP4_MAX - 28);
+    d.len = (l2 + quote) as u32;
+    if !prepend_reply_l2(ctx, d, l2, 28, gw.mac) {
+        return Next::Drop(DropReason::NoFrame);
+    }
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let msg = &mut b[l2 + 20..];
+    msg[0] = ty;
+    msg[1] = code;
+    msg[2..6].fill(0);
+    msg[6..8].copy_from_slice(&param.to_be_bytes());
+    let c = checksum::checksum(&msg[..8 + quote]);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    // Precedence "internetwork control", as Linux sends its ICMP errors.
+    write_ipv4(&mut b[l2..], gw4, src, 8 + quote, IpProtocol::ICMP.0, 0xc0);
+    ctx.stats.drop(reason);
+    ctx.stats.l3.icmp_errors.add(1);
+    Next::Port(ctx.in_port)
+}
+
+/// Turns the IPv6 packet into an ICMPv6 error to its sender (`param`: MTU for packet
+/// too big). Counts `reason` if an error goes out; otherwise returns a drop for it.
+#[allow(clippy::too_many_arguments)]
+fn error6(
+    ctx: &mut Ctx<'_>,
+    d: &mut Desc,
+    m: &Meta,
+    l2: usize,
+    ty: u8,
+    code: u8,
+    param: u32,
+    gw: &Gateway,
+    reason: DropReason,
+) -> Next {
+    let _ = m;
+    let Some((gw6, _)) = gw.v6 else {
+        return Next::Drop(reason);
+    };
+    let b = ctx.umem.data(d.addr, d.len);
+    let ip = &b[l2..];
+    let src = v6_at(ip, 8);
+    let dst = v6_at(ip, 24);
+    // Never about an ICMPv6 error (types below 128), and about multicast only for too big.
+    let is_error = ip[6] == IpProtocol::ICMPV6.0 && ip.len() > 40 && ip[40] < 128;
+    if src.is_unspecified()
+        || src.is_multicast()
+        || is_error
+        || (dst.is_multicast() && ty != icmpv6::ty::PACKET_TOO_BIG)
+    {
+        return Next::Drop(reason);
+    }
+    if !ctx.icmp.take(ctx.now_s) {
+        ctx.stats.l3.icmp_rate_limited.add(1);
+        return Next::Drop(reason);
+    }
+    let from = if src.is_unicast_link_local() { gw.link_local() } else { gw6 };
+    let quote = (40 + usize::from(u16_at(ip, 4))).min(ip.len()).min(ICMP6_MAX - 48);
+    d.len = (l2 + quote) as u32;
+    if !prepend_reply_l2(ctx, d, l2, 48, gw.mac) {
+        return Next::Drop(DropReason::NoFrame);
+    }
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    write_ipv6(&mut b[l2..], from, src, 8 + quote, OWN_TTL);
+    let msg = &mut b[l2 + 40..l2 + 48 + quote];
+    msg[0] = ty;
+    msg[1] = code;
+    msg[2..4].fill(0);
+    msg[4..8].copy_from_slice(&param.to_be_bytes());
+    let c = checksum::l4(from.into(), src.into(), IpProtocol::ICMPV6.0, msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    ctx.stats.drop(reason);
+    ctx.stats.l3.icmp_errors.add(1);
+    Next::Port(ctx.in_port)
+}
+
+/// The ICMP error for a parked packet whose neighbour failed.
+pub(super) fn neigh_failed(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, v6: bool) -> Next {
+    let l2 = l2_len(m);
+    if v6 {
+        let tables = ctx.tables;
+        match tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref()) {
+            Some(gw) => error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 3, 0, gw, DropReason::NeighFailed),
+            None => Next::Drop(DropReason::NeighFailed),
+        }
+    } else {
+        error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 1, 0, DropReason::NeighFailed)
+    }
+}

@@ -1,0 +1,440 @@
+//! Neighbours: (network, IP) → MAC, for routed packets' next hops.
+//!
+//! The workers read the published [`Neighbours`] snapshot. When a routed packet's next
+//! hop is missing, the worker parks the packet (see `pipeline::Pending`) and sends a
+//! [`NeighEvent::Miss`] to control; ARP replies, neighbour advertisements and requests
+//! addressed to a gateway come back as [`NeighEvent::Seen`]. The [`Resolver`] on the
+//! control thread owns every entry's state, as Linux's neighbour table does:
+//!
+//! ```text
+//!  miss ──▶ INCOMPLETE ──reply──▶ REACHABLE ──reachable time──▶ PROBE ──reply──▶ REACHABLE
+//!            │ (broadcast request     (published)                 (unicast requests,
+//!            │  every retry interval)                              still published)
+//!            └─ no reply after the retries ─▶ FAILED (published, held) ─▶ removed
+//!                                               PROBE without reply ─▶ removed
+//! ```
+//!
+//! It asks a worker to send each request ([`Emit`]), since only workers own frames and
+//! sockets. Static entries (a pod's configured address and MAC) never change.
+
+use super::topology::NetworkId;
+use crate::wire::EthernetAddress;
+use rustc_hash::FxHashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+/// A neighbour's key: network and address (IPv4 as IPv4-mapped IPv6, so one table
+/// holds both families).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NeighKey {
+    /// Network id.
+    pub network: u16,
+    /// Address bits.
+    pub ip: u128,
+}
+
+impl NeighKey {
+    /// An IPv4 neighbour.
+    #[inline]
+    pub fn v4(network: NetworkId, a: Ipv4Addr) -> NeighKey {
+        NeighKey { network: network.0, ip: 0xffff_0000_0000 | u128::from(u32::from(a)) }
+    }
+
+    /// An IPv6 neighbour.
+    #[inline]
+    pub fn v6(network: NetworkId, a: Ipv6Addr) -> NeighKey {
+        NeighKey { network: network.0, ip: u128::from(a) }
+    }
+
+    /// Either family.
+    pub fn new(network: NetworkId, a: IpAddr) -> NeighKey {
+        match a {
+            IpAddr::V4(a) => NeighKey::v4(network, a),
+            IpAddr::V6(a) => NeighKey::v6(network, a),
+        }
+    }
+
+    /// The address.
+    pub fn ip(&self) -> IpAddr {
+        Ipv6Addr::from(self.ip).to_canonical()
+    }
+
+    /// True for an IPv4 neighbour.
+    pub fn is_v4(&self) -> bool {
+        self.ip >> 32 == 0xffff
+    }
+}
+
+/// What a worker may do with a next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighState {
+    /// Send to this MAC.
+    Reachable(EthernetAddress),
+    /// Resolution failed: drop and report the host unreachable.
+    Failed,
+}
+
+/// The published neighbour table.
+#[derive(Debug, Default, Clone)]
+pub struct Neighbours {
+    map: FxHashMap<NeighKey, NeighState>,
+}
+
+impl Neighbours {
+    /// No neighbours.
+    pub fn empty() -> Neighbours {
+        Neighbours::default()
+    }
+
+    /// The state of `key`, if the table has an entry.
+    #[inline]
+    pub fn lookup(&self, key: NeighKey) -> Option<NeighState> {
+        self.map.get(&key).copied()
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every entry.
+    pub fn iter(&self) -> impl Iterator<Item = (&NeighKey, &NeighState)> {
+        self.map.iter()
+    }
+}
+
+/// What workers tell control about neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighEvent {
+    /// A routed packet waits for this neighbour.
+    Miss(NeighKey),
+    /// The neighbour said it has this MAC (ARP or neighbour discovery to a gateway).
+    Seen(NeighKey, EthernetAddress),
+}
+
+/// What control asks a worker to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// An ARP request or neighbour solicitation for `key`: broadcast/multicast when
+    /// `unicast` is None, else to that MAC (a reachability probe).
+    Solicit {
+        /// Who.
+        key: NeighKey,
+        /// Probe this MAC.
+        unicast: Option<EthernetAddress>,
+    },
+    /// An unsolicited router advertisement on the network.
+    RouterAdvert(NetworkId),
+}
+
+/// Resolution timers and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct NeighConfig {
+    /// Requests per resolution (and per probe) before giving up.
+    pub retries: u32,
+    /// Between requests.
+    pub retry: Duration,
+    /// How long an answer is trusted before it is probed again.
+    pub reachable: Duration,
+    /// How long a failed entry is kept (packets to it are refused at once) before a new
+    /// packet may start a new resolution.
+    pub failed_hold: Duration,
+    /// Entries at most; misses beyond are refused (counted).
+    pub capacity: usize,
+}
+
+impl Default for NeighConfig {
+    fn default() -> Self {
+        NeighConfig {
+            retries: 3,
+            retry: Duration::from_secs(1),
+            reachable: Duration::from_secs(30),
+            failed_hold: Duration::from_secs(3),
+            capacity: 65536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Incomplete { tries: u32, next: Instant },
+    Reachable { until: Instant },
+    Probe { tries: u32, next: Instant },
+    Failed { until: Instant },
+    Static,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    mac: Option<EthernetAddress>,
+    phase: Phase,
+}
+
+/// A neighbour as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighInfo {
+    /// Network and address.
+    pub key: NeighKey,
+    /// MAC, once known.
+    pub mac: Option<EthernetAddress>,
+    /// "incomplete", "reachable", "probe", "failed" or "static".
+    pub state: &'static str,
+}
+
+/// Counters of the resolver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResolverStats {
+    /// Requests asked of workers.
+    pub requests: u64,
+    /// Resolutions that failed.
+    pub failed: u64,
+    /// Entries removed after a probe went unanswered.
+    pub expired: u64,
+    /// Misses refused because the table was full.
+    pub full: u64,
+}
+
+/// The control thread's neighbour state machine (see the module docs).
+#[derive(Debug)]
+pub struct Resolver {
+    cfg: NeighConfig,
+    entries: FxHashMap<NeighKey, Entry>,
+    /// Counters.
+    pub stats: ResolverStats,
+}
+
+impl Resolver {
+    /// An empty table.
+    pub fn new(cfg: NeighConfig) -> Resolver {
+        Resolver { cfg, entries: FxHashMap::default(), stats: ResolverStats::default() }
+    }
+
+    /// Installs a static entry (replacing any learned one). Returns true (the snapshot
+    /// changes).
+    pub fn set_static(&mut self, key: NeighKey, mac: EthernetAddress) -> bool {
+        self.entries.insert(key, Entry { mac: Some(mac), phase: Phase::Static });
+        true
+    }
+
+    /// A worker waits for `key`: starts resolving it unless that is under way. Returns
+    /// the first request to send.
+    pub fn miss(&mut self, key: NeighKey, now: Instant) -> Option<Emit> {
+        if self.entries.contains_key(&key) {
+            return None;
+        }
+        if self.entries.len() >= self.cfg.capacity {
+            self.stats.full += 1;
+            return None;
+        }
+        self.entries
+            .insert(key, Entry { mac: None, phase: Phase::Incomplete { tries: 1, next: now + self.cfg.retry } });
+        self.stats.requests += 1;
+        Some(Emit::Solicit { key, unicast: None })
+    }
+
+    /// The neighbour announced `mac`. Returns true if the published table changes.
+    pub fn seen(&mut self, key: NeighKey, mac: EthernetAddress, now: Instant) -> bool {
+        let until = now + self.cfg.reachable;
+        let full = self.entries.len() >= self.cfg.capacity;
+        match self.entries.get_mut(&key) {
+            Some(Entry { phase: Phase::Static, .. }) => false,
+            Some(e) => {
+                let was_published = matches!(e.phase, Phase::Reachable { .. } | Phase::Probe { .. });
+                let changed = !was_published || e.mac != Some(mac);
+                *e = Entry { mac: Some(mac), phase: Phase::Reachable { until } };
+                changed
+            }
+            None if full => {
+                self.stats.full += 1;
+                false
+            }
+            None => {
+                self.entries.insert(key, Entry { mac: Some(mac), phase: Phase::Reachable { until } });
+                true
+            }
+        }
+    }
+
+    /// Runs the timers: requests to send go to `emit`. Returns true if the published
+    /// table changes.
+    pub fn tick(&mut self, now: Instant, emit: &mut Vec<Emit>) -> bool {
+        let mut changed = false;
+        let cfg = self.cfg;
+        let stats = &mut self.stats;
+        self.entries.retain(|key, e| {
+            match e.phase {
+                Phase::Incomplete { tries, next } if now >= next => {
+                    if tries >= cfg.retries {
+                        e.phase = Phase::Failed { until: now + cfg.failed_hold };
+                        stats.failed += 1;
+                        changed = true;
+                    } else {
+                        e.phase = Phase::Incomplete { tries: tries + 1, next: now + cfg.retry };
+                        stats.requests += 1;
+                        emit.push(Emit::Solicit { key: *key, unicast: None });
+                    }
+                }
+                Phase::Reachable { until } if now >= until => {
+                    e.phase = Phase::Probe { tries: 1, next: now + cfg.retry };
+                    stats.requests += 1;
+                    emit.push(Emit::Solicit { key: *key, unicast: e.mac });
+                }
+                Phase::Probe { tries, next } if now >= next => {
+                    if tries >= cfg.retries {
+                        stats.expired += 1;
+                        changed = true;
+                        return false;
+                    }
+                    e.phase = Phase::Probe { tries: tries + 1, next: now + cfg.retry };
+                    stats.requests += 1;
+                    emit.push(Emit::Solicit { key: *key, unicast: e.mac });
+                }
+                Phase::Failed { until } if now >= until => {
+                    changed = true;
+                    return false;
+                }
+                _ => {}
+            }
+            true
+        });
+        changed
+    }
+
+    /// Removes every non-static entry of networks for which `keep` is false (a network
+    /// went away or lost its gateway).
+    pub fn retain_networks(&mut self, keep: impl Fn(u16) -> bool) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|k, e| e.phase == Phase::Static || keep(k.network));
+        before != self.entries.len()
+    }
+
+    /// The snapshot for workers.
+    pub fn build(&self) -> Neighbours {
+        let mut map = FxHashMap::default();
+        map.reserve(self.entries.len());
+        for (k, e) in &self.entries {
+            match (e.phase, e.mac) {
+                (Phase::Reachable { .. } | Phase::Probe { .. } | Phase::Static, Some(mac)) => {
+                    map.insert(*k, NeighState::Reachable(mac));
+                }
+                (Phase::Failed { .. }, _) => {
+                    map.insert(*k, NeighState::Failed);
+                }
+                _ => {}
+            }
+        }
+        Neighbours { map }
+    }
+
+    /// Every entry, sorted by key.
+    pub fn list(&self) -> Vec<NeighInfo> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(k, e)| NeighInfo {
+                key: *k,
+                mac: e.mac,
+                state: match e.phase {
+                    Phase::Incomplete { .. } => "incomplete",
+                    Phase::Reachable { .. } => "reachable",
+                    Phase::Probe { .. } => "probe",
+                    Phase::Failed { .. } => "failed",
+                    Phase::Static => "static",
+                },
+            })
+            .collect();
+        v.sort_by_key(|i| i.key);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NeighConfig {
+        NeighConfig {
+            retries: 3,
+            retry: Duration::from_secs(1),
+            reachable: Duration::from_secs(30),
+            failed_hold: Duration::from_secs(3),
+            capacity: 2,
+        }
+    }
+
+    const MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 7]);
+
+    #[test]
+    fn keys_keep_families_apart() {
+        let k4 = NeighKey::v4(NetworkId(1), Ipv4Addr::new(198, 18, 0, 1));
+        assert!(k4.is_v4());
+        assert_eq!(k4.ip(), IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)));
+        let k6 = NeighKey::v6(NetworkId(1), "2001:db8::1".parse().unwrap());
+        assert!(!k6.is_v4());
+        assert_ne!(k4, NeighKey::v4(NetworkId(2), Ipv4Addr::new(198, 18, 0, 1)));
+    }
+
+    #[test]
+    fn unanswered_resolution_retries_then_fails_then_goes() {
+        let mut r = Resolver::new(cfg());
+        let t0 = Instant::now();
+        let k = NeighKey::v4(NetworkId(0), Ipv4Addr::new(198, 18, 0, 9));
+        assert_eq!(r.miss(k, t0), Some(Emit::Solicit { key: k, unicast: None }));
+        assert_eq!(r.miss(k, t0), None, "one resolution at a time");
+        assert!(r.build().lookup(k).is_none(), "incomplete entries are not published");
+        let mut out = Vec::new();
+        assert!(!r.tick(t0 + Duration::from_millis(500), &mut out));
+        assert!(out.is_empty());
+        assert!(!r.tick(t0 + Duration::from_secs(1), &mut out));
+        assert!(!r.tick(t0 + Duration::from_secs(2), &mut out));
+        assert_eq!(out.len(), 2, "three requests in all");
+        assert!(r.tick(t0 + Duration::from_secs(3), &mut out));
+        assert_eq!(r.build().lookup(k), Some(NeighState::Failed));
+        assert_eq!(r.stats.failed, 1);
+        assert_eq!(r.miss(k, t0 + Duration::from_secs(4)), None, "failed entries are held");
+        assert!(r.tick(t0 + Duration::from_secs(6), &mut out));
+        assert!(r.build().is_empty());
+        assert!(r.miss(k, t0 + Duration::from_secs(6)).is_some(), "and then retried");
+    }
+
+    #[test]
+    fn answers_publish_and_are_probed_then_expire() {
+        let mut r = Resolver::new(cfg());
+        let t0 = Instant::now();
+        let k = NeighKey::v6(NetworkId(0), "2001:db8::9".parse().unwrap());
+        r.miss(k, t0);
+        assert!(r.seen(k, MAC, t0));
+        assert!(!r.seen(k, MAC, t0), "the same answer changes nothing");
+        assert_eq!(r.build().lookup(k), Some(NeighState::Reachable(MAC)));
+        let mut out = Vec::new();
+        assert!(!r.tick(t0 + Duration::from_secs(30), &mut out));
+        assert_eq!(out, vec![Emit::Solicit { key: k, unicast: Some(MAC) }], "unicast probe");
+        assert_eq!(r.build().lookup(k), Some(NeighState::Reachable(MAC)), "still used while probed");
+        r.tick(t0 + Duration::from_secs(31), &mut out);
+        r.tick(t0 + Duration::from_secs(32), &mut out);
+        assert!(r.tick(t0 + Duration::from_secs(33), &mut out));
+        assert!(r.build().is_empty());
+        assert_eq!(r.stats.expired, 1);
+    }
+
+    #[test]
+    fn static_entries_stay_and_capacity_is_bounded() {
+        let mut r = Resolver::new(cfg());
+        let t0 = Instant::now();
+        let k = |i| NeighKey::v4(NetworkId(0), Ipv4Addr::new(198, 18, 0, i));
+        r.set_static(k(1), MAC);
+        assert!(!r.seen(k(1), EthernetAddress([2, 0, 0, 0, 0, 8]), t0));
+        assert!(r.miss(k(2), t0).is_some());
+        assert!(r.miss(k(3), t0).is_none());
+        assert_eq!(r.stats.full, 1);
+        let mut out = Vec::new();
+        r.tick(t0 + Duration::from_secs(100), &mut out);
+        assert_eq!(r.build().lookup(k(1)), Some(NeighState::Reachable(MAC)));
+        assert_eq!(r.list()[0].state, "static");
+    }
+}
