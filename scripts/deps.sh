@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages podswitch's demo and tests use, if they are missing:
-# iproute2 (ip), iputils-ping (ping), ethtool, procps (sysctl).
+# iproute2 (ip), iputils-ping (ping), iputils-tracepath (tracepath), ethtool, procps (sysctl).
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
+command -v tracepath >/dev/null || need+=(iputils-tracepath)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v sysctl >/dev/null || need+=(procps)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

@@ -709,4 +709,89 @@ mod tests {
         let e = err("[dataplane]\ncores=[0]\nhugepages = \"sometimes\"\n");
         assert!(e.contains("sometimes"), "{e}");
     }
+
+    const ROUTED: &str = r#"
+        [dataplane]
+        cores = [0]
+        [node]
+        pod_cidrs = ["198.18.0.0/16", "2001:db8::/32"]
+        [host_port]
+        network = "host"
+        addresses = ["198.18.255.2/24", "2001:db8:ff::2/64"]
+        [[networks]]
+        name = "pods"
+        gateway = ["198.18.1.1/24", "2001:db8:1::1/64"]
+        router_advertisements = true
+        [[networks]]
+        name = "host"
+        gateway = ["198.18.255.1/24", "2001:db8:ff::1/64"]
+        gateway_mac = "02:00:00:00:ff:01"
+        [[ports]]
+        name = "pod0"
+        network = "pods"
+        macs = ["02:00:00:00:00:0a"]
+        addresses = ["198.18.1.10", "2001:db8:1::10"]
+        [[routes]]
+        prefix = "198.19.0.0/16"
+        via = "198.18.1.254"
+        [[routes]]
+        prefix = "198.19.66.0/24"
+        drop = true
+    "#;
+
+    #[test]
+    fn routed_config_compiles() {
+        let c = Config::parse(ROUTED).unwrap();
+        let t = c.topology().unwrap();
+        let pods = t.network_by_name("pods").unwrap();
+        let gw = pods.spec.gateway.as_ref().unwrap();
+        assert_eq!(gw.mac, derived_mac("pods"), "a stable MAC from the name");
+        assert!(gw.router_advertisements);
+        assert_eq!(t.ports().count(), 2, "the host port is a port");
+        assert!(t.ports().any(|p| p.spec.name == "podswitch0-sw"));
+        let r = c.routing(&t).unwrap();
+        assert_eq!(r.routes.len(), 4, "two configured, two defaults to the node");
+        assert_eq!(r.neighbours.len(), 2, "the pod's two addresses");
+        assert_eq!(r.node_routes.len(), 2);
+        assert_eq!(r.node_routes[0].1, "198.18.255.1".parse::<IpAddr>().unwrap());
+        let routes = Routes::build(&t, &r.routes).unwrap();
+        assert_eq!(
+            routes.lookup4("8.8.8.8".parse().unwrap()),
+            Some(switch_core::tables::Hop::Via {
+                network: t.network_by_name("host").unwrap().spec.id,
+                ip: "198.18.255.2".parse().unwrap()
+            }),
+            "the default route goes to the node"
+        );
+    }
+
+    #[test]
+    fn routing_errors_name_the_problem() {
+        let with = |from: &str, to: &str| {
+            assert!(ROUTED.contains(from), "{from}");
+            err(&ROUTED.replace(from, to))
+        };
+        let e = with("\"198.18.1.1/24\"", "\"198.18.1.0/24\"");
+        assert!(e.contains("not a host address"), "{e}");
+        let e = with("\"198.18.1.1/24\"", "\"198.18.1.1/24\", \"198.18.9.1/24\"");
+        assert!(e.contains("at most one address per family"), "{e}");
+        let e = with("drop = true", "drop = true\nvia = \"198.18.1.9\"");
+        assert!(e.contains("exactly one of via, network, port or drop"), "{e}");
+        let e = with("via = \"198.18.1.254\"", "via = \"192.0.2.1\"");
+        assert!(e.contains("not inside any network's gateway subnet"), "{e}");
+        let e = with("macs = [\"02:00:00:00:00:0a\"]", "");
+        assert!(e.contains("give exactly one in macs"), "{e}");
+        let e = with("\"198.18.1.10\"", "\"198.18.7.10\"");
+        assert!(e.contains("not a host of network \"pods\""), "{e}");
+        let e = with("\"198.18.255.2/24\"", "\"198.18.255.1/24\"");
+        assert!(e.contains("other than the gateway"), "{e}");
+        let e = with("prefix = \"198.19.0.0/16\"", "prefix = \"198.19.0.1/16\"");
+        assert!(e.contains("host bits"), "{e}");
+        let e = with("gateway = [\"198.18.255.1/24\", \"2001:db8:ff::1/64\"]", "");
+        assert!(e.contains("gateway_mac and router_advertisements need gateway addresses"), "{e}");
+        let e = err(&ROUTED
+            .replace("gateway = [\"198.18.255.1/24\", \"2001:db8:ff::1/64\"]", "")
+            .replace("gateway_mac = \"02:00:00:00:ff:01\"", ""));
+        assert!(e.contains("has no gateway"), "{e}");
+    }
 }

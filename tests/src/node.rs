@@ -143,9 +143,13 @@ impl Node {
 
     /// Scrapes the metrics endpoint.
     pub fn metrics(&self) -> Result<Metrics> {
+        Metrics::parse(&self.metrics_text()?)
+    }
+
+    /// The metrics endpoint's text.
+    pub fn metrics_text(&self) -> Result<String> {
         let port = self.metrics_port.context("daemon has no metrics endpoint")?;
-        let text = self.ns.within(move || crate::metrics::scrape(port))??;
-        Metrics::parse(&text)
+        self.ns.within(move || crate::metrics::scrape(port))?
     }
 
     /// Sends SIGTERM and waits for exit; returns the exit status and the log.

@@ -30,17 +30,20 @@ pub(super) struct Parked {
     pub since_s: u32,
 }
 
-/// The bounded queue of parked packets of one worker (allocated once).
+/// The bounded queue of parked packets of one worker (allocated once). One next hop
+/// may hold a quarter of it at most, so a neighbour that never answers cannot starve
+/// the others (Linux bounds its queue per neighbour for the same reason).
 #[derive(Debug)]
 pub struct Pending {
     items: Vec<Parked>,
     capacity: usize,
+    per_key: usize,
 }
 
 impl Pending {
-    /// Room for `capacity` packets.
+    /// Room for `capacity` packets, `capacity / 4` (at least 1) per next hop.
     pub fn new(capacity: usize) -> Pending {
-        Pending { items: Vec::with_capacity(capacity), capacity }
+        Pending { items: Vec::with_capacity(capacity), capacity, per_key: capacity.div_ceil(4).max(1) }
     }
 
     /// Packets waiting.
@@ -53,12 +56,9 @@ impl Pending {
         self.items.is_empty()
     }
 
-    pub(super) fn is_full(&self) -> bool {
-        self.items.len() >= self.capacity
-    }
-
-    pub(super) fn waits_for(&self, key: NeighKey) -> bool {
-        self.items.iter().any(|p| p.key == key)
+    /// True if another packet for `key` cannot wait (the queue, or its share, is full).
+    pub(super) fn refuses(&self, key: NeighKey) -> bool {
+        self.items.len() >= self.capacity || self.items.iter().filter(|p| p.key == key).count() >= self.per_key
     }
 
     pub(super) fn push(&mut self, p: Parked) {

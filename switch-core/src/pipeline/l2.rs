@@ -31,7 +31,7 @@ impl LearnDedup {
 
     /// True if the event is new (and remembers it).
     #[inline]
-    fn first_time(&mut self, key: u64, port: u16) -> bool {
+    pub(super) fn first_time(&mut self, key: u64, port: u16) -> bool {
         let tag = (key ^ (u64::from(port) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let slot = &mut self.slots[(tag >> 56) as usize % DEDUP_SLOTS];
         if *slot == tag {

@@ -206,12 +206,16 @@ fn ipv6(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize,
     }
 }
 
-/// Parks the packet until `key` resolves; tells control the first time.
+/// Parks the packet until `key` resolves (or drops it if it cannot wait); either way
+/// control hears of the miss, once per key and tables generation.
 fn park(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, key: NeighKey, egress: NetworkId, port: Option<PortId>) -> Next {
-    if ctx.pending.is_full() {
+    let folded = (key.ip as u64) ^ ((key.ip >> 64) as u64);
+    if ctx.dedup.first_time(folded, key.network ^ 0x8000) {
+        tell(ctx, NeighEvent::Miss(key));
+    }
+    if ctx.pending.refuses(key) {
         return Next::Drop(DropReason::NeighQueueFull);
     }
-    let first = !ctx.pending.waits_for(key);
     ctx.pending.push(super::control::Parked {
         desc: *d,
         meta: *m,
@@ -222,9 +226,6 @@ fn park(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, key: NeighKey, egress: NetworkId,
         since_s: ctx.now_s,
     });
     ctx.stats.l3.parked.add(1);
-    if first {
-        tell(ctx, NeighEvent::Miss(key));
-    }
     Next::Parked
 }
 

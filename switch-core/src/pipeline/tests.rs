@@ -128,6 +128,17 @@ impl Rig {
         }
     }
 
+    /// Publishes new routes (connected ones stay), as control does on a change.
+    pub(super) fn set_routes(&mut self, routes: &[RouteSpec]) {
+        self.routes = Arc::new(Routes::build(&self.topo, routes).unwrap());
+        self.publisher.publish(Parts {
+            topology: self.topo.clone(),
+            fdb: Arc::new(self.learner.build()),
+            routes: self.routes.clone(),
+            neigh: Arc::new(self.resolver.build()),
+        });
+    }
+
     pub(super) fn sent(&mut self, port: u16) -> Vec<Vec<u8>> {
         self.mem(port).take_sent()
     }

@@ -423,7 +423,8 @@ fn too_big_for_the_next_hop_gets_frag_needed_or_packet_too_big_with_the_mtu() {
 fn unresolvable_next_hop_queue_is_bounded_retried_then_fails_with_host_unreachable() {
     use etherparse::icmpv4::DestUnreachableHeader;
     let mut r = rig(&[], &[]);
-    // 64 can wait (the rig's pending size); the rest are dropped and counted.
+    // 16 can wait (a quarter of the rig's 64 per next hop); the rest are dropped and
+    // counted.
     for i in 0..100u8 {
         let mut p = udp4(POD_A, GW_A, "198.18.1.10", "198.18.2.99", 64, 10);
         p[14 + 28] = i;
@@ -431,25 +432,28 @@ fn unresolvable_next_hop_queue_is_bounded_retried_then_fails_with_host_unreachab
     }
     r.worker.poll_once(r.now_s);
     r.control();
-    assert_eq!(r.worker.parked(), 64);
-    assert_eq!(r.drops(DropReason::NeighQueueFull), 36);
-    assert_eq!(r.sent(1).len(), 1, "one request, not one per packet");
+    assert_eq!(r.worker.parked(), 16);
+    assert_eq!(r.drops(DropReason::NeighQueueFull), 84);
+    // Another next hop still gets its share.
+    r.send(0, &udp4(POD_A, GW_A, "198.18.1.10", "198.18.2.98", 64, 10));
+    assert_eq!(r.worker.parked(), 17);
+    assert_eq!(r.sent(1).len(), 2, "one request per next hop, not one per packet");
     // Retries, one a second, then failure.
     for s in 1..=2 {
         r.now_s = s;
         r.control();
-        assert_eq!(r.sent(1).len(), 1, "retry at {s} s");
+        assert_eq!(r.sent(1).len(), 2, "retries at {s} s");
     }
     r.now_s = 3;
     r.control();
     assert_eq!(r.worker.parked(), 0);
     let errors = r.sent(0);
-    assert_eq!(errors.len(), 64, "every parked packet gets host unreachable");
+    assert_eq!(errors.len(), 17, "every parked packet gets host unreachable");
     let (_, _, ty, quoted) = icmp4_of(&errors[5]);
     assert_eq!(ty, Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Host));
     assert_eq!(quoted[28], 5, "in arrival order");
-    assert_eq!(r.drops(DropReason::NeighFailed), 64);
-    assert_eq!(r.resolver.stats.failed, 1);
+    assert_eq!(r.drops(DropReason::NeighFailed), 17);
+    assert_eq!(r.resolver.stats.failed, 2);
     // While failed, new packets are refused at once; after the hold, resolution restarts.
     r.send(0, &udp4(POD_A, GW_A, "198.18.1.10", "198.18.2.99", 64, 10));
     assert_eq!(r.sent(0).len(), 1);
@@ -458,7 +462,7 @@ fn unresolvable_next_hop_queue_is_bounded_retried_then_fails_with_host_unreachab
     r.send(0, &udp4(POD_A, GW_A, "198.18.1.10", "198.18.2.99", 64, 10));
     assert_eq!(r.worker.parked(), 1);
     assert_eq!(r.sent(1).len(), 1, "a new request");
-    assert_eq!(r.worker.stats().l3.solicits.get(), 4);
+    assert_eq!(r.worker.stats().l3.solicits.get(), 7);
     let a = r.worker.account();
     assert!(a.balanced(), "{a}");
 }
@@ -512,6 +516,43 @@ fn routes_via_a_next_hop_and_between_vlans_on_one_trunk() {
     let out = r.sent(1);
     assert_eq!(out.len(), 1);
     assert_eq!(&out[0][12..14], &[0x08, 0x00]);
+}
+
+#[test]
+fn a_route_change_under_traffic_loses_nothing() {
+    let via = |ip: &str| RouteSpec {
+        prefix: "198.19.0.0/16".parse().unwrap(),
+        target: RouteTarget::Via(ip.parse().unwrap()),
+    };
+    // Two routers on network 1: R1 behind port 1, R2 behind port 2.
+    let mut r = rig(&[access(2, 1)], &[via("198.18.2.101")]);
+    let (r1, r2) = (mac(0x51), mac(0x52));
+    r.send(1, &arp(ArpOperation::Reply, r1, "198.18.2.101", GW_B, "198.18.2.1"));
+    r.send(2, &arp(ArpOperation::Reply, r2, "198.18.2.102", GW_B, "198.18.2.1"));
+    let p = udp4(POD_A, GW_A, "198.18.1.10", "198.19.0.7", 64, 10);
+    let (mut to_r1, mut to_r2) = (0, 0);
+    for round in 0..40 {
+        for _ in 0..64 {
+            r.mem(0).push_rx(&p);
+        }
+        // Switch routers every 10 rounds, between two polls, as control publishes.
+        if round % 10 == 5 {
+            r.set_routes(&[via(if round % 20 == 5 { "198.18.2.102" } else { "198.18.2.101" })]);
+        }
+        r.worker.poll_once(r.now_s);
+        for f in r.sent(1) {
+            assert_eq!(&f[0..6], &r1.0);
+            to_r1 += 1;
+        }
+        for f in r.sent(2) {
+            assert_eq!(&f[0..6], &r2.0);
+            to_r2 += 1;
+        }
+    }
+    assert_eq!(to_r1 + to_r2, 40 * 64, "every packet went to one router or the other");
+    assert!(to_r1 >= 64 * 10 && to_r2 >= 64 * 10, "{to_r1} {to_r2}");
+    let s = r.worker.stats();
+    assert_eq!(crate::stats::DropReason::ALL.iter().map(|d| s.drops(*d)).sum::<u64>(), 0);
 }
 
 mod fuzz {
