@@ -82,3 +82,128 @@ pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
     }
     w
 }
+
+/// MAC of network "a"'s gateway in [`routed_worker`].
+pub const GW_A: [u8; 6] = [2, 0xaa, 0, 0, 0, 1];
+
+/// A 64-byte IPv4/UDP frame from `SRC` to the gateway, with a valid header checksum.
+pub fn ipv4_frame(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut f = frame(GW_A, SRC, 64);
+    f[26..30].copy_from_slice(&src.octets());
+    f[30..34].copy_from_slice(&dst.octets());
+    let c = switch_core::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// A 64-byte IPv6/UDP frame from `SRC` to the gateway.
+pub fn ipv6_frame(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 66];
+    f[0..6].copy_from_slice(&GW_A);
+    f[6..12].copy_from_slice(&SRC);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    f[14..22].copy_from_slice(&[0x60, 0, 0, 0, 0, 12, 17, 64]);
+    f[22..38].copy_from_slice(&src.octets());
+    f[38..54].copy_from_slice(&dst.octets());
+    f[58..60].copy_from_slice(&12u16.to_be_bytes());
+    f
+}
+
+/// A worker that routes: network "a" (198.18.1.0/24, 2001:db8:1::/64, gateway `GW_A`)
+/// on port 0, network "b" (198.18.2.0/24, 2001:db8:2::/64) on port 1 with `KNOWN`
+/// answering for 198.18.2.254, 2001:db8:2::fe and hosts 10-73 of both subnets.
+/// `routes` go via 198.18.2.254 or 2001:db8:2::fe. Port 0 receives `frames` over and
+/// over.
+pub fn routed_worker(frames: Vec<Vec<u8>>, routes: &[switch_core::tables::Prefix]) -> Worker {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use switch_core::tables::{Gateway, NeighKey, Resolver, RouteSpec, RouteTarget, Routes};
+    use switch_core::wire::EthernetAddress;
+    let gw = |mac: [u8; 6], n: u8| Gateway {
+        mac: EthernetAddress(mac),
+        v4: Some((Ipv4Addr::new(198, 18, n, 1), 24)),
+        v6: Some((Ipv6Addr::new(0x2001, 0xdb8, u16::from(n), 0, 0, 0, 0, 1), 64)),
+        router_advertisements: false,
+    };
+    let nets = [
+        NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 300, gateway: Some(gw(GW_A, 1)) },
+        NetworkSpec { id: NetworkId(1), name: "b".into(), ageing_s: 300, gateway: Some(gw([2, 0xbb, 0, 0, 0, 1], 2)) },
+    ];
+    let port = |id: u16, mac: [u8; 6]| PortSpec {
+        id: PortId(id),
+        name: format!("p{id}"),
+        mode: PortMode::Access { network: NetworkId(id) },
+        static_macs: vec![EthernetAddress(mac)],
+    };
+    let topo = Arc::new(Topology::new(&nets, &[port(0, SRC), port(1, KNOWN)], 8).expect("valid topology"));
+    let mut learner = Learner::new(1024);
+    learner.sync_topology(&topo);
+    let mut resolver = Resolver::new(Default::default());
+    let b = NetworkId(1);
+    let known = EthernetAddress(KNOWN);
+    resolver.set_static(NeighKey::v4(b, Ipv4Addr::new(198, 18, 2, 254)), known);
+    resolver.set_static(NeighKey::v6(b, Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0xfe)), known);
+    for h in 10..74 {
+        resolver.set_static(NeighKey::v4(b, Ipv4Addr::new(198, 18, 2, h)), known);
+        resolver.set_static(NeighKey::v6(b, Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, u16::from(h))), known);
+    }
+    let specs: Vec<RouteSpec> = routes
+        .iter()
+        .map(|p| {
+            let via = match p {
+                switch_core::tables::Prefix::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 18, 2, 254)),
+                switch_core::tables::Prefix::V6(_) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0xfe)),
+            };
+            RouteSpec { prefix: *p, target: RouteTarget::Via(via) }
+        })
+        .collect();
+    let publisher = Publisher::new(Parts {
+        topology: topo.clone(),
+        fdb: Arc::new(learner.build()),
+        routes: Arc::new(Routes::build(&topo, &specs).expect("valid routes")),
+        neigh: Arc::new(resolver.build()),
+    });
+    let queues = WorkerQueues::new(1024);
+    let umem =
+        Umem::new(&UmemConfig { frames: 4096, frame_size: 4096, hugepages: HugepagePolicy::Auto }).expect("UMEM");
+    let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8, pending: 64 };
+    let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues, Clock::new());
+    w.add_port(PortId(0), Port::Memory(MemoryPort::replaying("p0", frames)));
+    w.add_port(PortId(1), Port::Memory(MemoryPort::replaying("p1", vec![])));
+    // The publisher may go: the worker holds the snapshot it needs.
+    drop(publisher);
+    w
+}
+
+/// `n` distinct unicast IPv4 prefixes, /16 to /28 (mostly /24, as in Internet tables),
+/// from a fixed seed, none inside 198.18.0.0/15 (the networks' own subnets). In-memory
+/// benchmark tables only: no packet to them leaves the process.
+pub fn random_v4_prefixes(n: usize) -> Vec<switch_core::tables::Prefix> {
+    use switch_core::tables::{Ipv4Prefix, Prefix};
+    let mut seen = std::collections::HashSet::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = match x % 10 {
+            0 => 16,
+            1 => 20,
+            2 => 22,
+            3 => 28,
+            _ => 24,
+        } as u8;
+        let addr = (x >> 32) as u32 & (u32::MAX << (32 - len));
+        // Unicast space only (1-223, not loopback), and not the networks' own.
+        let first = addr >> 24;
+        let ours = addr >> 17 == u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) >> 17;
+        if first == 0 || first == 127 || first >= 224 || ours {
+            continue;
+        }
+        let p = Ipv4Prefix::new(addr.into(), len).expect("host bits cleared");
+        if seen.insert(p) {
+            out.push(Prefix::V4(p));
+        }
+    }
+    out
+}

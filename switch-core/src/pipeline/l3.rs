@@ -29,11 +29,57 @@ const ICMP6_MAX: usize = 1280;
 const OWN_TTL: u8 = 64;
 
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &Outputs) {
+    let mut memo = Memo::EMPTY;
     for i in 0..batch.len {
         if batch.meta[i].next == Next::L3 {
-            one(ctx, out, &mut batch.desc[i], &mut batch.meta[i]);
+            one(ctx, out, &mut batch.desc[i], &mut batch.meta[i], &mut memo);
         }
     }
+}
+
+/// Where a routed packet goes: everything `apply` needs, resolved once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Adjacency {
+    egress: NetworkId,
+    port: Option<PortId>,
+    mac: EthernetAddress,
+    src: EthernetAddress,
+    /// The egress port's MTU (u32::MAX when the port is not known: flooded).
+    mtu: u32,
+}
+
+/// The last destination a batch routed, and its adjacency: packets of a flow come in
+/// runs. Valid for one batch (one snapshot).
+struct Memo {
+    network: u16,
+    v6: bool,
+    dst: u128,
+    adj: Option<Adjacency>,
+}
+
+impl Memo {
+    const EMPTY: Memo = Memo { network: u16::MAX, v6: false, dst: 0, adj: None };
+
+    #[inline]
+    fn get(&self, network: u16, v6: bool, dst: u128) -> Option<Adjacency> {
+        if self.network == network && self.v6 == v6 && self.dst == dst {
+            self.adj
+        } else {
+            None
+        }
+    }
+}
+
+/// True if the IPv4 header `h` (IHL bytes) sums to all ones; unrolled for the common
+/// 20-byte header.
+#[inline]
+fn ipv4_header_ok(h: &[u8]) -> bool {
+    if h.len() == 20 {
+        let w = |i: usize| u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
+        let s = w(0) + w(2) + w(4) + w(6) + w(8) + w(10) + w(12) + w(14) + w(16) + w(18);
+        return checksum::fold(s) == 0xffff;
+    }
+    checksum::checksum(h) == 0
 }
 
 #[inline]
@@ -62,7 +108,7 @@ fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
     Ipv6Addr::from(a)
 }
 
-fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta) {
+fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, memo: &mut Memo) {
     let tables = ctx.tables;
     let Some(gw) = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref()) else {
         // l2 only sends frames of networks with a gateway here.
@@ -73,8 +119,8 @@ fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta) {
     let ethertype = u16_at(ctx.umem.data(d.addr, d.len), l2 - 2);
     m.next = match EtherType(ethertype) {
         EtherType::ARP => arp(ctx, d, m, l2, gw),
-        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, gw),
-        EtherType::IPV6 => ipv6(ctx, out, d, m, l2, gw),
+        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, gw, memo),
+        EtherType::IPV6 => ipv6(ctx, out, d, m, l2, gw, memo),
         _ => Next::Drop(DropReason::L3Unsupported),
     };
 }
@@ -131,12 +177,21 @@ fn arp(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
     next
 }
 
-fn ipv4(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize, gw: &Gateway) -> Next {
+#[allow(clippy::too_many_arguments)]
+fn ipv4(
+    ctx: &mut Ctx<'_>,
+    out: &Outputs,
+    d: &mut Desc,
+    m: &mut Meta,
+    l2: usize,
+    gw: &Gateway,
+    memo: &mut Memo,
+) -> Next {
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     // Classify checked version, IHL and lengths; routers also check the checksum.
-    if checksum::checksum(&ip[..ihl]) != 0 {
+    if !ipv4_header_ok(&ip[..ihl]) {
         return Next::Drop(DropReason::Ipv4BadChecksum);
     }
     let dst = v4_at(ip, 16);
@@ -146,11 +201,16 @@ fn ipv4(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize,
     if dst == gw4 {
         return local4(ctx, d, m, l2, gw4, gw);
     }
-    if dst.is_multicast() || dst.is_broadcast() || gw.subnet4().is_some_and(|s| s.broadcast() == dst) {
+    let broadcast = ctx.tables.topology.network(NetworkId(m.network)).map(|n| n.gw_broadcast4);
+    if dst.is_multicast() || dst.is_broadcast() || broadcast == Some(dst) {
         return Next::Drop(DropReason::L3Multicast);
     }
     if ip[8] <= 1 {
         return error4(ctx, d, m, l2, icmp::TYPE_TIME_EXCEEDED, 0, 0, DropReason::TtlExceeded);
+    }
+    let dst_key = u128::from(u32::from(dst));
+    if let Some(adj) = memo.get(m.network, false, dst_key) {
+        return apply(ctx, d, m, &adj, false);
     }
     let (network, port, nh) = match ctx.tables.routes.lookup4(dst) {
         None => return error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 0, 0, DropReason::NoRoute),
@@ -161,13 +221,28 @@ fn ipv4(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize,
     };
     let key = NeighKey::v4(network, nh);
     match ctx.tables.neigh.lookup(key) {
-        Some(NeighState::Reachable(mac)) => finish(ctx, out, d, m, network, port, mac, false),
+        Some(NeighState::Reachable(mac)) => match adjacency(ctx, out, network, port, mac) {
+            Some(adj) => {
+                *memo = Memo { network: m.network, v6: false, dst: dst_key, adj: Some(adj) };
+                apply(ctx, d, m, &adj, false)
+            }
+            None => Next::Drop(DropReason::NoRoute),
+        },
         Some(NeighState::Failed) => error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 1, 0, DropReason::NeighFailed),
         None => park(ctx, d, m, key, network, port),
     }
 }
 
-fn ipv6(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize, gw: &Gateway) -> Next {
+#[allow(clippy::too_many_arguments)]
+fn ipv6(
+    ctx: &mut Ctx<'_>,
+    out: &Outputs,
+    d: &mut Desc,
+    m: &mut Meta,
+    l2: usize,
+    gw: &Gateway,
+    memo: &mut Memo,
+) -> Next {
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
     let (src, dst) = (v6_at(ip, 8), v6_at(ip, 24));
@@ -189,6 +264,10 @@ fn ipv6(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize,
     if ip[7] <= 1 {
         return error6(ctx, d, m, l2, icmpv6::ty::TIME_EXCEEDED, 0, 0, gw, DropReason::TtlExceeded);
     }
+    let dst_key = u128::from(dst);
+    if let Some(adj) = memo.get(m.network, true, dst_key) {
+        return apply(ctx, d, m, &adj, true);
+    }
     let (network, port, nh) = match ctx.tables.routes.lookup6(dst) {
         None => return error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 0, 0, gw, DropReason::NoRoute),
         Some(Hop::Drop) => return Next::Drop(DropReason::RouteDrop),
@@ -198,7 +277,13 @@ fn ipv6(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize,
     };
     let key = NeighKey::v6(network, nh);
     match ctx.tables.neigh.lookup(key) {
-        Some(NeighState::Reachable(mac)) => finish(ctx, out, d, m, network, port, mac, true),
+        Some(NeighState::Reachable(mac)) => match adjacency(ctx, out, network, port, mac) {
+            Some(adj) => {
+                *memo = Memo { network: m.network, v6: true, dst: dst_key, adj: Some(adj) };
+                apply(ctx, d, m, &adj, true)
+            }
+            None => Next::Drop(DropReason::NoRoute),
+        },
         Some(NeighState::Failed) => {
             error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 3, 0, gw, DropReason::NeighFailed)
         }
@@ -229,8 +314,74 @@ fn park(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, key: NeighKey, egress: NetworkId,
     Next::Parked
 }
 
-/// Sends a routed packet to `mac` on `egress`: MTU check, TTL / hop limit decrement,
-/// MAC rewrite, egress port.
+/// Resolves how to reach `mac` on `egress`: the port (given, or from the FDB; None
+/// floods), the gateway MAC to send from and the port's MTU.
+#[inline]
+fn adjacency(
+    ctx: &Ctx<'_>,
+    out: &Outputs,
+    egress: NetworkId,
+    port: Option<PortId>,
+    mac: EthernetAddress,
+) -> Option<Adjacency> {
+    let tables = ctx.tables;
+    let egw = tables.topology.network(egress).and_then(|n| n.spec.gateway.as_ref())?;
+    let port = port.or_else(|| tables.fdb.lookup(egress, mac).map(|e| e.port));
+    let mtu = match port {
+        Some(p) => {
+            let tag =
+                tables.topology.port(p).and_then(|e| e.egress.get(egress.0 as usize).copied()).unwrap_or(NOT_MEMBER);
+            out.max_frame(p).saturating_sub(14 + if tag == UNTAGGED || tag == NOT_MEMBER { 0 } else { 4 })
+        }
+        None => u32::MAX,
+    };
+    Some(Adjacency { egress, port, mac, src: egw.mac, mtu })
+}
+
+/// Sends a routed packet through `adj`: MTU check, TTL / hop limit decrement, MAC
+/// rewrite, egress port.
+#[inline]
+fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: bool) -> Next {
+    let l2 = l2_len(m);
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let (len, df) = if v6 {
+        (40 + u32::from(u16_at(b, l2 + 4)), true)
+    } else {
+        (u32::from(u16_at(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
+    };
+    if len > adj.mtu {
+        let tables = ctx.tables;
+        let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
+        return match (v6, df, in_gw) {
+            (true, _, Some(gw)) => {
+                error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, adj.mtu, gw, DropReason::FragNeeded)
+            }
+            (false, true, Some(_)) => {
+                error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, adj.mtu as u16, DropReason::FragNeeded)
+            }
+            _ => Next::Drop(DropReason::FragNeeded),
+        };
+    }
+    if v6 {
+        b[l2 + 7] -= 1;
+    } else {
+        let old = u16_at(b, l2 + 8);
+        b[l2 + 8] -= 1;
+        let check = checksum::update(u16_at(b, l2 + 10), old, u16_at(b, l2 + 8));
+        b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
+    }
+    b[0..6].copy_from_slice(&adj.mac.0);
+    b[6..12].copy_from_slice(&adj.src.0);
+    m.network = adj.egress.0;
+    m.routed = true;
+    ctx.stats.l3.routed.add(1);
+    match adj.port {
+        Some(p) => Next::Port(p),
+        None => Next::Flood,
+    }
+}
+
+/// Sends a routed packet to `mac` on `egress` (a released parked packet).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     ctx: &mut Ctx<'_>,
@@ -242,51 +393,9 @@ pub(super) fn finish(
     mac: EthernetAddress,
     v6: bool,
 ) -> Next {
-    let tables = ctx.tables;
-    let Some(egw) = tables.topology.network(egress).and_then(|n| n.spec.gateway.as_ref()) else {
-        return Next::Drop(DropReason::NoRoute);
-    };
-    let port = port.or_else(|| tables.fdb.lookup(egress, mac).map(|e| e.port));
-    let l2 = l2_len(m);
-    if let Some(p) = port {
-        let tag = tables.topology.port(p).and_then(|e| e.egress.get(egress.0 as usize).copied()).unwrap_or(NOT_MEMBER);
-        let mtu = out.max_frame(p).saturating_sub(14 + if tag == UNTAGGED || tag == NOT_MEMBER { 0 } else { 4 });
-        let b = ctx.umem.data(d.addr, d.len);
-        let (len, df) = if v6 {
-            (40 + u32::from(u16_at(b, l2 + 4)), true)
-        } else {
-            (u32::from(u16_at(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
-        };
-        if len > mtu {
-            let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
-            return match (v6, df, in_gw) {
-                (true, _, Some(gw)) => {
-                    error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, mtu, gw, DropReason::FragNeeded)
-                }
-                (false, true, Some(_)) => {
-                    error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, mtu as u16, DropReason::FragNeeded)
-                }
-                _ => Next::Drop(DropReason::FragNeeded),
-            };
-        }
-    }
-    let b = ctx.umem.data_mut(d.addr, d.len);
-    if v6 {
-        b[l2 + 7] -= 1;
-    } else {
-        let old = u16_at(b, l2 + 8);
-        b[l2 + 8] -= 1;
-        let check = checksum::update(u16_at(b, l2 + 10), old, u16_at(b, l2 + 8));
-        b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
-    }
-    b[0..6].copy_from_slice(&mac.0);
-    b[6..12].copy_from_slice(&egw.mac.0);
-    m.network = egress.0;
-    m.routed = true;
-    ctx.stats.l3.routed.add(1);
-    match port {
-        Some(p) => Next::Port(p),
-        None => Next::Flood,
+    match adjacency(ctx, out, egress, port, mac) {
+        Some(adj) => apply(ctx, d, m, &adj, v6),
+        None => Next::Drop(DropReason::NoRoute),
     }
 }
 

@@ -161,7 +161,9 @@ impl Routes {
             }
         }
         let connected = table.clone();
-        let mut seen = std::collections::HashSet::new();
+        let connected_at: std::collections::HashMap<Prefix, usize> =
+            connected.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
+        let mut seen = std::collections::HashSet::with_capacity(specs.len());
         for r in specs {
             let name = r.prefix.to_string();
             if !seen.insert(r.prefix) {
@@ -218,8 +220,9 @@ impl Routes {
                 }
                 RouteTarget::Drop => Hop::Drop,
             };
-            match table.iter_mut().find(|(p, _)| *p == r.prefix) {
-                Some(e) => e.1 = hop,
+            // A route for exactly a connected prefix replaces it.
+            match connected_at.get(&r.prefix) {
+                Some(&i) => table[i].1 = hop,
                 None => table.push((r.prefix, hop)),
             }
         }

@@ -157,6 +157,8 @@ pub struct NetworkEntry {
     pub flood: Box<[PortId]>,
     /// The gateway MAC as [`EthernetAddress::to_u64`], or `NO_GATEWAY`.
     pub gw_mac: u64,
+    /// The IPv4 subnet's broadcast address, or 0.0.0.0 without one.
+    pub gw_broadcast4: Ipv4Addr,
 }
 
 /// `gw_mac` of a network without a gateway (no MAC has this value: MACs are 48 bits).
@@ -244,7 +246,9 @@ impl Topology {
                 }
                 None => NO_GATEWAY,
             };
-            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]), gw_mac });
+            let gw_broadcast4 =
+                n.gateway.as_ref().and_then(|g| g.subnet4()).map_or(Ipv4Addr::UNSPECIFIED, |s| s.broadcast());
+            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]), gw_mac, gw_broadcast4 });
         }
         let port_slots = ports.iter().map(|p| p.id.0 as usize + 1).max().unwrap_or(0);
         let mut out: Vec<Option<PortEntry>> = vec![None; port_slots];
