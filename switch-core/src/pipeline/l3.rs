@@ -215,7 +215,14 @@ fn ipv4(
     let (network, port, nh) = match ctx.tables.routes.lookup4(dst) {
         None => return error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 0, 0, DropReason::NoRoute),
         Some(Hop::Drop) => return Next::Drop(DropReason::RouteDrop),
-        Some(Hop::Connected { network, port }) => (network, port, dst),
+        Some(Hop::Connected { network, port }) => {
+            // Another network's gateway address: the switch itself answers.
+            let other = ctx.tables.topology.network(network).and_then(|n| n.spec.gateway.as_ref());
+            if other.and_then(|g| g.v4).is_some_and(|(a, _)| a == dst) {
+                return local4(ctx, d, m, l2, dst, gw);
+            }
+            (network, port, dst)
+        }
         Some(Hop::Via { network, ip: std::net::IpAddr::V4(ip) }) => (network, None, ip),
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
     };
@@ -271,7 +278,13 @@ fn ipv6(
     let (network, port, nh) = match ctx.tables.routes.lookup6(dst) {
         None => return error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 0, 0, gw, DropReason::NoRoute),
         Some(Hop::Drop) => return Next::Drop(DropReason::RouteDrop),
-        Some(Hop::Connected { network, port }) => (network, port, dst),
+        Some(Hop::Connected { network, port }) => {
+            let other = ctx.tables.topology.network(network).and_then(|n| n.spec.gateway.as_ref());
+            if other.and_then(|g| g.v6).is_some_and(|(a, _)| a == dst) {
+                return local6_other(ctx, d, m, l2, dst, gw);
+            }
+            (network, port, dst)
+        }
         Some(Hop::Via { network, ip: std::net::IpAddr::V6(ip) }) => (network, None, ip),
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
     };
@@ -430,6 +443,42 @@ fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, g
     Next::Port(ctx.in_port)
 }
 
+/// IPv6 to another network's gateway address: echo is answered from that address,
+/// anything else is dropped.
+fn local6_other(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, addr: Ipv6Addr, gw: &Gateway) -> Next {
+    let b = ctx.umem.data(d.addr, d.len);
+    let ip = &b[l2..];
+    let plen = usize::from(u16_at(ip, 4));
+    let echo = ip[6] == IpProtocol::ICMPV6.0
+        && plen >= 8
+        && matches!(
+            icmpv6::Icmpv6Repr::parse(&ip[40..40 + plen], &v6_at(ip, 8), &addr, ip[7]),
+            Ok(icmpv6::Icmpv6Repr::EchoRequest { .. })
+        );
+    if !echo {
+        return Next::Drop(DropReason::GatewayUnsupported);
+    }
+    echo6(ctx, d, l2, addr, gw)
+}
+
+/// Turns an echo request to `addr` into its reply, in place, back to the sender.
+fn echo6(ctx: &mut Ctx<'_>, d: &Desc, l2: usize, addr: Ipv6Addr, gw: &Gateway) -> Next {
+    // The pseudo-header sum is unchanged by swapping the addresses, so only the type
+    // word changes the checksum.
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let ip = &mut b[l2..];
+    ip[7] = OWN_TTL;
+    ip.copy_within(8..24, 24);
+    ip[8..24].copy_from_slice(&addr.octets());
+    let old = u16_at(ip, 40);
+    ip[40] = icmpv6::ty::ECHO_REPLY;
+    let c = checksum::update(u16_at(ip, 42), old, u16_at(ip, 40));
+    ip[42..44].copy_from_slice(&c.to_be_bytes());
+    answer_macs(b, gw);
+    ctx.stats.l3.echo_replies.add(1);
+    Next::Port(ctx.in_port)
+}
+
 /// ICMPv6 to a gateway address or a multicast group: neighbour discovery and echo.
 fn local6(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
     let b = ctx.umem.data(d.addr, d.len);
@@ -466,22 +515,7 @@ fn local6(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw: &Gateway) ->
             ctx.stats.l3.router_adverts.add(1);
             Some((gw.link_local(), to, router_advert(gw)))
         }
-        icmpv6::Icmpv6Repr::EchoRequest { .. } if gw.owns6(&dst) => {
-            // Echo reply in place: addresses swapped, type 129; the pseudo-header sum is
-            // unchanged by the swap, so only the type word changes the checksum.
-            let b = ctx.umem.data_mut(d.addr, d.len);
-            let ip = &mut b[l2..];
-            ip[7] = OWN_TTL;
-            ip.copy_within(8..24, 24);
-            ip[8..24].copy_from_slice(&dst.octets());
-            let old = u16_at(ip, 40);
-            ip[40] = icmpv6::ty::ECHO_REPLY;
-            let c = checksum::update(u16_at(ip, 42), old, u16_at(ip, 40));
-            ip[42..44].copy_from_slice(&c.to_be_bytes());
-            answer_macs(b, gw);
-            ctx.stats.l3.echo_replies.add(1);
-            return Next::Port(ctx.in_port);
-        }
+        icmpv6::Icmpv6Repr::EchoRequest { .. } if gw.owns6(&dst) => return echo6(ctx, d, l2, dst, gw),
         _ => return Next::Consumed,
     };
     let Some((from, to, msg)) = answer else {

@@ -310,6 +310,30 @@ fn gateway_answers_neighbour_solicitation_router_solicitation_and_echo() {
     let reply = crate::wire::Icmpv6Repr::parse(&out[0][54..], &a6("2001:db8:1::1"), &a6("2001:db8:1::10"), 64);
     assert_eq!(reply, Ok(crate::wire::Icmpv6Repr::EchoReply { ident: 9, seq_no: 2, data: b"hello6" }));
     assert_eq!(r.worker.stats().l3.echo_replies.get(), 2);
+
+    // The other network's gateway answers too, from its own address, through gateway A.
+    let mut e4 = Vec::new();
+    PacketBuilder::ethernet2(POD_A.0, GW_A.0)
+        .ipv4([198, 18, 1, 10], [198, 18, 2, 1], 5)
+        .icmpv4_echo_request(7, 2)
+        .write(&mut e4, b"other")
+        .unwrap();
+    r.send(0, &e4);
+    let out = r.sent(0);
+    let (src, dst, ty, _) = icmp4_of(&out[0]);
+    assert_eq!((src, dst), (a4("198.18.2.1"), a4("198.18.1.10")));
+    assert!(matches!(ty, Icmpv4Type::EchoReply(_)));
+    let mut e6 = Vec::new();
+    PacketBuilder::ethernet2(POD_A.0, GW_A.0)
+        .ipv6(a6("2001:db8:1::10").octets(), a6("2001:db8:2::1").octets(), 5)
+        .icmpv6_echo_request(9, 3)
+        .write(&mut e6, b"other6")
+        .unwrap();
+    r.send(0, &e6);
+    let (src, _, ty, _) = icmp6_of(&r.sent(0)[0]);
+    assert_eq!(src, a6("2001:db8:2::1"));
+    assert!(matches!(ty, Icmpv6Type::EchoReply(_)));
+    assert!(r.sent(1).is_empty(), "nothing asked on network b");
 }
 
 fn icmp4_of(f: &[u8]) -> (Ipv4Addr, Ipv4Addr, Icmpv4Type, Vec<u8>) {
