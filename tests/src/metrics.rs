@@ -19,10 +19,13 @@ pub fn scrape(port: u16) -> Result<String> {
     Ok(body.to_string())
 }
 
+/// A sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// One parsed exposition.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    samples: Vec<(String, Vec<(String, String)>, f64)>,
+    samples: Vec<Sample>,
 }
 
 impl Metrics {

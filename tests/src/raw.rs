@@ -117,7 +117,7 @@ impl RawSocket {
             // SAFETY: every pointer in msg refers to a live local buffer of the given size.
             #[allow(unsafe_code)]
             let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let mut f = buf[..n as usize].to_vec();

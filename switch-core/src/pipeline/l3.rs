@@ -141,7 +141,7 @@ fn answer_macs(b: &mut [u8], gw: &Gateway) {
 }
 
 fn arp(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
-    let Some((gw4, len)) = gw.v4 else {
+    let Some((gw4, _)) = gw.v4 else {
         return Next::Consumed;
     };
     let b = ctx.umem.data_mut(d.addr, d.len);
@@ -157,7 +157,6 @@ fn arp(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
     let subnet = gw.subnet4();
     // Learn the sender when it is a host of the subnet (not an ARP probe from 0.0.0.0).
     let learn = sha.is_unicast() && !spa.is_unspecified() && subnet.is_some_and(|s| s.contains(spa)) && spa != gw4;
-    let _ = len;
     let next = match op {
         1 if tpa == gw4 => {
             a[6..8].copy_from_slice(&2u16.to_be_bytes());
@@ -281,7 +280,7 @@ fn ipv6(
         Some(Hop::Connected { network, port }) => {
             let other = ctx.tables.topology.network(network).and_then(|n| n.spec.gateway.as_ref());
             if other.and_then(|g| g.v6).is_some_and(|(a, _)| a == dst) {
-                return local6_other(ctx, d, m, l2, dst, gw);
+                return local6_other(ctx, d, l2, dst, gw);
             }
             (network, port, dst)
         }
@@ -445,7 +444,7 @@ fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, g
 
 /// IPv6 to another network's gateway address: echo is answered from that address,
 /// anything else is dropped.
-fn local6_other(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, addr: Ipv6Addr, gw: &Gateway) -> Next {
+fn local6_other(ctx: &mut Ctx<'_>, d: &mut Desc, l2: usize, addr: Ipv6Addr, gw: &Gateway) -> Next {
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
     let plen = usize::from(u16_at(ip, 4));
