@@ -225,16 +225,32 @@ fn ipv4(
         Some(Hop::Via { network, ip: std::net::IpAddr::V4(ip) }) => (network, None, ip),
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
     };
-    let key = NeighKey::v4(network, nh);
+    to_next_hop(ctx, out, d, m, NeighKey::v4(network, nh), port, dst_key, memo)
+}
+
+/// Sends a routed packet to its next hop `key` if it is resolved (remembering the
+/// adjacency for the batch), answers with an error if resolution failed, or parks it.
+#[allow(clippy::too_many_arguments)]
+fn to_next_hop(
+    ctx: &mut Ctx<'_>,
+    out: &Outputs,
+    d: &mut Desc,
+    m: &mut Meta,
+    key: NeighKey,
+    port: Option<PortId>,
+    dst_key: u128,
+    memo: &mut Memo,
+) -> Next {
+    let (network, v6) = (NetworkId(key.network), !key.is_v4());
     match ctx.tables.neigh.lookup(key) {
         Some(NeighState::Reachable(mac)) => match adjacency(ctx, out, network, port, mac) {
             Some(adj) => {
-                *memo = Memo { network: m.network, v6: false, dst: dst_key, adj: Some(adj) };
-                apply(ctx, d, m, &adj, false)
+                *memo = Memo { network: m.network, v6, dst: dst_key, adj: Some(adj) };
+                apply(ctx, d, m, &adj, v6)
             }
             None => Next::Drop(DropReason::NoRoute),
         },
-        Some(NeighState::Failed) => error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 1, 0, DropReason::NeighFailed),
+        Some(NeighState::Failed) => neigh_failed(ctx, d, m, v6),
         None => park(ctx, d, m, key, network, port),
     }
 }
@@ -287,20 +303,7 @@ fn ipv6(
         Some(Hop::Via { network, ip: std::net::IpAddr::V6(ip) }) => (network, None, ip),
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
     };
-    let key = NeighKey::v6(network, nh);
-    match ctx.tables.neigh.lookup(key) {
-        Some(NeighState::Reachable(mac)) => match adjacency(ctx, out, network, port, mac) {
-            Some(adj) => {
-                *memo = Memo { network: m.network, v6: true, dst: dst_key, adj: Some(adj) };
-                apply(ctx, d, m, &adj, true)
-            }
-            None => Next::Drop(DropReason::NoRoute),
-        },
-        Some(NeighState::Failed) => {
-            error6(ctx, d, m, l2, icmpv6::ty::DST_UNREACHABLE, 3, 0, gw, DropReason::NeighFailed)
-        }
-        None => park(ctx, d, m, key, network, port),
-    }
+    to_next_hop(ctx, out, d, m, NeighKey::v6(network, nh), port, dst_key, memo)
 }
 
 /// Parks the packet until `key` resolves (or drops it if it cannot wait); either way

@@ -88,21 +88,32 @@ fn arp_of(f: &[u8]) -> ArpRepr {
     ArpRepr::parse(&ArpPacket::new_checked(&f[14..]).unwrap()).unwrap()
 }
 
-/// A neighbour advertisement from `mac` for `target`, to `to` (a gateway).
-fn na(mac: EthernetAddress, target: &str, dst_mac: EthernetAddress, to: &str) -> Vec<u8> {
-    let msg = crate::wire::Icmpv6Repr::NeighborAdvert { flags: 0x60, target: a6(target), target_lladdr: Some(mac) };
+/// An ICMPv6 message in an Ethernet/IPv6 frame with hop limit 255 (as NDP needs).
+fn icmp6_frame(
+    dst_mac: [u8; 6],
+    src_mac: EthernetAddress,
+    src: &Ipv6Addr,
+    dst: &Ipv6Addr,
+    msg: &crate::wire::Icmpv6Repr<'_>,
+) -> Vec<u8> {
     let mut icmp = vec![0u8; msg.buffer_len()];
-    msg.emit(&mut icmp, &a6(target), &a6(to));
+    msg.emit(&mut icmp, src, dst);
     let mut f = Vec::new();
-    f.extend_from_slice(&dst_mac.0);
-    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac.0);
     f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
     f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
     f.extend_from_slice(&[58, 255]);
-    f.extend_from_slice(&a6(target).octets());
-    f.extend_from_slice(&a6(to).octets());
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
     f.extend_from_slice(&icmp);
     f
+}
+
+/// A neighbour advertisement from `mac` for `target`, to `to` (a gateway).
+fn na(mac: EthernetAddress, target: &str, dst_mac: EthernetAddress, to: &str) -> Vec<u8> {
+    let msg = crate::wire::Icmpv6Repr::NeighborAdvert { flags: 0x60, target: a6(target), target_lladdr: Some(mac) };
+    icmp6_frame(dst_mac.0, mac, &a6(target), &a6(to), &msg)
 }
 
 fn ipv4_header_ok(f: &[u8]) -> bool {
@@ -228,16 +239,7 @@ fn gateway_answers_neighbour_solicitation_router_solicitation_and_echo() {
     // NS for the gateway's global address, from a pod with its source link-layer option.
     let ns = crate::wire::Icmpv6Repr::NeighborSolicit { target: a6("2001:db8:1::1"), source_lladdr: Some(POD_A) };
     let (src, dst) = (a6("2001:db8:1::10"), a6("ff02::1:ff00:1"));
-    let mut icmp = vec![0u8; ns.buffer_len()];
-    ns.emit(&mut icmp, &src, &dst);
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0x33, 0x33, 0xff, 0, 0, 1]);
-    f.extend_from_slice(&POD_A.0);
-    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, icmp.len() as u8, 58, 255]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(&icmp);
-    r.send(0, &f);
+    r.send(0, &icmp6_frame([0x33, 0x33, 0xff, 0, 0, 1], POD_A, &src, &dst, &ns));
     let out = r.sent(0);
     assert_eq!(out.len(), 1);
     let s = SlicedPacket::from_ethernet(&out[0]).unwrap();
@@ -258,16 +260,7 @@ fn gateway_answers_neighbour_solicitation_router_solicitation_and_echo() {
     // Router solicitation → advertisement from the link-local address, with the prefix.
     let rs = crate::wire::Icmpv6Repr::RouterSolicit { source_lladdr: Some(POD_A) };
     let (src, dst) = (a6("fe80::10"), a6("ff02::2"));
-    let mut icmp = vec![0u8; rs.buffer_len()];
-    rs.emit(&mut icmp, &src, &dst);
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0x33, 0x33, 0, 0, 0, 2]);
-    f.extend_from_slice(&POD_A.0);
-    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, icmp.len() as u8, 58, 255]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(&icmp);
-    r.send(0, &f);
+    r.send(0, &icmp6_frame([0x33, 0x33, 0, 0, 0, 2], POD_A, &src, &dst, &rs));
     let out = r.sent(0);
     assert_eq!(out.len(), 1);
     let ll = a6("fe80::aa:ff:fe00:1");
