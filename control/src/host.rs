@@ -66,11 +66,6 @@ impl HostPort {
         tracing::info!(node_side = node, switch_side = %switch, routes = routing.node_routes.len(), "host port up");
         Ok(port)
     }
-
-    /// The node side's name.
-    pub fn name(&self) -> &str {
-        &self.node_side
-    }
 }
 
 impl Drop for HostPort {

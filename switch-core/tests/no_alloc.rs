@@ -56,6 +56,19 @@ static GLOBAL: Counting = Counting;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs 5,000 poll loops over five seconds of the worker's clock, counting this
+/// thread's allocations; returns the packets received and the allocations.
+fn poll_counting(w: &mut Worker) -> (usize, usize) {
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
+    let mut packets = 0;
+    for i in 0..5_000 {
+        packets += w.poll_once(i / 1000);
+    }
+    COUNTING.with(|c| c.set(false));
+    (packets, ALLOCS.load(Ordering::SeqCst))
+}
+
 fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
     f[0..6].copy_from_slice(&dst);
@@ -117,15 +130,8 @@ fn worker_loop_allocates_nothing_once_started() {
     w.poll_once(0);
     assert_eq!(learner.learned_len(), 3);
 
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    let mut packets = 0;
-    for i in 0..5_000 {
-        packets += w.poll_once(i / 1000);
-    }
-    COUNTING.with(|c| c.set(false));
-
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "the worker loop allocated");
+    let (packets, allocs) = poll_counting(&mut w);
+    assert_eq!(allocs, 0, "the worker loop allocated");
     assert!(packets > 100_000, "it did work: {packets} packets");
     let s = w.stats();
     assert!(s.ports[2].tx_flood.get() > 0 && s.ports[1].tx_packets.get() > 0);
@@ -204,15 +210,8 @@ fn routing_loop_allocates_nothing_once_started() {
     w.add_port(PortId(1), Port::Memory(MemoryPort::replaying("p1", b)));
     w.poll_once(0);
 
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    let mut packets = 0;
-    for i in 0..5_000 {
-        packets += w.poll_once(i / 1000);
-    }
-    COUNTING.with(|c| c.set(false));
-
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "the routing loop allocated");
+    let (packets, allocs) = poll_counting(&mut w);
+    assert_eq!(allocs, 0, "the routing loop allocated");
     assert!(packets > 100_000, "it did work: {packets} packets");
     let s = w.stats();
     assert!(s.l3.routed.get() > 50_000, "routed {}", s.l3.routed.get());

@@ -4,15 +4,10 @@
 use super::{Batch, Ctx, Next};
 use crate::stats::DropReason;
 use crate::tables::topology::NOT_MEMBER;
-use crate::wire::{arp, ethernet, vlan, Error, EtherType, Ipv4Packet, Ipv6Packet};
+use crate::wire::{arp, ethernet, read_u16, vlan, Error, EtherType, Ipv4Packet, Ipv6Packet};
 
 const ETHERTYPE: usize = 12;
 const SRC_MAC: usize = 6;
-
-#[inline]
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
 
 /// Checks the L3 header the EtherType announces, so that malformed frames are dropped
 /// at the edge. Other EtherTypes are switched as they are.
@@ -57,14 +52,14 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
             m.next = Next::Drop(DropReason::SourceMulticast);
             continue;
         }
-        let outer = u16_at(b, ETHERTYPE);
+        let outer = read_u16(b, ETHERTYPE);
         let (network, ethertype, l3) = if outer == EtherType::VLAN.0 {
             if b.len() < ethernet::HEADER_LEN + vlan::TAG_LEN {
                 m.next = Next::Drop(DropReason::VlanTruncated);
                 continue;
             }
-            let vid = u16_at(b, ethernet::HEADER_LEN) & 0x0fff;
-            let inner = u16_at(b, ethernet::HEADER_LEN + 2);
+            let vid = read_u16(b, ethernet::HEADER_LEN) & 0x0fff;
+            let inner = read_u16(b, ethernet::HEADER_LEN + 2);
             if inner == EtherType::VLAN.0 || inner == EtherType::QINQ.0 {
                 m.next = Next::Drop(DropReason::VlanUnsupported);
                 continue;

@@ -13,10 +13,10 @@
 use super::{Ctx, Meta, Next, Outputs};
 use crate::port::Desc;
 use crate::stats::DropReason;
-use crate::tables::topology::{Gateway, NOT_MEMBER, UNTAGGED};
+use crate::tables::topology::{Gateway, NetworkEntry, NOT_MEMBER, UNTAGGED};
 use crate::tables::{Hop, NeighEvent, NeighKey, NeighState, NetworkId, PortId};
 use crate::wire::icmpv6::PrefixInfo;
-use crate::wire::{checksum, icmp, icmpv6, EtherType, EthernetAddress, IpProtocol};
+use crate::wire::{checksum, icmp, icmpv6, read_u16, EtherType, EthernetAddress, IpProtocol, Ipv4Packet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::Batch;
@@ -70,18 +70,6 @@ impl Memo {
     }
 }
 
-/// True if the IPv4 header `h` (IHL bytes) sums to all ones; unrolled for the common
-/// 20-byte header.
-#[inline]
-fn ipv4_header_ok(h: &[u8]) -> bool {
-    if h.len() == 20 {
-        let w = |i: usize| u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-        let s = w(0) + w(2) + w(4) + w(6) + w(8) + w(10) + w(12) + w(14) + w(16) + w(18);
-        return checksum::fold(s) == 0xffff;
-    }
-    checksum::checksum(h) == 0
-}
-
 #[inline]
 fn l2_len(m: &Meta) -> usize {
     if m.tagged {
@@ -89,11 +77,6 @@ fn l2_len(m: &Meta) -> usize {
     } else {
         14
     }
-}
-
-#[inline]
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 #[inline]
@@ -110,16 +93,17 @@ fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
 
 fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, memo: &mut Memo) {
     let tables = ctx.tables;
-    let Some(gw) = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref()) else {
+    let net = tables.topology.network(NetworkId(m.network));
+    let Some((net, gw)) = net.and_then(|n| n.spec.gateway.as_ref().map(|g| (n, g))) else {
         // l2 only sends frames of networks with a gateway here.
         m.next = Next::Drop(DropReason::L3Unsupported);
         return;
     };
     let l2 = l2_len(m);
-    let ethertype = u16_at(ctx.umem.data(d.addr, d.len), l2 - 2);
+    let ethertype = read_u16(ctx.umem.data(d.addr, d.len), l2 - 2);
     m.next = match EtherType(ethertype) {
         EtherType::ARP => arp(ctx, d, m, l2, gw),
-        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, gw, memo),
+        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, net, memo),
         EtherType::IPV6 => ipv6(ctx, out, d, m, l2, gw, memo),
         _ => Next::Drop(DropReason::L3Unsupported),
     };
@@ -150,7 +134,7 @@ fn arp(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
     if a[0..6] != [0, 1, 8, 0, 6, 4] {
         return Next::Drop(DropReason::ArpUnsupported);
     }
-    let op = u16_at(a, 6);
+    let op = read_u16(a, 6);
     let sha = EthernetAddress::from_bytes(&a[8..14]);
     let spa = v4_at(a, 14);
     let tpa = v4_at(a, 24);
@@ -183,14 +167,16 @@ fn ipv4(
     d: &mut Desc,
     m: &mut Meta,
     l2: usize,
-    gw: &Gateway,
+    net: &NetworkEntry,
     memo: &mut Memo,
 ) -> Next {
+    let Some(gw) = net.spec.gateway.as_ref() else {
+        return Next::Drop(DropReason::L3Unsupported);
+    };
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
     // Classify checked version, IHL and lengths; routers also check the checksum.
-    if !ipv4_header_ok(&ip[..ihl]) {
+    if !Ipv4Packet::new_unchecked(ip).verify_checksum() {
         return Next::Drop(DropReason::Ipv4BadChecksum);
     }
     let dst = v4_at(ip, 16);
@@ -200,8 +186,7 @@ fn ipv4(
     if dst == gw4 {
         return local4(ctx, d, m, l2, gw4, gw);
     }
-    let broadcast = ctx.tables.topology.network(NetworkId(m.network)).map(|n| n.gw_broadcast4);
-    if dst.is_multicast() || dst.is_broadcast() || broadcast == Some(dst) {
+    if dst.is_multicast() || dst.is_broadcast() || net.gw_broadcast4 == dst {
         return Next::Drop(DropReason::L3Multicast);
     }
     if ip[8] <= 1 {
@@ -360,9 +345,9 @@ fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: boo
     let l2 = l2_len(m);
     let b = ctx.umem.data_mut(d.addr, d.len);
     let (len, df) = if v6 {
-        (40 + u32::from(u16_at(b, l2 + 4)), true)
+        (40 + u32::from(read_u16(b, l2 + 4)), true)
     } else {
-        (u32::from(u16_at(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
+        (u32::from(read_u16(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
     };
     if len > adj.mtu {
         let tables = ctx.tables;
@@ -380,9 +365,9 @@ fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: boo
     if v6 {
         b[l2 + 7] -= 1;
     } else {
-        let old = u16_at(b, l2 + 8);
+        let old = read_u16(b, l2 + 8);
         b[l2 + 8] -= 1;
-        let check = checksum::update(u16_at(b, l2 + 10), old, u16_at(b, l2 + 8));
+        let check = checksum::update(read_u16(b, l2 + 10), old, read_u16(b, l2 + 8));
         b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
     }
     b[0..6].copy_from_slice(&adj.mac.0);
@@ -418,14 +403,14 @@ fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, g
     let b = ctx.umem.data_mut(d.addr, d.len);
     let ip = &mut b[l2..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16_at(ip, 2));
+    let total = usize::from(read_u16(ip, 2));
     let proto = ip[9];
     if proto == IpProtocol::UDP.0 {
         // What traceroute to a gateway expects at the last hop.
         return error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 3, 0, DropReason::GatewayUnsupported);
     }
     let is_echo = proto == IpProtocol::ICMP.0 && total >= ihl + icmp::HEADER_LEN && ip[ihl] == icmp::TYPE_ECHO_REQUEST;
-    if !is_echo || u16_at(ip, 6) & 0x3fff != 0 || checksum::checksum(&ip[ihl..total]) != 0 {
+    if !is_echo || read_u16(ip, 6) & 0x3fff != 0 || checksum::checksum(&ip[ihl..total]) != 0 {
         return Next::Drop(DropReason::GatewayUnsupported);
     }
     // Echo reply: addresses swapped, own TTL, type 0 (ICMP checksum fixed incrementally).
@@ -436,9 +421,9 @@ fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, g
     let c = checksum::checksum(&ip[..ihl]);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let icmp = &mut ip[ihl..total];
-    let old = u16_at(icmp, 0);
+    let old = read_u16(icmp, 0);
     icmp[0] = icmp::TYPE_ECHO_REPLY;
-    let c = checksum::update(u16_at(icmp, 2), old, u16_at(icmp, 0));
+    let c = checksum::update(read_u16(icmp, 2), old, read_u16(icmp, 0));
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     answer_macs(b, gw);
     ctx.stats.l3.echo_replies.add(1);
@@ -450,7 +435,7 @@ fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, g
 fn local6_other(ctx: &mut Ctx<'_>, d: &mut Desc, l2: usize, addr: Ipv6Addr, gw: &Gateway) -> Next {
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
-    let plen = usize::from(u16_at(ip, 4));
+    let plen = usize::from(read_u16(ip, 4));
     let echo = ip[6] == IpProtocol::ICMPV6.0
         && plen >= 8
         && matches!(
@@ -472,9 +457,9 @@ fn echo6(ctx: &mut Ctx<'_>, d: &Desc, l2: usize, addr: Ipv6Addr, gw: &Gateway) -
     ip[7] = OWN_TTL;
     ip.copy_within(8..24, 24);
     ip[8..24].copy_from_slice(&addr.octets());
-    let old = u16_at(ip, 40);
+    let old = read_u16(ip, 40);
     ip[40] = icmpv6::ty::ECHO_REPLY;
-    let c = checksum::update(u16_at(ip, 42), old, u16_at(ip, 40));
+    let c = checksum::update(read_u16(ip, 42), old, read_u16(ip, 40));
     ip[42..44].copy_from_slice(&c.to_be_bytes());
     answer_macs(b, gw);
     ctx.stats.l3.echo_replies.add(1);
@@ -486,7 +471,7 @@ fn local6(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw: &Gateway) ->
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
     let (src, dst, hop) = (v6_at(ip, 8), v6_at(ip, 24), ip[7]);
-    let plen = usize::from(u16_at(ip, 4));
+    let plen = usize::from(read_u16(ip, 4));
     let msg = &ip[40..40 + plen];
     let Ok(repr) = icmpv6::Icmpv6Repr::parse(msg, &src, &dst, hop) else {
         return Next::Drop(DropReason::NdpInvalid);
@@ -631,7 +616,7 @@ fn error4(
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let src = v4_at(ip, 12);
     let dst = v4_at(ip, 16);
-    let first_fragment = u16_at(ip, 6) & 0x1fff == 0;
+    let first_fragment = read_u16(ip, 6) & 0x1fff == 0;
     let is_error = ip[9] == IpProtocol::ICMP.0
         && ip.len() > ihl
         && !matches!(ip[ihl], icmp::TYPE_ECHO_REQUEST | icmp::TYPE_ECHO_REPLY | 13..=18);
@@ -643,7 +628,7 @@ fn error4(
         ctx.stats.l3.icmp_rate_limited.add(1);
         return Next::Drop(reason);
     }
-    let quote = (usize::from(u16_at(ip, 2)).min(ip.len())).min(ICMP4_MAX - 28);
+    let quote = (usize::from(read_u16(ip, 2)).min(ip.len())).min(ICMP4_MAX - 28);
     d.len = (l2 + quote) as u32;
     if !prepend_reply_l2(ctx, d, l2, 28, gw.mac) {
         return Next::Drop(DropReason::NoFrame);
@@ -699,7 +684,7 @@ fn error6(
         return Next::Drop(reason);
     }
     let from = if src.is_unicast_link_local() { gw.link_local() } else { gw6 };
-    let quote = (40 + usize::from(u16_at(ip, 4))).min(ip.len()).min(ICMP6_MAX - 48);
+    let quote = (40 + usize::from(read_u16(ip, 4))).min(ip.len()).min(ICMP6_MAX - 48);
     d.len = (l2 + quote) as u32;
     if !prepend_reply_l2(ctx, d, l2, 48, gw.mac) {
         return Next::Drop(DropReason::NoFrame);

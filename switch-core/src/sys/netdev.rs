@@ -12,7 +12,6 @@ use std::os::fd::AsRawFd;
 const SIOCGIFMTU: u64 = 0x8921;
 const SIOCETHTOOL: u64 = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
-const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 
 /// The interface index of `name`, or `NotFound`.
@@ -86,15 +85,6 @@ pub fn set_tx_checksum(name: &str, on: bool) -> io::Result<()> {
     let mut r = IfReq::new(name)?;
     r.data[..8].copy_from_slice(&(v.as_mut_ptr() as u64).to_ne_bytes());
     r.call(SIOCETHTOOL)
-}
-
-/// Whether transmit checksum offload is on.
-pub fn tx_checksum(name: &str) -> io::Result<bool> {
-    let mut v = [ETHTOOL_GTXCSUM, 0];
-    let mut r = IfReq::new(name)?;
-    r.data[..8].copy_from_slice(&(v.as_mut_ptr() as u64).to_ne_bytes());
-    r.call(SIOCETHTOOL)?;
-    Ok(v[1] != 0)
 }
 
 #[cfg(test)]

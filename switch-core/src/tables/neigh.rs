@@ -305,14 +305,6 @@ impl Resolver {
         changed
     }
 
-    /// Removes every non-static entry of networks for which `keep` is false (a network
-    /// went away or lost its gateway).
-    pub fn retain_networks(&mut self, keep: impl Fn(u16) -> bool) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|k, e| e.phase == Phase::Static || keep(k.network));
-        before != self.entries.len()
-    }
-
     /// The snapshot for workers.
     pub fn build(&self) -> Neighbours {
         let mut map = FxHashMap::default();

@@ -63,6 +63,7 @@ impl std::error::Error for Error {}
 /// Result of parsing wire data.
 pub type Result<T> = core::result::Result<T, Error>;
 
+#[inline]
 pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
