@@ -1,10 +1,11 @@
 //! `podswitchd --config FILE`: the TOML configuration, and its validation into the
 //! dataplane's types. Unknown keys are errors, so a typo never silently does nothing.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switch_core::tables::{
     Gateway, NeighConfig, NeighKey, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Prefix, RouteSpec, RouteTarget,
@@ -16,7 +17,7 @@ use switch_core::xdp::XdpMode;
 use switch_core::xsk::HugepagePolicy;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Workers, memory, attach mode.
@@ -42,6 +43,37 @@ pub struct Config {
     pub node: NodeConfig,
     /// The veth pair into the node's own namespace.
     pub host_port: Option<HostPortConfig>,
+    /// The gRPC API's Unix socket.
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// Group (numeric gid) allowed to use the socket besides root; the socket is then
+    /// mode 0660 instead of 0600.
+    #[serde(default)]
+    pub control_socket_gid: Option<u32>,
+    /// Where the desired state is kept across restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Stable ids for networks and ports (from the saved state); file order when None.
+    #[serde(skip)]
+    pub ids: Option<Ids>,
+}
+
+/// Dataplane ids of networks and ports by name. Ids stay with their object for its
+/// life (and across restarts), so counters and learned MACs never move to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    /// Network name → id.
+    pub networks: BTreeMap<String, u16>,
+    /// Port name → id.
+    pub ports: BTreeMap<String, u16>,
+}
+
+fn default_socket() -> PathBuf {
+    "/run/podswitch/podswitchd.sock".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/podswitch".into()
 }
 
 /// `[node]`
@@ -75,7 +107,7 @@ fn default_host_name() -> String {
 }
 
 /// `[[routes]]`: a prefix and exactly one of `via`, `network`, `port` or `drop`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Destinations, e.g. "198.19.0.0/16".
@@ -110,7 +142,8 @@ pub struct Dataplane {
     pub hugepages: Hugepages,
     /// UMEM frame size: 2048 or 4096.
     pub frame_size: u32,
-    /// UMEM frames per worker; derived from the ports' rings when absent.
+    /// UMEM frames per worker; when absent, enough for the configured ports' rings and
+    /// at least 16384 (room for ports added through the API).
     pub umem_frames: Option<u32>,
     /// Entries in each AF_XDP ring (rx, tx, fill, completion): a power of two.
     pub ring_size: u32,
@@ -139,7 +172,7 @@ impl Default for Dataplane {
             hugepages: Hugepages::Auto,
             frame_size: 4096,
             umem_frames: None,
-            ring_size: 2048,
+            ring_size: 512,
             xdp_mode: Mode::NativeOrGeneric,
             max_ports: 256,
             fdb_capacity: 65536,
@@ -186,7 +219,7 @@ pub enum Mode {
 }
 
 /// `[[networks]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Unique name.
@@ -211,7 +244,7 @@ fn default_ageing() -> u32 {
 }
 
 /// `[[ports]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     /// The interface (in the daemon's network namespace).
@@ -233,7 +266,7 @@ pub struct PortConfig {
 }
 
 /// One VLAN on a trunk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VlanConfig {
     /// 1..=4094.
@@ -450,8 +483,14 @@ impl Config {
             if n.ageing_s == 0 {
                 return Err(bad(format!("network {:?}: ageing_s must be at least 1 second", n.name)));
             }
+            let id = match &self.ids {
+                Some(ids) => {
+                    *ids.networks.get(&n.name).ok_or_else(|| bad(format!("network {:?} has no id", n.name)))?
+                }
+                None => i as u16,
+            };
             nets.push(NetworkSpec {
-                id: NetworkId(i as u16),
+                id: NetworkId(id),
                 name: n.name.clone(),
                 ageing_s: n.ageing_s,
                 gateway: n.gateway_spec()?,
@@ -508,7 +547,11 @@ impl Config {
                     p.name
                 )));
             }
-            ports.push(PortSpec { id: PortId(i as u16), name: p.name.clone(), mode, static_macs: macs });
+            let id = match &self.ids {
+                Some(ids) => *ids.ports.get(&p.name).ok_or_else(|| bad(format!("port {:?} has no id", p.name)))?,
+                None => i as u16,
+            };
+            ports.push(PortSpec { id: PortId(id), name: p.name.clone(), mode, static_macs: macs });
         }
         if let Some(h) = &self.host_port {
             if h.name.is_empty() || h.name.len() > 12 {
@@ -522,8 +565,9 @@ impl Config {
             if ports.iter().any(|p| p.name == name || p.name == h.name) {
                 return Err(bad(format!("host_port: a port named {name:?} or {:?} is already configured", h.name)));
             }
+            // The last id is the host port's, so the API's ports never take it.
             ports.push(PortSpec {
-                id: PortId(ports.len() as u16),
+                id: PortId(self.dataplane.max_ports - 1),
                 name,
                 mode: PortMode::Access { network },
                 static_macs: vec![],
@@ -673,7 +717,7 @@ mod tests {
     #[test]
     fn good_config_compiles() {
         let c = Config::parse(GOOD).unwrap();
-        assert_eq!(c.dataplane.ring_size, 2048, "defaults fill what the file leaves out");
+        assert_eq!(c.dataplane.ring_size, 512, "defaults fill what the file leaves out");
         assert_eq!(c.idle_policy(), IdlePolicy::Backoff { max_us: 200 });
         let t = c.topology().unwrap();
         assert_eq!(t.network_by_name("blue").unwrap().spec.ageing_s, 10);

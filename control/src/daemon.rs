@@ -1,28 +1,27 @@
-//! The daemon: builds the dataplane from a [`Config`], runs the control thread, stops
-//! cleanly.
+//! The daemon: builds the dataplane from a [`Config`] and the saved state, runs the
+//! control thread and the API, stops cleanly.
 //!
-//! Threads: one worker per configured core (pinned), one control thread (drains learn
-//! queues, ages the FDB, publishes snapshots, frees retired ones), and an optional
-//! metrics thread. The control and metrics threads run on whatever cores are not the
-//! workers'.
+//! Threads: one worker per configured core (pinned); one control thread (drains learn
+//! and neighbour queues, ages the FDB, publishes snapshots, frees retired ones); the
+//! API (a small tokio runtime serving gRPC on the control socket); and the metrics
+//! endpoint. Everything but the workers runs on the CPUs that are not the workers'.
 
 use crate::config::Config;
-use anyhow::{bail, Context, Result};
+use crate::engine::{Dataplane, Engine, Live, WorkerSide};
+use crate::state::Desired;
+use crate::store::Store;
+use anyhow::{Context, Result};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switch_core::pipeline::BATCH_SIZE;
-use switch_core::port::{Port, XskPort};
 use switch_core::stats::WorkerStats;
-use switch_core::sys::netdev;
 use switch_core::tables::neigh::ResolverStats;
-use switch_core::tables::{
-    Emit, Learner, NeighEvent, Parts, PortMode, Publisher, Resolver, Routes, TablesHandle, TablesReader, Topology,
-};
+use switch_core::tables::{Emit, Learner, NeighEvent, Parts, Publisher, Resolver, Routes, TablesHandle, Topology};
 use switch_core::worker::{Clock, FrameAccount, Worker, WorkerConfig, WorkerQueues};
-use switch_core::xdp::{AttachedMode, Fallback, XdpRedirect};
-use switch_core::xsk::{Backing, BindMode, Umem, UmemConfig, XskConfig, XskSocket, FRAME_HEADROOM};
+use switch_core::xdp::AttachedMode;
+use switch_core::xsk::{Backing, BindMode, Umem, UmemConfig, XskConfig};
 
 /// Events a worker may have in flight to control (and requests from control) before
 /// they count as lost.
@@ -38,8 +37,8 @@ const CONTROL_TICK: Duration = Duration::from_micros(500);
 pub struct View {
     /// Every worker's counters.
     pub workers: Vec<Arc<WorkerStats>>,
-    /// Ports, by id.
-    pub ports: Vec<PortView>,
+    /// The attached ports (changed by the engine).
+    pub ports: Mutex<Vec<PortView>>,
     /// UMEM of each worker.
     pub umems: Vec<UmemView>,
     /// The published tables.
@@ -49,7 +48,18 @@ pub struct View {
     /// MACs that moved between ports.
     pub fdb_moves: AtomicU64,
     /// The neighbour resolver's counters, copied by the control thread.
-    pub neigh: std::sync::Mutex<ResolverStats>,
+    pub neigh: Mutex<ResolverStats>,
+    /// The CPU of each worker.
+    pub cores: Vec<usize>,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+impl View {
+    /// The attached ports, by id.
+    pub fn ports(&self) -> Vec<PortView> {
+        self.ports.lock().map(|p| p.clone()).unwrap_or_default()
+    }
 }
 
 /// A port as the metrics show it.
@@ -80,8 +90,8 @@ pub struct Daemon {
     workers: Vec<JoinHandle<(FrameAccount, Arc<WorkerStats>)>>,
     control: Option<JoinHandle<()>>,
     metrics: Option<crate::metrics::Server>,
-    // Dropped (detached) in `stop`, after the workers have stopped.
-    xdp: Vec<XdpRedirect>,
+    api: Option<crate::server::Server>,
+    engine: Option<Arc<Mutex<Engine>>>,
     // Deleted in `stop`, after XDP is detached from it.
     host: Option<crate::host::HostPort>,
     view: Arc<View>,
@@ -110,60 +120,84 @@ fn umem_frames(cfg: &Config, ports: usize) -> u32 {
         return n;
     }
     // Each port keeps a full fill ring with the kernel and can have a full tx ring in
-    // flight; add room for a batch being flooded, then round up to whole 2 MiB pages.
+    // flight; add room for a batch being flooded, leave room for ports added later,
+    // and round up to whole 2 MiB pages.
     let ring = cfg.dataplane.ring_size;
-    let need = ports as u32 * 2 * ring + 8 * BATCH_SIZE as u32;
+    let need = (ports as u32 * 2 * ring + 8 * BATCH_SIZE as u32).max(MIN_UMEM_FRAMES);
     let per_page = (2 << 20) / cfg.dataplane.frame_size;
     need.div_ceil(per_page) * per_page
 }
 
+/// Frames per worker at least, when the config does not say.
+const MIN_UMEM_FRAMES: u32 = 16384;
+
+/// The CPUs that are not the workers' (all of them if the workers have every one).
+fn other_cpus(cfg: &Config) -> Vec<usize> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rest: Vec<usize> = (0..n).filter(|c| !cfg.dataplane.cores.contains(c)).collect();
+    if rest.is_empty() {
+        (0..n).collect()
+    } else {
+        rest
+    }
+}
+
+/// Pins the calling thread to the first of `cpus` (control threads share it; they are
+/// mostly asleep).
+pub fn pin_to(cpus: &[usize]) {
+    if let Some(c) = cpus.first() {
+        core_affinity::set_for_current(core_affinity::CoreId { id: *c });
+    }
+}
+
 impl Daemon {
-    /// Builds and starts the dataplane.
+    /// Restores (or, on first start, seeds from `cfg`) the desired state, builds the
+    /// dataplane, and starts the control thread, the API and the metrics endpoint.
     pub fn start(cfg: &Config) -> Result<Daemon> {
-        let topology = Arc::new(cfg.topology()?);
-        let routing = cfg.routing(&topology)?;
-        let routes = Arc::new(Routes::build(&topology, &routing.routes)?);
-        let mut resolver = Resolver::new(cfg.neigh_config());
-        for (key, mac) in &routing.neighbours {
-            resolver.set_static(*key, *mac);
-        }
+        let opened = Store::open(&cfg.state_dir).with_context(|| format!("state_dir {}", cfg.state_dir.display()))?;
+        let store = Arc::new(opened.store);
+        let first_start = opened.state.is_none();
+        let desired = match opened.state {
+            Some(d) => {
+                tracing::info!(
+                    generation = d.generation,
+                    networks = d.networks.len(),
+                    ports = d.ports.len(),
+                    routes = d.routes.len(),
+                    replayed = opened.replayed,
+                    torn_bytes = opened.truncated,
+                    "state restored from {}",
+                    cfg.state_dir.display()
+                );
+                if !cfg.networks.is_empty() || !cfg.ports.is_empty() || !cfg.routes.is_empty() {
+                    tracing::info!("the config file's static topology only seeds a first start: the saved state wins");
+                }
+                d
+            }
+            None => Desired::from_config(cfg),
+        };
+        // The saved state must still fit the file's dataplane settings.
+        let all = desired.config(cfg, |_| false);
+        all.topology().and_then(|t| all.routing(&t).map(|_| ())).with_context(|| {
+            format!(
+                "the state saved in {} does not fit this config; fix the config, or move the directory away to \
+                 start from the config's topology",
+                cfg.state_dir.display()
+            )
+        })?;
+
         let workers_n = cfg.dataplane.cores.len();
+        let routing = cfg.routing(&cfg.topology()?)?;
         let host = match &cfg.host_port {
             Some(h) => Some(crate::host::HostPort::create(h, &routing, workers_n)?),
             None => None,
         };
-        let port_specs: Vec<_> = topology.ports().map(|p| p.spec.clone()).collect();
-        if port_specs.is_empty() {
-            tracing::warn!("no ports configured: the switch has nothing to forward");
-        }
 
-        // Check every interface before touching any.
-        let mut max_frames = Vec::new();
-        for p in &port_specs {
-            netdev::ifindex(&p.name).with_context(|| {
-                format!("port {:?}: no such interface in this network namespace; create it first", p.name)
-            })?;
-            let queues = netdev::rx_queues(&p.name).with_context(|| format!("port {:?}: reading queues", p.name))?;
-            if (queues as usize) < workers_n {
-                bail!(
-                    "port {:?} has {queues} receive queue(s) but there are {workers_n} workers: each worker binds its \
-                     own queue. Create the veth with `numrxqueues {workers_n} numtxqueues {workers_n}` on both ends, \
-                     or configure fewer cores",
-                    p.name
-                );
-            }
-            let mtu = netdev::mtu(&p.name).with_context(|| format!("port {:?}: reading MTU", p.name))?;
-            let tag = if matches!(p.mode, PortMode::Trunk { .. }) { 4 } else { 0 };
-            max_frames.push((mtu + 14 + tag).min(cfg.dataplane.frame_size - FRAME_HEADROOM));
-        }
-
-        let mut learner = Learner::new(cfg.dataplane.fdb_capacity);
-        learner.sync_topology(&topology);
         let publisher = Publisher::new(Parts {
-            topology: topology.clone(),
-            fdb: Arc::new(learner.build()),
-            routes: routes.clone(),
-            neigh: Arc::new(resolver.build()),
+            topology: Arc::new(Topology::empty()),
+            fdb: Live::empty_fdb(),
+            routes: Arc::new(Routes::empty()),
+            neigh: Arc::new(Resolver::new(cfg.neigh_config()).build()),
         });
         let clock = Clock::new();
         let xsk_cfg = XskConfig {
@@ -173,12 +207,9 @@ impl Daemon {
             comp_size: cfg.dataplane.ring_size,
             mode: BindMode::Copy,
         };
-
-        // Per worker: UMEM, then one socket per port (the first registers the UMEM).
-        let frames = umem_frames(cfg, port_specs.len());
+        let frames = umem_frames(cfg, desired.ports.len() + usize::from(host.is_some()));
         let mut workers = Vec::new();
-        let mut queues = Vec::new();
-        let mut socket_fds = vec![Vec::new(); port_specs.len()];
+        let mut sides = Vec::new();
         let mut umems = Vec::new();
         for (w, core) in cfg.dataplane.cores.iter().enumerate() {
             let umem = Umem::new(&UmemConfig {
@@ -188,14 +219,8 @@ impl Daemon {
             })
             .with_context(|| format!("worker {w}: UMEM"))?;
             umems.push(UmemView { frames, backing: umem.backing() });
-            let mut sockets: Vec<XskSocket> = Vec::new();
-            for (i, p) in port_specs.iter().enumerate() {
-                let s = XskSocket::new(&umem, &p.name, w as u32, sockets.first(), &xsk_cfg)?;
-                socket_fds[i].push(s.raw_fd());
-                sockets.push(s);
-            }
             let q = WorkerQueues::new(QUEUE);
-            queues.push(q.clone());
+            sides.push(WorkerSide { queues: q.clone(), region: umem.region(), frames });
             let wcfg = WorkerConfig {
                 id: w,
                 core: Some(*core),
@@ -203,69 +228,78 @@ impl Daemon {
                 max_ports: cfg.dataplane.max_ports as usize,
                 pending: cfg.dataplane.pending_packets as usize,
             };
-            let mut worker = Worker::new(wcfg, umem, TablesReader::new(publisher.handle()), q, clock);
-            // The kernel reference-counts the UMEM, so the sockets may close in any order.
-            for (i, s) in sockets.into_iter().enumerate() {
-                worker.add_port(port_specs[i].id, Port::Xsk(XskPort::new(s, max_frames[i])));
-            }
-            workers.push(worker);
-        }
-
-        // Steer every queue to its worker's socket.
-        let mut xdp = Vec::new();
-        let mut port_views = Vec::new();
-        for (i, p) in port_specs.iter().enumerate() {
-            let prog = XdpRedirect::attach(&p.name, workers_n as u32, Fallback::Drop, cfg.xdp_mode())?;
-            for (w, fd) in socket_fds[i].iter().enumerate() {
-                prog.insert(w as u32, *fd)?;
-            }
-            port_views.push(PortView {
-                id: p.id.0,
-                name: p.name.clone(),
-                xdp_mode: prog.mode(),
-                max_frame: max_frames[i],
-            });
-            xdp.push(prog);
+            workers.push(Worker::new(wcfg, umem, switch_core::tables::TablesReader::new(publisher.handle()), q, clock));
         }
 
         let stop = Arc::new(AtomicBool::new(false));
         let view = Arc::new(View {
             workers: workers.iter().map(|w| w.stats()).collect(),
-            ports: port_views,
+            ports: Mutex::new(Vec::new()),
             umems,
             tables: publisher.handle(),
             fdb_full_drops: AtomicU64::new(0),
             fdb_moves: AtomicU64::new(0),
-            neigh: std::sync::Mutex::new(ResolverStats::default()),
+            neigh: Mutex::new(ResolverStats::default()),
+            cores: cfg.dataplane.cores.clone(),
+            started: Instant::now(),
         });
-
         let mut handles = Vec::new();
         for worker in workers {
             let stop = stop.clone();
             let name = format!("ps-worker-{}", handles.len());
             handles.push(std::thread::Builder::new().name(name).spawn(move || worker.run(&stop))?);
         }
+        let live = Arc::new(Mutex::new(Live {
+            publisher,
+            learner: Learner::new(cfg.dataplane.fdb_capacity),
+            resolver: Resolver::new(cfg.neigh_config()),
+            topology: Arc::new(Topology::empty()),
+            routes: Arc::new(Routes::empty()),
+        }));
+        let queues: Vec<WorkerQueues> = sides.iter().map(|s| s.queues.clone()).collect();
+        let dp = Dataplane::new(sides, xsk_cfg, cfg.xdp_mode(), cfg.dataplane.frame_size);
         let control = {
-            let (stop, view) = (stop.clone(), view.clone());
-            let state = Control { publisher, learner, resolver, topology, routes, queues, clock };
-            std::thread::Builder::new().name("ps-control".into()).spawn(move || state.run(&stop, &view))?
+            let (stop, view, live) = (stop.clone(), view.clone(), live.clone());
+            let state = Control { live, queues, clock };
+            let cpus = other_cpus(cfg);
+            std::thread::Builder::new().name("ps-control".into()).spawn(move || {
+                pin_to(&cpus);
+                state.run(&stop, &view)
+            })?
         };
-        let metrics = match cfg.metrics_address {
-            Some(addr) => Some(crate::metrics::Server::start(addr, view.clone(), stop.clone())?),
-            None => None,
+        // From here on a failure must stop the threads: Daemon's Drop does.
+        let mut daemon = Daemon {
+            stop: stop.clone(),
+            workers: handles,
+            control: Some(control),
+            metrics: None,
+            api: None,
+            engine: None,
+            host,
+            view: view.clone(),
         };
-
-        for (p, x) in view.ports.iter().zip(&xdp) {
-            tracing::info!(port = %p.name, xdp = ?x.mode(), max_frame = p.max_frame, "port attached");
+        let engine = Engine::start(cfg.clone(), desired, store.clone(), live, dp, view.clone(), first_start)?;
+        if first_start {
+            store.write_snapshot(engine.desired()).context("writing the first state snapshot")?;
+        }
+        let engine = Arc::new(Mutex::new(engine));
+        daemon.engine = Some(engine.clone());
+        daemon.api = Some(crate::server::Server::start(cfg, engine, view.clone(), other_cpus(cfg))?);
+        if let Some(addr) = cfg.metrics_address {
+            daemon.metrics = Some(crate::metrics::Server::start(addr, view.clone(), stop.clone())?);
+        }
+        for p in view.ports() {
+            tracing::info!(port = %p.name, xdp = ?p.xdp_mode, max_frame = p.max_frame, "port attached");
         }
         tracing::info!(
             workers = workers_n,
-            ports = view.ports.len(),
+            ports = view.ports().len(),
             umem_frames = frames,
             backing = ?view.umems.first().map(|u| u.backing),
+            socket = %cfg.control_socket.display(),
             "podswitchd ready"
         );
-        Ok(Daemon { stop, workers: handles, control: Some(control), metrics, xdp, host, view })
+        Ok(daemon)
     }
 
     /// The metrics endpoint's address, if one is configured.
@@ -278,8 +312,16 @@ impl Daemon {
         &self.view
     }
 
-    /// Stops the workers, waits for their sends to complete, detaches XDP.
+    /// Stops the API, detaches XDP (traffic falls back to the kernel), stops the
+    /// workers (waiting for their sends to complete), and deletes the host port.
     pub fn stop(mut self) -> StopReport {
+        if let Some(a) = self.api.take() {
+            a.stop();
+        }
+        let detached = match self.engine.take() {
+            Some(e) => e.lock().map(|mut e| e.detach_xdp()).unwrap_or_default(),
+            None => Vec::new(),
+        };
         // Relaxed: the flag carries no data; threads see it within a loop or two.
         self.stop.store(true, Ordering::Relaxed);
         let mut frames = Vec::new();
@@ -295,7 +337,6 @@ impl Daemon {
         if let Some(m) = self.metrics.take() {
             m.join();
         }
-        let detached = self.xdp.drain(..).map(|x| x.ifname().to_string()).collect();
         self.host.take();
         StopReport { frames, detached }
     }
@@ -304,80 +345,86 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         // A daemon dropped without `stop` (an error path) still stops its threads.
+        if let Some(a) = self.api.take() {
+            a.stop();
+        }
         // Relaxed: as in `stop`.
         self.stop.store(true, Ordering::Relaxed);
         for h in self.workers.drain(..) {
             let _ = h.join();
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
         }
     }
 }
 
 /// What the control thread owns.
 struct Control {
-    publisher: Publisher,
-    learner: Learner,
-    resolver: Resolver,
-    topology: Arc<Topology>,
-    routes: Arc<Routes>,
+    live: Arc<Mutex<Live>>,
     queues: Vec<WorkerQueues>,
     clock: Clock,
 }
 
 impl Control {
-    fn run(mut self, stop: &AtomicBool, view: &View) {
+    fn run(self, stop: &AtomicBool, view: &View) {
         let mut last_age = Instant::now();
         let mut next_ra = Instant::now();
         let mut emits = Vec::new();
+        let mut sends = Vec::new();
         // Relaxed: see Daemon::stop.
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let now_s = self.clock.secs(now);
-            let mut changed = false;
-            for (w, q) in self.queues.iter().enumerate() {
-                changed |= self.learner.drain(&q.learn, now_s);
-                while let Some(ev) = q.neigh.pop() {
-                    match ev {
-                        // The worker that waits sends the request.
-                        NeighEvent::Miss(key) => {
-                            if let Some(e) = self.resolver.miss(key, now) {
-                                self.send(w, e);
+            {
+                let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                let live = &mut *guard;
+                let mut changed = false;
+                for (w, q) in self.queues.iter().enumerate() {
+                    changed |= live.learner.drain(&q.learn, now_s);
+                    while let Some(ev) = q.neigh.pop() {
+                        match ev {
+                            // The worker that waits sends the request.
+                            NeighEvent::Miss(key) => {
+                                if let Some(e) = live.resolver.miss(key, now) {
+                                    sends.push((w, e));
+                                }
                             }
+                            NeighEvent::Seen(key, mac) => changed |= live.resolver.seen(key, mac, now),
                         }
-                        NeighEvent::Seen(key, mac) => changed |= self.resolver.seen(key, mac, now),
                     }
                 }
-            }
-            if now.duration_since(last_age) >= Duration::from_secs(1) {
-                changed |= self.learner.age(now_s, &self.topology);
-                last_age = now;
-            }
-            changed |= self.resolver.tick(now, &mut emits);
-            if now >= next_ra {
-                next_ra = now + RA_INTERVAL;
-                for n in self.topology.networks() {
-                    if n.spec.gateway.as_ref().is_some_and(|g| g.router_advertisements) {
-                        emits.push(Emit::RouterAdvert(n.spec.id));
+                if now.duration_since(last_age) >= Duration::from_secs(1) {
+                    let topology = live.topology.clone();
+                    changed |= live.learner.age(now_s, &topology);
+                    last_age = now;
+                }
+                changed |= live.resolver.tick(now, &mut emits);
+                if now >= next_ra {
+                    next_ra = now + RA_INTERVAL;
+                    for n in live.topology.networks() {
+                        if n.spec.gateway.as_ref().is_some_and(|g| g.router_advertisements) {
+                            emits.push(Emit::RouterAdvert(n.spec.id));
+                        }
                     }
                 }
+                if changed {
+                    live.publish();
+                }
+                let min_seen = view.workers.iter().map(|w| w.generation.get()).min().unwrap_or(u64::MAX);
+                live.publisher.reclaim(min_seen);
+                // Relaxed: gauges for the metrics endpoint.
+                view.fdb_full_drops.store(live.learner.full_drops, Ordering::Relaxed);
+                view.fdb_moves.store(live.learner.moves, Ordering::Relaxed);
+                if let Ok(mut n) = view.neigh.lock() {
+                    *n = live.resolver.stats;
+                }
+            }
+            for (w, e) in sends.drain(..) {
+                self.send(w, e);
             }
             for e in emits.drain(..) {
                 self.send(0, e);
-            }
-            if changed {
-                self.publisher.publish(Parts {
-                    topology: self.topology.clone(),
-                    fdb: Arc::new(self.learner.build()),
-                    routes: self.routes.clone(),
-                    neigh: Arc::new(self.resolver.build()),
-                });
-            }
-            let min_seen = view.workers.iter().map(|w| w.generation.get()).min().unwrap_or(u64::MAX);
-            self.publisher.reclaim(min_seen);
-            // Relaxed: gauges for the metrics endpoint.
-            view.fdb_full_drops.store(self.learner.full_drops, Ordering::Relaxed);
-            view.fdb_moves.store(self.learner.moves, Ordering::Relaxed);
-            if let Ok(mut n) = view.neigh.lock() {
-                *n = self.resolver.stats;
             }
             std::thread::sleep(CONTROL_TICK);
         }

@@ -38,8 +38,14 @@ pub fn run(core: Option<usize>) -> Result<()> {
     }
     // The switch runs in the node's namespace, where the pods' veths end.
     node.enter()?;
+    // The demo's state and socket live only as long as the demo.
+    let dir = std::env::temp_dir().join(format!("podswitch-demo-{}", std::process::id()));
+    let state = dir.display().to_string();
+    let socket = dir.join("podswitchd.sock").display().to_string();
     let cfg = Config::parse(&format!(
         r#"
+        state_dir = "{state}"
+        control_socket = "{socket}"
         [dataplane]
         cores = [{core}]
         idle = "backoff"
@@ -76,12 +82,13 @@ pub fn run(core: Option<usize>) -> Result<()> {
 
     let view = daemon.view().clone();
     println!("\n  port     rx pkts  tx pkts  flooded");
-    for p in &view.ports {
+    for p in &view.ports() {
         let c = &view.workers[0].ports[p.id as usize];
         println!("  {:<8} {:>7}  {:>7}  {:>7}", p.name, c.rx_packets.get(), c.tx_packets.get(), c.tx_flood.get());
     }
     println!("  MAC addresses learned: {}", view.tables.load().fdb.len());
     let report = daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
     println!("\n  stopped: {report}");
     drop(pods);
     drop(node);

@@ -79,9 +79,10 @@ pub fn render(view: &View) -> String {
         ("podswitch_port_xsk_rx_invalid_descs_total", "Invalid rx descriptors.", |c| c.xsk.rx_invalid_descs.get()),
         ("podswitch_port_xsk_tx_invalid_descs_total", "Invalid tx descriptors.", |c| c.xsk.tx_invalid_descs.get()),
     ];
+    let ports = view.ports();
     for (name, help, get) in port_counters {
         family(&mut o, name, "counter", help);
-        for p in &view.ports {
+        for p in &ports {
             for w in &view.workers {
                 let _ = writeln!(
                     o,

@@ -111,6 +111,20 @@ pub struct PortCounters {
     pub xsk: XskCounters,
 }
 
+impl PortCounters {
+    /// Zeroes every counter: the port id was freed and will name another port. Only
+    /// the owning worker calls this.
+    pub fn reset(&self) {
+        for c in [&self.rx_packets, &self.rx_bytes, &self.tx_packets, &self.tx_bytes, &self.tx_flood] {
+            c.set(0);
+        }
+        let x = &self.xsk;
+        for c in [&x.rx_dropped, &x.rx_ring_full, &x.rx_fill_ring_empty, &x.rx_invalid_descs, &x.tx_invalid_descs] {
+            c.set(0);
+        }
+    }
+}
+
 /// The kernel's per-socket AF_XDP counters, as last read.
 #[derive(Debug, Default)]
 pub struct XskCounters {

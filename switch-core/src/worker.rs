@@ -66,6 +66,34 @@ pub struct WorkerConfig {
     pub pending: usize,
 }
 
+/// Control's changes to a worker's ports, applied between batches in order.
+// Not boxed: the worker would free the box, and workers leave the allocator alone. The
+// queue holds 64 of these.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum PortCommand {
+    /// Start polling `Port` as this id (its socket is bound and in the XSKMAP, or will be).
+    Add(PortId, Port),
+    /// Stop polling the port and hand it back (closing a socket blocks, so control
+    /// does it, off the worker).
+    Remove(PortId),
+    /// The port's socket is closed: return the frames it held to the pool and zero its
+    /// counters, so the id can name a new port.
+    Reclaim(PortId),
+}
+
+/// What a worker reports back for each [`PortCommand`].
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum PortDone {
+    /// Polling it.
+    Added(PortId),
+    /// Not polling it any more; the port, if the worker had one with that id.
+    Removed(PortId, Option<Port>),
+    /// Frames that came back to the pool.
+    Reclaimed(PortId, u32),
+}
+
 /// The queues between a worker and control.
 #[derive(Debug, Clone)]
 pub struct WorkerQueues {
@@ -75,6 +103,10 @@ pub struct WorkerQueues {
     pub neigh: Arc<ArrayQueue<NeighEvent>>,
     /// Packets to send (control → worker).
     pub emit: Arc<ArrayQueue<Emit>>,
+    /// Port changes (control → worker).
+    pub ports: Arc<ArrayQueue<PortCommand>>,
+    /// Their results (worker → control).
+    pub done: Arc<ArrayQueue<PortDone>>,
 }
 
 impl WorkerQueues {
@@ -84,9 +116,14 @@ impl WorkerQueues {
             learn: Arc::new(ArrayQueue::new(n)),
             neigh: Arc::new(ArrayQueue::new(n)),
             emit: Arc::new(ArrayQueue::new(n)),
+            ports: Arc::new(ArrayQueue::new(PORT_COMMANDS)),
+            done: Arc::new(ArrayQueue::new(PORT_COMMANDS)),
         }
     }
 }
+
+/// Port commands in flight per worker at most (control waits for each answer).
+pub const PORT_COMMANDS: usize = 64;
 
 /// Where every frame of a worker's UMEM is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,11 +229,43 @@ impl Worker {
     /// Adds `port` as `id`, giving it receive frames. Panics if `id` is out of range
     /// (control validates ids against `max_ports` first).
     pub fn add_port(&mut self, id: PortId, mut port: Port) {
+        port.set_owner(id.0);
         port.housekeep(&mut self.umem);
         self.out.set_max_frame(id, port.max_frame());
         self.ports[id.0 as usize] = Some(port);
         if !self.active.contains(&id) {
             self.active.push(id);
+        }
+    }
+
+    /// Stops polling port `id` and returns it. Frames on its rings stay lent until
+    /// [`reclaim_port`](Self::reclaim_port), after the port is dropped.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
+        let port = self.ports.get_mut(id.0 as usize)?.take();
+        self.active.retain(|p| *p != id);
+        port
+    }
+
+    /// Returns the frames a removed (and dropped) port held, and zeroes its counters.
+    pub fn reclaim_port(&mut self, id: PortId) -> u32 {
+        if let Some(c) = self.stats.ports.get(id.0 as usize) {
+            c.reset();
+        }
+        self.umem.reclaim(id.0)
+    }
+
+    fn port_commands(&mut self) {
+        while let Some(cmd) = self.queues.ports.pop() {
+            let done = match cmd {
+                PortCommand::Add(id, port) => {
+                    self.add_port(id, port);
+                    PortDone::Added(id)
+                }
+                PortCommand::Remove(id) => PortDone::Removed(id, self.remove_port(id)),
+                PortCommand::Reclaim(id) => PortDone::Reclaimed(id, self.reclaim_port(id)),
+            };
+            // Control keeps at most PORT_COMMANDS in flight, so there is room.
+            let _ = self.queues.done.push(done);
         }
     }
 
@@ -243,6 +312,9 @@ impl Worker {
         if refreshed {
             self.dedup.clear();
             self.stats.generation.set(self.tables.tables().generation);
+        }
+        if !self.queues.ports.is_empty() {
+            self.port_commands();
         }
         let tables = self.tables.tables();
         // Control's requests, and parked packets when the neighbours may have changed

@@ -10,7 +10,7 @@ pub mod node;
 pub mod raw;
 
 pub use control::netns::{pod_veth, NetNs};
-pub use node::{Node, Pod};
+pub use node::{podswitchd_path, Node, Pod};
 
 /// True if the test can run; false (after saying why) if it should skip. Panics under
 /// CI=true when not root, so CI never passes by skipping.

@@ -54,6 +54,10 @@ pub struct Node {
     child: Option<Child>,
     log: PathBuf,
     config: PathBuf,
+    /// The daemon's state directory (kept across restarts of this node's daemon).
+    pub state_dir: PathBuf,
+    /// The daemon's control socket.
+    pub socket: PathBuf,
     metrics_port: Option<u16>,
 }
 
@@ -64,7 +68,10 @@ impl Node {
         let dir = std::env::temp_dir();
         let log = dir.join(format!("{}.log", ns.name()));
         let config = dir.join(format!("{}.toml", ns.name()));
-        Ok(Node { ns, child: None, log, config, metrics_port: None })
+        let state_dir = dir.join(format!("{}.state", ns.name()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let socket = state_dir.join("podswitchd.sock");
+        Ok(Node { ns, child: None, log, config, state_dir, socket, metrics_port: None })
     }
 
     /// Adds a pod: namespace, veth with `queues` queues (switch end `port` in the node,
@@ -89,10 +96,14 @@ impl Node {
         Ok(Pod { ns, port: port.into(), v4: v4.map(Into::into), v6: v6.map(Into::into), mac })
     }
 
-    /// Starts `podswitchd` with `config` (TOML; `metrics_address = "127.0.0.1:0"` is
-    /// added) and waits until it is ready.
+    /// Starts `podswitchd` with `config` (TOML; `metrics_address = "127.0.0.1:0"`, the
+    /// node's state directory and control socket are added) and waits until it is ready.
     pub fn start(&mut self, config: &str) -> Result<()> {
-        let text = format!("metrics_address = \"127.0.0.1:0\"\nlog_level = \"info\"\n{config}");
+        let text = format!(
+            "metrics_address = \"127.0.0.1:0\"\nlog_level = \"info\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n{config}",
+            self.state_dir.display(),
+            self.socket.display()
+        );
         std::fs::write(&self.config, text)?;
         let log = std::fs::File::create(&self.log)?;
         let child = Command::new("ip")
@@ -152,6 +163,39 @@ impl Node {
         self.ns.within(move || crate::metrics::scrape(port))?
     }
 
+    /// Runs `podswitchctl --socket SOCKET ARGS...` (from the test's namespace: the
+    /// socket is a file, reachable from any).
+    pub fn ctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new(podswitchd_path().with_file_name("podswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .context("running podswitchctl")
+    }
+
+    /// Runs podswitchctl and returns its stdout; fails with its stderr if it fails.
+    pub fn ctl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.ctl(args)?;
+        if !out.status.success() {
+            bail!("podswitchctl {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the daemon with SIGKILL (a crash) and reaps it.
+    pub fn kill9(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("daemon is not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for exit; returns the exit status and the log.
     pub fn stop(&mut self) -> Result<(std::process::ExitStatus, String)> {
         let mut child = self.child.take().context("daemon is not running")?;
@@ -181,6 +225,7 @@ impl Drop for Node {
             let _ = self.stop();
         }
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
         } else {

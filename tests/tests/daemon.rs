@@ -59,7 +59,7 @@ fn too_few_queues_and_missing_interfaces_are_refused_with_advice() {
     let err = node.start(&cfg("[[ports]]\nname = \"pod0\"\nnetwork = \"n\"\n")).unwrap_err().to_string();
     assert!(err.contains("has 1 receive queue(s) but there are 2 workers") && err.contains("numrxqueues 2"), "{err}");
     let err = node.start(&cfg("[[ports]]\nname = \"nope0\"\nnetwork = \"n\"\n")).unwrap_err().to_string();
-    assert!(err.contains("\"nope0\": no such interface"), "{err}");
+    assert!(err.contains("\"nope0\" does not exist") && err.contains("create it first"), "{err}");
     // Nothing was attached by the refused starts.
     let out = node.ns.exec("ip", &["-d", "link", "show", "dev", "pod0"]).unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("xdp"));

@@ -86,6 +86,14 @@ impl Port {
         }
     }
 
+    /// Tags the frames this port lends to the kernel, so they can be reclaimed when it
+    /// is removed.
+    pub fn set_owner(&mut self, owner: u16) {
+        if let Port::Xsk(p) = self {
+            p.set_owner(owner);
+        }
+    }
+
     /// Frames this port holds outside the pool.
     pub fn held(&self) -> Held {
         match self {

@@ -18,6 +18,8 @@ pub struct XskPort {
     rx_target: u32,
     max_frame: u32,
     kick_errors: u64,
+    /// Marks the frames this port's rings hold in the UMEM (see [`Umem::reclaim`]).
+    owner: u16,
 }
 
 impl XskPort {
@@ -26,7 +28,7 @@ impl XskPort {
     /// [`housekeep`](Self::housekeep).
     pub fn new(sock: XskSocket, max_frame: u32) -> XskPort {
         let rx_target = sock.fill.size();
-        XskPort { sock, rx_held: 0, tx_held: 0, rx_target, max_frame, kick_errors: 0 }
+        XskPort { sock, rx_held: 0, tx_held: 0, rx_target, max_frame, kick_errors: 0, owner: crate::xsk::NO_OWNER }
     }
 
     /// The socket, for statistics.
@@ -49,6 +51,11 @@ impl XskPort {
         self.kick_errors
     }
 
+    /// Tags the frames this port's rings hold with `owner` (the worker uses the port id).
+    pub fn set_owner(&mut self, owner: u16) {
+        self.owner = owner;
+    }
+
     /// Frames held outside the pool.
     pub fn held(&self) -> Held {
         Held { rx: self.rx_held, tx: self.tx_held }
@@ -59,6 +66,7 @@ impl XskPort {
         let n = self.sock.rx.peek(out.len() as u32);
         for (i, slot) in out.iter_mut().enumerate().take(n as usize) {
             let d = self.sock.rx.read(i as u32);
+            umem.take_back(d.addr);
             *slot = Desc { addr: d.addr, len: d.len };
         }
         self.sock.rx.release(n);
@@ -74,6 +82,7 @@ impl XskPort {
         let n = self.sock.tx.reserve(descs.len() as u32);
         for (i, d) in descs.iter().enumerate().take(n as usize) {
             self.sock.tx.write(i as u32, libc::xdp_desc { addr: d.addr, len: d.len, options: 0 });
+            umem.lend(d.addr, self.owner);
         }
         self.sock.tx.submit(n);
         self.tx_held += n;
@@ -121,6 +130,7 @@ impl XskPort {
             // `want` is bounded by the pool's size, so alloc cannot fail here.
             let Some(addr) = umem.alloc() else { break };
             self.sock.fill.write(i, addr);
+            umem.lend(addr, self.owner);
         }
         self.sock.fill.submit(n);
         self.rx_held += n;
@@ -133,7 +143,9 @@ impl XskPort {
     pub(super) fn housekeep(&mut self, umem: &mut Umem) {
         let n = self.sock.comp.peek(self.sock.comp.size());
         for i in 0..n {
-            umem.free(self.sock.comp.read(i));
+            let addr = self.sock.comp.read(i);
+            umem.take_back(addr);
+            umem.free(addr);
         }
         self.sock.comp.release(n);
         self.tx_held -= n;

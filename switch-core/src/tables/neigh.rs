@@ -221,6 +221,24 @@ impl Resolver {
         true
     }
 
+    /// Makes `statics` the whole set of static entries: ones not listed any more are
+    /// removed (the address is resolved again if traffic needs it). Returns true if the
+    /// published table changes.
+    pub fn set_statics(&mut self, statics: &[(NeighKey, EthernetAddress)]) -> bool {
+        let want: FxHashMap<NeighKey, EthernetAddress> = statics.iter().copied().collect();
+        let before = self.entries.len();
+        let mut changed = false;
+        self.entries.retain(|k, e| !matches!(e.phase, Phase::Static) || want.contains_key(k));
+        changed |= self.entries.len() != before;
+        for (key, mac) in want {
+            let same = self.entries.get(&key).is_some_and(|e| e.phase == Phase::Static && e.mac == Some(mac));
+            if !same {
+                changed |= self.set_static(key, mac);
+            }
+        }
+        changed
+    }
+
     /// A worker waits for `key`: starts resolving it unless that is under way. Returns
     /// the first request to send.
     pub fn miss(&mut self, key: NeighKey, now: Instant) -> Option<Emit> {
@@ -428,5 +446,20 @@ mod tests {
         r.tick(t0 + Duration::from_secs(100), &mut out);
         assert_eq!(r.build().lookup(k(1)), Some(NeighState::Reachable(MAC)));
         assert_eq!(r.list()[0].state, "static");
+    }
+
+    #[test]
+    fn set_statics_replaces_the_static_set_only() {
+        let mut r = Resolver::new(NeighConfig { capacity: 8, ..cfg() });
+        let t0 = Instant::now();
+        let k = |i| NeighKey::v4(NetworkId(0), Ipv4Addr::new(198, 18, 0, i));
+        assert!(r.set_statics(&[(k(1), MAC), (k(2), MAC)]));
+        assert!(r.seen(k(3), MAC, t0), "a learned entry");
+        assert!(!r.set_statics(&[(k(1), MAC), (k(2), MAC)]), "the same set changes nothing");
+        assert!(r.set_statics(&[(k(2), EthernetAddress([2, 0, 0, 0, 0, 8]))]));
+        let n = r.build();
+        assert!(n.lookup(k(1)).is_none(), "dropped from the set");
+        assert_eq!(n.lookup(k(2)), Some(NeighState::Reachable(EthernetAddress([2, 0, 0, 0, 0, 8]))));
+        assert_eq!(n.lookup(k(3)), Some(NeighState::Reachable(MAC)), "learned entries stay");
     }
 }

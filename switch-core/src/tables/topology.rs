@@ -211,6 +211,51 @@ pub enum TopologyError {
     },
 }
 
+/// Two networks' gateway subnets may not overlap: a destination would belong to both.
+/// Sorted by first address, a subnet overlaps an earlier one iff it starts before the
+/// furthest end seen so far.
+fn check_overlaps(networks: &[NetworkSpec]) -> Result<(), TopologyError> {
+    let mut spans: Vec<(u128, u128, bool, &str)> = Vec::new();
+    for n in networks {
+        let Some(g) = &n.gateway else { continue };
+        if let Some(p) = g.subnet4() {
+            let start = u128::from(u32::from(p.addr()));
+            spans.push((
+                start,
+                start | u128::from(u32::MAX.checked_shr(u32::from(p.len())).unwrap_or(0)),
+                true,
+                &n.name,
+            ));
+        }
+        if let Some(p) = g.subnet6() {
+            let start = u128::from(p.addr());
+            spans.push((start, start | u128::MAX.checked_shr(u32::from(p.len())).unwrap_or(0), false, &n.name));
+        }
+    }
+    for v4 in [true, false] {
+        let mut fam: Vec<_> = spans.iter().filter(|s| s.2 == v4).collect();
+        fam.sort_unstable_by_key(|s| (s.0, core::cmp::Reverse(s.1)));
+        let mut furthest: Option<(u128, &str)> = None;
+        for s in fam {
+            if let Some((end, name)) = furthest {
+                if s.0 <= end {
+                    return Err(TopologyError::BadGateway {
+                        network: s.3.to_string(),
+                        reason: format!(
+                            "subnet overlaps network {name:?}'s {} subnet: give each network its own",
+                            if v4 { "IPv4" } else { "IPv6" }
+                        ),
+                    });
+                }
+            }
+            if furthest.is_none_or(|(end, _)| s.1 > end) {
+                furthest = Some((s.1, s.3));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Networks and ports, indexed by id.
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
@@ -250,6 +295,7 @@ impl Topology {
                 n.gateway.as_ref().and_then(|g| g.subnet4()).map_or(Ipv4Addr::UNSPECIFIED, |s| s.broadcast());
             nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]), gw_mac, gw_broadcast4 });
         }
+        check_overlaps(networks)?;
         let port_slots = ports.iter().map(|p| p.id.0 as usize + 1).max().unwrap_or(0);
         let mut out: Vec<Option<PortEntry>> = vec![None; port_slots];
         let mut flood: Vec<Vec<PortId>> = vec![Vec::new(); net_slots];
@@ -443,5 +489,28 @@ mod tests {
             n.gateway = Some(bad);
             assert!(matches!(Topology::new(&[n.clone()], &[], 16), Err(TopologyError::BadGateway { .. })));
         }
+    }
+
+    #[test]
+    fn overlapping_subnets_are_refused() {
+        let with = |id, name, v4: &str, v6: &str| {
+            let mut n = net(id, name);
+            n.gateway = Some(Gateway {
+                mac: EthernetAddress([0x02, 0, 0, 0, 0, 1 + id as u8]),
+                v4: Some((v4.parse().unwrap(), 24)),
+                v6: Some((v6.parse().unwrap(), 64)),
+                router_advertisements: false,
+            });
+            n
+        };
+        let a = with(0, "a", "198.18.1.1", "2001:db8:1::1");
+        assert!(Topology::new(&[a.clone(), with(1, "b", "198.18.2.1", "2001:db8:2::1")], &[], 16).is_ok());
+        for b in [with(1, "b", "198.18.1.2", "2001:db8:2::1"), with(1, "b", "198.18.2.1", "2001:db8:1::2")] {
+            let e = Topology::new(&[a.clone(), b], &[], 16).unwrap_err().to_string();
+            assert!(e.contains("overlaps network \"a\""), "{e}");
+        }
+        let mut wide = with(1, "wide", "198.18.2.1", "2001:db8:2::1");
+        wide.gateway.as_mut().unwrap().v4 = Some(("198.18.0.1".parse().unwrap(), 16));
+        assert!(Topology::new(&[a, wide], &[], 16).is_err(), "containment is overlap");
     }
 }

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
+const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_LINK_CREATE: u32 = 28;
@@ -232,6 +233,14 @@ pub(crate) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfE
     sys::syscall(Syscall::Bpf { cmd: BPF_MAP_UPDATE_ELEM, attr: as_bytes_mut(&mut a) })
         .map(drop)
         .map_err(|e| BpfError::new("inserting a socket into the XSKMAP", e))
+}
+
+/// Removes `map[key]`.
+pub(crate) fn map_delete(map: &OwnedFd, key: u32) -> Result<(), BpfError> {
+    let mut a = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: &key as *const u32 as u64, ..Default::default() };
+    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_DELETE_ELEM, attr: as_bytes_mut(&mut a) })
+        .map(drop)
+        .map_err(|e| BpfError::new("removing a socket from the XSKMAP", e))
 }
 
 /// Loads an XDP program; on refusal, loads it again with the verifier log on and puts

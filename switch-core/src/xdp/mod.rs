@@ -64,6 +64,18 @@ pub struct XdpRedirect {
     map: OwnedFd,
     ifname: String,
     mode: AttachedMode,
+    queues: u32,
+}
+
+impl Drop for XdpRedirect {
+    fn drop(&mut self) {
+        // The XSKMAP holds a reference on each socket in it, and the kernel frees the
+        // map only after a grace period: empty it now, so that a socket closed next is
+        // released at once and its queue can be bound again (else bind says EBUSY).
+        for q in 0..self.queues {
+            let _ = bpf::map_delete(&self.map, q);
+        }
+    }
 }
 
 /// The redirect program could not be set up.
@@ -111,7 +123,7 @@ impl XdpRedirect {
                 }
             },
         };
-        Ok(XdpRedirect { link, _prog: prog, map, ifname: ifname.to_string(), mode })
+        Ok(XdpRedirect { link, _prog: prog, map, ifname: ifname.to_string(), mode, queues: queues.max(1) })
     }
 
     /// Steers `queue` to the AF_XDP socket `xsk_fd`.

@@ -21,4 +21,4 @@ mod umem;
 
 pub use ring::{ConsumerRing, ProducerRing};
 pub use socket::{BindMode, XskConfig, XskError, XskSocket, XskStatistics};
-pub use umem::{Backing, HugepagePolicy, Umem, UmemConfig, UmemError, FRAME_HEADROOM};
+pub use umem::{Backing, HugepagePolicy, Umem, UmemConfig, UmemError, UmemRegion, FRAME_HEADROOM, NO_OWNER};

@@ -1,10 +1,10 @@
 //! An AF_XDP socket bound to one (interface, queue), with its four rings.
 
 use super::ring::{ConsumerRing, ProducerRing};
-use super::Umem;
+use super::UmemRegion;
 use crate::sys::{self, Mapping, Syscall};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Ring sizes and bind options for one socket. Sizes are powers of two.
 #[derive(Debug, Clone, Copy)]
@@ -105,12 +105,14 @@ fn pod_bytes_mut<T: Copy>(v: &mut T) -> &mut [u8] {
 
 impl XskSocket {
     /// Opens a socket on `ifname`/`queue`. With `shared = None` it registers `umem`;
-    /// otherwise it shares the UMEM registered by `shared` (which must already be bound).
+    /// otherwise it shares the UMEM registered by `shared`: the descriptor of a bound
+    /// socket of the same UMEM (any of the worker's sockets), which the caller keeps
+    /// open for the call. The kernel checks it (EBADF, ENOTSOCK, EINVAL otherwise).
     pub fn new(
-        umem: &Umem,
+        umem: UmemRegion,
         ifname: &str,
         queue: u32,
-        shared: Option<&XskSocket>,
+        shared: Option<RawFd>,
         cfg: &XskConfig,
     ) -> Result<XskSocket, XskError> {
         let err = |what: &'static str, hint: &str| {
@@ -139,9 +141,9 @@ impl XskSocket {
 
         if shared.is_none() {
             let reg = libc::xdp_umem_reg {
-                addr: umem.as_ptr() as u64,
-                len: umem.len_bytes() as u64,
-                chunk_size: umem.frame_size(),
+                addr: umem.addr,
+                len: umem.len,
+                chunk_size: umem.frame_size,
                 headroom: 0,
                 flags: 0,
                 tx_metadata_len: 0,
@@ -205,7 +207,7 @@ impl XskSocket {
             sxdp_flags: flags,
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: shared.map_or(0, |s| s.fd.as_raw_fd() as u32),
+            sxdp_shared_umem_fd: shared.map_or(0, |fd| fd as u32),
         };
         sys::syscall(Syscall::BindXdp { fd: raw, addr }).map_err(|e| {
             let hint = match e.raw_os_error() {
@@ -228,6 +230,11 @@ impl XskSocket {
     /// The socket's descriptor (for the XSKMAP and for sharing the UMEM).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The socket, borrowed (to share its UMEM with a new socket).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Interface name.
@@ -278,15 +285,18 @@ impl XskSocket {
 mod tests {
     use super::*;
     use crate::sys::fake::{errno, with_fake};
-    use crate::xsk::{HugepagePolicy, UmemConfig};
+    use crate::xsk::{HugepagePolicy, Umem, UmemConfig};
 
-    fn umem() -> Umem {
-        Umem::new(&UmemConfig { frames: 64, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap()
+    // Leaked: a socket may register the memory, which must outlive it.
+    fn umem() -> &'static Umem {
+        Box::leak(Box::new(
+            Umem::new(&UmemConfig { frames: 64, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap(),
+        ))
     }
 
     #[test]
     fn missing_interface_says_so() {
-        let e = XskSocket::new(&umem(), "no-such-if0", 0, None, &XskConfig::default()).unwrap_err();
+        let e = XskSocket::new(umem().region(), "no-such-if0", 0, None, &XskConfig::default()).unwrap_err();
         assert_eq!(e.what, "looking up the interface");
         assert!(e.to_string().contains("no-such-if0"), "{e}");
     }
@@ -297,7 +307,7 @@ mod tests {
         let u = umem();
         let e = with_fake(
             |c| panic!("no syscall expected, got {c:?}"),
-            || XskSocket::new(&u, "lo", 0, None, &cfg).unwrap_err(),
+            || XskSocket::new(u.region(), "lo", 0, None, &cfg).unwrap_err(),
         );
         assert!(e.to_string().contains("rx_size = 1000"), "{e}");
     }
@@ -306,7 +316,7 @@ mod tests {
     fn socket_failure_explains_capabilities() {
         let e = with_fake(
             |c| matches!(c, Syscall::Socket { .. }).then(|| errno(libc::EPERM)),
-            || XskSocket::new(&umem(), "lo", 0, None, &XskConfig::default()).unwrap_err(),
+            || XskSocket::new(umem().region(), "lo", 0, None, &XskConfig::default()).unwrap_err(),
         );
         assert_eq!(e.source.raw_os_error(), Some(libc::EPERM));
         assert!(e.to_string().contains("CAP_NET_RAW"), "{e}");
@@ -327,7 +337,7 @@ mod tests {
                 Syscall::SetSockOpt { name, .. } if *name == libc::XDP_UMEM_REG => Some(errno(libc::ENOBUFS)),
                 _ => None,
             },
-            || XskSocket::new(&umem(), "lo", 0, None, &XskConfig::default()).unwrap_err(),
+            || XskSocket::new(umem().region(), "lo", 0, None, &XskConfig::default()).unwrap_err(),
         );
         assert_eq!(e.what, "registering the UMEM");
         assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}");

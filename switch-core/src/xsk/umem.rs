@@ -74,6 +74,18 @@ pub enum UmemError {
     },
 }
 
+/// What `XDP_UMEM_REG` needs to know of a [`Umem`]: plain numbers, so the thread that
+/// opens sockets need not own the UMEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UmemRegion {
+    /// Start address in this process.
+    pub addr: u64,
+    /// Registered bytes (whole frames).
+    pub len: u64,
+    /// Bytes per frame.
+    pub frame_size: u32,
+}
+
 /// One worker's packet memory and free-frame pool.
 ///
 /// Thread-safety: owned by exactly one worker thread; the kernel reads and writes frames
@@ -88,7 +100,14 @@ pub struct Umem {
     /// Free frame base addresses (offsets into the area). Capacity is `frames` and
     /// never grows, so push and pop never allocate.
     free: Vec<u64>,
+    /// Per frame: the port whose kernel rings hold it, or [`NO_OWNER`]. Lets a removed
+    /// port's frames (on its fill, rx and tx rings, or in the kernel's own cache of
+    /// fill entries) come back to the pool once its socket is closed.
+    owner: Box<[u16]>,
 }
+
+/// The frame is the worker's (pool, batch, parked), not on any port's rings.
+pub const NO_OWNER: u16 = u16::MAX;
 
 impl Umem {
     /// Maps and initialises a UMEM; every frame starts in the free pool.
@@ -139,7 +158,8 @@ impl Umem {
         // Highest address first, so pops hand out low addresses first (easier to read in
         // traces; no other meaning).
         free.extend((0..u64::from(cfg.frames)).rev().map(|i| i * u64::from(cfg.frame_size)));
-        Ok(Umem { area, frame_size: cfg.frame_size, frames: cfg.frames, backing, free })
+        let owner = vec![NO_OWNER; cfg.frames as usize].into_boxed_slice();
+        Ok(Umem { area, frame_size: cfg.frame_size, frames: cfg.frames, backing, free, owner })
     }
 
     /// Start of the area, for `XDP_UMEM_REG`.
@@ -183,6 +203,40 @@ impl Umem {
     pub fn free(&mut self, addr: u64) {
         debug_assert!(self.free.len() < self.free.capacity(), "frame freed twice");
         self.free.push(addr & !u64::from(self.frame_size - 1));
+    }
+
+    /// Records that the rings of port `owner` now hold the frame at `addr`.
+    #[inline]
+    pub fn lend(&mut self, addr: u64, owner: u16) {
+        let i = (addr / u64::from(self.frame_size)) as usize;
+        if let Some(o) = self.owner.get_mut(i) {
+            *o = owner;
+        }
+    }
+
+    /// Records that the frame at `addr` is back with the worker.
+    #[inline]
+    pub fn take_back(&mut self, addr: u64) {
+        self.lend(addr, NO_OWNER);
+    }
+
+    /// Returns to the pool every frame lent to `owner`, whose socket must be closed
+    /// (so the kernel no longer touches them). Returns how many came back.
+    pub fn reclaim(&mut self, owner: u16) -> u32 {
+        let mut n = 0;
+        for i in 0..self.owner.len() {
+            if self.owner[i] == owner {
+                self.owner[i] = NO_OWNER;
+                self.free(i as u64 * u64::from(self.frame_size));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Where a region of this UMEM is, for registering it with a socket.
+    pub fn region(&self) -> UmemRegion {
+        UmemRegion { addr: self.area.as_ptr() as u64, len: self.len_bytes() as u64, frame_size: self.frame_size }
     }
 
     #[inline(always)]
@@ -266,6 +320,24 @@ mod tests {
         assert_eq!(got, (0..8).map(|i| i * 4096).collect::<Vec<_>>());
         u.free(4096 + FRAME_HEADROOM as u64 + 10); // an address inside frame 1
         assert_eq!(u.alloc(), Some(4096));
+    }
+
+    #[test]
+    fn reclaim_returns_only_the_owners_frames() {
+        let mut u = umem(8);
+        let a: Vec<u64> = (0..6).map(|_| u.alloc().unwrap()).collect();
+        // Port 3 holds a[0..3] (one received back), port 4 holds a[3..5], a[5] is the worker's.
+        for &f in &a[..3] {
+            u.lend(f, 3);
+        }
+        u.take_back(a[2] + u64::from(FRAME_HEADROOM));
+        u.lend(a[3], 4);
+        u.lend(a[4], 4);
+        assert_eq!(u.reclaim(3), 2);
+        assert_eq!(u.free_frames(), 4);
+        assert_eq!(u.reclaim(3), 0, "reclaiming twice frees nothing twice");
+        assert_eq!(u.reclaim(4), 2);
+        assert_eq!(u.free_frames(), 6);
     }
 
     #[test]

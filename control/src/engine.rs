@@ -1,0 +1,474 @@
+//! Applies the desired state to the running dataplane.
+//!
+//! [`Engine::apply`] is the one path for every change, from the API or at start-up:
+//! check the whole resulting state ([`state::check`]), attach what is new (sockets on
+//! every worker, the XDP program), write the journal record, publish the tables, detach
+//! what went. A refusal or a failure before the journal write leaves the state and the
+//! dataplane as they were.
+//!
+//! Ports whose interface is missing (it vanished while the daemon was down, or a pod
+//! was deleted without telling the API) stay in the desired state but out of the
+//! dataplane; [`Engine::reconcile`] attaches them when the interface comes back.
+
+use crate::config::Config;
+use crate::daemon::{PortView, View};
+use crate::state::{self, Desired, Mutation, Refusal};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switch_core::pipeline::BATCH_SIZE;
+use switch_core::port::{Port, XskPort};
+use switch_core::sys::netdev;
+use switch_core::tables::{
+    Fdb, Learner, NeighKey, Parts, PortId, PortMode, PortSpec, Publisher, Resolver, Routes, Topology,
+};
+use switch_core::wire::EthernetAddress;
+use switch_core::worker::{PortCommand, PortDone, WorkerQueues};
+use switch_core::xdp::{Fallback, XdpMode, XdpRedirect};
+use switch_core::xsk::{UmemRegion, XskConfig, XskSocket, FRAME_HEADROOM};
+
+/// How long the kernel may take to free a queue whose socket was closed.
+const QUEUE_RELEASE: Duration = Duration::from_secs(1);
+/// How long a worker may take to act on a port command.
+const WORKER_ANSWER: Duration = Duration::from_secs(2);
+
+/// The tables control publishes, shared by the control thread (learning, ageing,
+/// neighbours) and the engine (topology changes).
+#[derive(Debug)]
+pub struct Live {
+    /// Publishes snapshots.
+    pub publisher: Publisher,
+    /// MAC learning.
+    pub learner: Learner,
+    /// Neighbour resolution.
+    pub resolver: Resolver,
+    /// The current topology.
+    pub topology: Arc<Topology>,
+    /// The current routes.
+    pub routes: Arc<Routes>,
+}
+
+impl Live {
+    /// Publishes the current state; returns the snapshot's generation.
+    pub fn publish(&mut self) -> u64 {
+        self.publisher.publish(Parts {
+            topology: self.topology.clone(),
+            fdb: Arc::new(self.learner.build()),
+            routes: self.routes.clone(),
+            neigh: Arc::new(self.resolver.build()),
+        })
+    }
+
+    /// Replaces topology, routes and static neighbours, and publishes.
+    pub fn set(&mut self, topology: Topology, routes: Routes, statics: &[(NeighKey, EthernetAddress)]) -> u64 {
+        self.learner.sync_topology(&topology);
+        self.resolver.set_statics(statics);
+        self.topology = Arc::new(topology);
+        self.routes = Arc::new(routes);
+        self.publish()
+    }
+
+    /// An empty FDB (before the first publish).
+    pub fn empty_fdb() -> Arc<Fdb> {
+        Arc::new(Fdb::empty())
+    }
+}
+
+/// One worker as control sees it.
+#[derive(Debug)]
+pub struct WorkerSide {
+    /// Its queues.
+    pub queues: WorkerQueues,
+    /// Its UMEM, for registering sockets.
+    pub region: UmemRegion,
+    /// Frames in its UMEM.
+    pub frames: u32,
+}
+
+#[derive(Debug)]
+struct Attached {
+    name: String,
+    xdp: XdpRedirect,
+    /// Each worker's socket on the port (owned by the worker; valid while attached).
+    fds: Vec<RawFd>,
+    max_frame: u32,
+}
+
+/// The workers and the ports attached to them.
+#[derive(Debug)]
+pub struct Dataplane {
+    workers: Vec<WorkerSide>,
+    attached: BTreeMap<u16, Attached>,
+    xsk: XskConfig,
+    xdp_mode: XdpMode,
+    frame_size: u32,
+}
+
+impl Dataplane {
+    /// Workers with no ports yet.
+    pub fn new(workers: Vec<WorkerSide>, xsk: XskConfig, xdp_mode: XdpMode, frame_size: u32) -> Dataplane {
+        Dataplane { workers, attached: BTreeMap::new(), xsk, xdp_mode, frame_size }
+    }
+
+    /// The attached ports, for the metrics.
+    fn views(&self) -> Vec<PortView> {
+        self.attached
+            .iter()
+            .map(|(id, a)| PortView { id: *id, name: a.name.clone(), xdp_mode: a.xdp.mode(), max_frame: a.max_frame })
+            .collect()
+    }
+
+    /// Checks that `spec`'s interface can be attached; returns its largest frame.
+    fn probe(&self, spec: &PortSpec) -> Result<u32, Refusal> {
+        let name = &spec.name;
+        let workers = self.workers.len();
+        netdev::ifindex(name).map_err(|_| {
+            Refusal::Conflict(format!(
+                "port {name:?}: interface {name:?} does not exist in podswitchd's network namespace; create it \
+                 first (the CNI plugin does), then put the port"
+            ))
+        })?;
+        let queues = netdev::rx_queues(name).map_err(|e| Refusal::Conflict(format!("port {name:?}: queues: {e}")))?;
+        if (queues as usize) < workers {
+            return Err(Refusal::Conflict(format!(
+                "port {name:?} has {queues} receive queue(s) but there are {workers} workers: each worker binds its \
+                 own queue. Create the veth with `numrxqueues {workers} numtxqueues {workers}` on both ends"
+            )));
+        }
+        let mtu = netdev::mtu(name).map_err(|e| Refusal::Conflict(format!("port {name:?}: MTU: {e}")))?;
+        let tag = if matches!(spec.mode, PortMode::Trunk { .. }) { 4 } else { 0 };
+        // Every port keeps a full fill ring with the kernel; leave room for a batch
+        // being flooded to every port.
+        let ring = self.xsk.fill_size;
+        for w in &self.workers {
+            let need = (self.attached.len() as u32 + 1) * ring + 8 * BATCH_SIZE as u32;
+            if need > w.frames {
+                return Err(Refusal::Conflict(format!(
+                    "port {name:?}: the UMEM has {} frames per worker and {} ports would need {need} ({ring} per \
+                     port's fill ring): raise dataplane.umem_frames or lower dataplane.ring_size",
+                    w.frames,
+                    self.attached.len() + 1
+                )));
+            }
+        }
+        Ok((mtu + 14 + tag).min(self.frame_size - FRAME_HEADROOM))
+    }
+
+    /// Opens a socket on every worker, attaches the XDP program and hands the sockets
+    /// to the workers. On failure nothing stays attached.
+    fn attach(&mut self, spec: &PortSpec) -> Result<(), Refusal> {
+        let max_frame = self.probe(spec)?;
+        let name = &spec.name;
+        let fail = |what: String| Refusal::Conflict(format!("port {name:?}: {what}"));
+        let mut sockets = Vec::new();
+        for (w, side) in self.workers.iter().enumerate() {
+            // Share the UMEM through any socket the worker already has: it stays open
+            // while its port is in `attached`, and only this engine removes ports.
+            let shared = self.attached.values().map(|a| a.fds[w]).next();
+            // A socket closed just before (the same port removed and put again) frees
+            // its queue in deferred kernel work: EBUSY for a moment, then free.
+            let deadline = Instant::now() + QUEUE_RELEASE;
+            let s = loop {
+                match XskSocket::new(side.region, name, w as u32, shared, &self.xsk) {
+                    Err(e) if e.source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    r => break r.map_err(|e| fail(e.to_string()))?,
+                }
+            };
+            sockets.push(s);
+        }
+        let xdp = XdpRedirect::attach(name, self.workers.len() as u32, Fallback::Drop, self.xdp_mode)
+            .map_err(|e| fail(e.to_string()))?;
+        for (w, s) in sockets.iter().enumerate() {
+            xdp.insert(w as u32, s.raw_fd()).map_err(|e| fail(e.to_string()))?;
+        }
+        let fds: Vec<RawFd> = sockets.iter().map(|s| s.raw_fd()).collect();
+        self.attached.insert(spec.id.0, Attached { name: name.clone(), xdp, fds, max_frame });
+        for (w, s) in sockets.into_iter().enumerate() {
+            if let Err(r) = self.command(w, PortCommand::Add(spec.id, Port::Xsk(XskPort::new(s, max_frame)))) {
+                let _ = self.detach(spec.id);
+                return Err(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches port `id`: the XDP program first (traffic falls back to the kernel),
+    /// then each worker stops polling it, its sockets close, and the frames they held
+    /// return to the pools.
+    fn detach(&mut self, id: PortId) -> Result<(), Refusal> {
+        let Some(a) = self.attached.remove(&id.0) else { return Ok(()) };
+        drop(a.xdp);
+        let mut ports = Vec::new();
+        for w in 0..self.workers.len() {
+            if let PortDone::Removed(_, Some(p)) = self.command(w, PortCommand::Remove(id))? {
+                ports.push(p);
+            }
+        }
+        // Closing the sockets waits for the kernel (synchronize_net): here, not on a worker.
+        drop(ports);
+        for w in 0..self.workers.len() {
+            self.command(w, PortCommand::Reclaim(id))?;
+        }
+        Ok(())
+    }
+
+    /// Sends `cmd` to worker `w` and waits for its answer.
+    fn command(&self, w: usize, cmd: PortCommand) -> Result<PortDone, Refusal> {
+        let q = &self.workers[w].queues;
+        if q.ports.push(cmd).is_err() {
+            return Err(Refusal::Conflict(format!("worker {w}: port command queue full")));
+        }
+        let deadline = Instant::now() + WORKER_ANSWER;
+        loop {
+            if let Some(done) = q.done.pop() {
+                return Ok(done);
+            }
+            if Instant::now() > deadline {
+                return Err(Refusal::Conflict(format!("worker {w} did not answer a port command within 2 s")));
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    fn is_attached(&self, id: u16) -> bool {
+        self.attached.contains_key(&id)
+    }
+}
+
+/// The outcome of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Generation of the state after it.
+    pub generation: u64,
+    /// Whether the state changed.
+    pub changed: bool,
+    /// Journal sequence number to sync before answering.
+    pub seq: Option<u64>,
+}
+
+/// A change that was accepted, for watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Generation it produced.
+    pub generation: u64,
+    /// "network", "port" or "route".
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// "put" or "delete".
+    pub op: &'static str,
+}
+
+/// The desired state and what makes it real.
+#[derive(Debug)]
+pub struct Engine {
+    base: Config,
+    desired: Desired,
+    store: Arc<Store>,
+    live: Arc<Mutex<Live>>,
+    dp: Dataplane,
+    /// Ports in the desired state whose interface is missing, and why.
+    missing: BTreeMap<String, String>,
+    view: Arc<View>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Engine {
+    /// Attaches every port of `desired` (and the host port) whose interface exists,
+    /// and publishes. Ports whose interface is missing are reported and kept.
+    pub fn start(
+        base: Config,
+        desired: Desired,
+        store: Arc<Store>,
+        live: Arc<Mutex<Live>>,
+        dp: Dataplane,
+        view: Arc<View>,
+        strict: bool,
+    ) -> anyhow::Result<Engine> {
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let mut e = Engine { base, desired, store, live, dp, missing: BTreeMap::new(), view, changes };
+        let all = e.desired.config(&e.base, |_| false);
+        let (_, specs) = all.specs()?;
+        for spec in &specs {
+            if let Err(r) = e.dp.attach(spec) {
+                // On a first start the ports come from the config file: a missing
+                // interface is the file's mistake. The host port is always ours.
+                let host = e.base.host_port.as_ref().is_some_and(|h| h.switch_side() == spec.name);
+                if host || strict {
+                    anyhow::bail!("{r}");
+                }
+                tracing::warn!(port = %spec.name, "not attached: {r}; kept in the state, attached when it appears");
+                e.missing.insert(spec.name.clone(), r.to_string());
+            }
+        }
+        e.publish().map_err(|r| anyhow::anyhow!("{r}"))?;
+        Ok(e)
+    }
+
+    /// The desired state.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// The base configuration.
+    pub fn base(&self) -> &Config {
+        &self.base
+    }
+
+    /// The store (to sync outside the engine's lock).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The published tables' owner.
+    pub fn live(&self) -> &Arc<Mutex<Live>> {
+        &self.live
+    }
+
+    /// Ports whose interface is missing, and why.
+    pub fn missing(&self) -> &BTreeMap<String, String> {
+        &self.missing
+    }
+
+    /// Whether port `id` is attached.
+    pub fn is_attached(&self, id: u16) -> bool {
+        self.dp.is_attached(id)
+    }
+
+    /// The attached ports.
+    pub fn port_views(&self) -> Vec<PortView> {
+        self.dp.views()
+    }
+
+    /// Subscribes to accepted changes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Compiles the desired state (without missing ports) and publishes it.
+    fn publish(&mut self) -> Result<u64, Refusal> {
+        let c = self.desired.config(&self.base, |n| self.missing.contains_key(n));
+        let topology = c.topology().map_err(|e| Refusal::Conflict(e.to_string()))?;
+        let routing = c.routing(&topology).map_err(|e| Refusal::Conflict(e.to_string()))?;
+        let routes = Routes::build(&topology, &routing.routes).map_err(|e| Refusal::Conflict(e.to_string()))?;
+        let generation = self.live.lock().unwrap_or_else(|e| e.into_inner()).set(topology, routes, &routing.neighbours);
+        if let Ok(mut p) = self.view.ports.lock() {
+            *p = self.dp.views();
+        }
+        Ok(generation)
+    }
+
+    fn port_spec(&self, d: &Desired, name: &str) -> Option<PortSpec> {
+        let c = d.config(&self.base, |n| n != name);
+        c.specs().ok()?.1.into_iter().find(|p| p.name == name)
+    }
+
+    /// Checks and applies `m`. The answer may be sent once `store.sync(seq)` returns.
+    pub fn apply(&mut self, m: &Mutation) -> Result<Applied, Refusal> {
+        let next = state::check(&self.base, &self.desired, m, |n| self.missing.contains_key(n))?;
+        if next.same_objects(&self.desired) {
+            return Ok(Applied { generation: self.desired.generation, changed: false, seq: None });
+        }
+        // A new port is attached before anything is written; a failure undoes it.
+        let mut attached_new = None;
+        if let Mutation::PutPort(p) = m {
+            if !self.desired.ports.contains_key(&p.name) {
+                let spec = self.port_spec(&next, &p.name).ok_or_else(|| Refusal::Invalid("port spec".into()))?;
+                self.dp.attach(&spec)?;
+                attached_new = Some(spec.id);
+            }
+        }
+        let generation = self.desired.generation + 1;
+        let seq = match self.store.append(generation, m) {
+            Ok(seq) => seq,
+            Err(e) => {
+                if let Some(id) = attached_new {
+                    let _ = self.dp.detach(id);
+                }
+                return Err(Refusal::Conflict(format!(
+                    "could not write the state to {}: {e}; nothing changed",
+                    self.store.dir().display()
+                )));
+            }
+        };
+        let removed = match m {
+            Mutation::DeletePort(name) => self.desired.ids.ports.get(name).copied(),
+            _ => None,
+        };
+        let old = core::mem::replace(&mut self.desired, next);
+        self.desired.generation = generation;
+        if let Mutation::DeletePort(name) = m {
+            self.missing.remove(name);
+        }
+        // Publish first, so no worker sends to a port being removed, then detach.
+        if let Err(r) = self.publish() {
+            // check() compiled the same state: this cannot happen; say so loudly.
+            tracing::error!("publishing an accepted state failed: {r}");
+        }
+        if let Some(id) = removed {
+            if let Err(r) = self.dp.detach(PortId(id)) {
+                tracing::error!(port = id, "detach: {r}");
+            }
+            if let Ok(mut p) = self.view.ports.lock() {
+                *p = self.dp.views();
+            }
+        }
+        drop(old);
+        let (kind, name, op) = m.describe();
+        tracing::info!(generation, kind, name = %name, op, "state changed");
+        let _ = self.changes.send(Change { generation, kind, name, op });
+        if self.store.should_compact() {
+            if let Err(e) = self.store.compact(&self.desired) {
+                tracing::warn!("compacting the journal: {e}");
+            }
+        }
+        Ok(Applied { generation, changed: true, seq: Some(seq) })
+    }
+
+    /// Attaches ports whose interface appeared, and takes out of the dataplane ports
+    /// whose interface vanished (they stay in the state). Returns true if anything
+    /// changed.
+    pub fn reconcile(&mut self) -> bool {
+        let mut changed = false;
+        let all = self.desired.config(&self.base, |_| false);
+        let Ok((_, specs)) = all.specs() else { return false };
+        for spec in &specs {
+            let exists = netdev::ifindex(&spec.name).is_ok();
+            if self.missing.contains_key(&spec.name) && exists {
+                match self.dp.attach(spec) {
+                    Ok(()) => {
+                        tracing::info!(port = %spec.name, "interface is back: attached");
+                        self.missing.remove(&spec.name);
+                        changed = true;
+                    }
+                    Err(r) => {
+                        self.missing.insert(spec.name.clone(), r.to_string());
+                    }
+                }
+            } else if !exists && self.dp.is_attached(spec.id.0) {
+                tracing::warn!(port = %spec.name, "interface vanished: detached; kept in the state");
+                let _ = self.dp.detach(spec.id);
+                self.missing.insert(spec.name.clone(), "the interface vanished".into());
+                changed = true;
+            }
+        }
+        if changed {
+            if let Err(r) = self.publish() {
+                tracing::error!("publishing after reconcile: {r}");
+            }
+        }
+        changed
+    }
+
+    /// Detaches the XDP program from every port (at stop: the workers keep their
+    /// sockets until they stop). Returns the interfaces.
+    pub fn detach_xdp(&mut self) -> Vec<String> {
+        let names = self.dp.attached.values().map(|a| a.name.clone()).collect();
+        self.dp.attached.clear();
+        names
+    }
+}

@@ -1,0 +1,528 @@
+//! The gRPC API on the control socket.
+//!
+//! A small tokio runtime (one thread, plus blocking threads for mutations, all on the
+//! CPUs that are not the workers') serves `podswitch.v1`. Mutations run on a blocking
+//! thread: they take the engine's lock, apply, and wait for the journal fsync (after
+//! releasing the lock, so concurrent requests share fsyncs) before answering.
+
+use crate::api::v1 as pb;
+use crate::config::{Config, NetworkConfig, PortConfig, RouteConfig, VlanConfig};
+use crate::daemon::View;
+use crate::engine::Engine;
+use crate::state::{Mutation, Refusal};
+use anyhow::{bail, Context, Result};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switch_core::stats::{DropReason, PortCounters, WorkerStats};
+use switch_core::tables::{Hop, NetworkId, PortId};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+/// How often ports whose interface is missing are looked for.
+const RECONCILE: Duration = Duration::from_secs(2);
+
+/// The running API.
+pub struct Server {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    socket: std::path::PathBuf,
+}
+
+impl Server {
+    /// Binds the control socket and serves on a thread of its own.
+    pub fn start(cfg: &Config, engine: Arc<Mutex<Engine>>, view: Arc<View>, cpus: Vec<usize>) -> Result<Server> {
+        let path = cfg.control_socket.clone();
+        let listener = bind(&path, cfg.control_socket_gid)?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let pin = cpus.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(16)
+            .thread_name("ps-api")
+            .on_thread_start(move || crate::daemon::pin_to(&pin))
+            .enable_all()
+            .build()
+            .context("starting the API runtime")?;
+        let api = Api { engine, view };
+        let thread = std::thread::Builder::new().name("ps-api".into()).spawn(move || {
+            rt.block_on(async move {
+                listener.set_nonblocking(true).expect("nonblocking");
+                let listener = match tokio::net::UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("control socket: {e}");
+                        return;
+                    }
+                };
+                let reconcile = {
+                    let engine = api.engine.clone();
+                    tokio::spawn(async move {
+                        let mut t = tokio::time::interval(RECONCILE);
+                        loop {
+                            t.tick().await;
+                            let engine = engine.clone();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                engine.lock().unwrap_or_else(|e| e.into_inner()).reconcile()
+                            })
+                            .await;
+                        }
+                    })
+                };
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let served = tonic::transport::Server::builder()
+                    .add_service(pb::networks_server::NetworksServer::new(api.clone()))
+                    .add_service(pb::ports_server::PortsServer::new(api.clone()))
+                    .add_service(pb::routes_server::RoutesServer::new(api.clone()))
+                    .add_service(pb::neighbours_server::NeighboursServer::new(api.clone()))
+                    .add_service(pb::switch_server::SwitchServer::new(api))
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = rx.await;
+                    })
+                    .await;
+                reconcile.abort();
+                if let Err(e) = served {
+                    tracing::error!("API server: {e}");
+                }
+            });
+        })?;
+        Ok(Server { shutdown: Some(tx), thread: Some(thread), socket: path })
+    }
+
+    /// Stops serving and removes the socket.
+    pub fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Creates the socket: its directory, no stale file, mode 0600 (0660 with a group).
+fn bind(path: &Path, gid: Option<u32>) -> Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("control_socket: creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "control_socket {}: another podswitchd is listening there; stop it or give this one another socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("control_socket: removing stale {}", path.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("control_socket: binding {}", path.display()))?;
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("control_socket: chmod {}", path.display()))?;
+    if let Some(g) = gid {
+        std::os::unix::fs::chown(path, None, Some(g))
+            .with_context(|| format!("control_socket: chown to group {g} {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+#[derive(Clone)]
+struct Api {
+    engine: Arc<Mutex<Engine>>,
+    view: Arc<View>,
+}
+
+fn status(r: Refusal) -> Status {
+    match r {
+        Refusal::Invalid(m) => Status::invalid_argument(m),
+        Refusal::Conflict(m) => Status::failed_precondition(m),
+    }
+}
+
+fn lock(engine: &Mutex<Engine>) -> std::sync::MutexGuard<'_, Engine> {
+    engine.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Api {
+    async fn mutate(&self, m: Result<Mutation, Refusal>) -> Result<Response<pb::Applied>, Status> {
+        let m = m.map_err(status)?;
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let (applied, store) = {
+                let mut e = lock(&engine);
+                let applied = e.apply(&m);
+                (applied, e.store().clone())
+            };
+            let a = applied.map_err(status)?;
+            if let Some(seq) = a.seq {
+                // Applied but not durable: the daemon cannot promise anything any more.
+                store.sync(seq).map_err(|e| {
+                    tracing::error!("fsync of the journal failed: {e}");
+                    Status::data_loss(format!("the change was applied but could not be made durable: {e}"))
+                })?;
+            }
+            Ok(Response::new(pb::Applied { generation: a.generation, changed: a.changed }))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    /// Network and port names by id, from the published topology.
+    fn names(&self) -> (Vec<Option<String>>, Vec<Option<String>>) {
+        let tables = self.view.tables.load();
+        let mut nets: Vec<Option<String>> = Vec::new();
+        for n in tables.topology.networks() {
+            let i = n.spec.id.0 as usize;
+            if nets.len() <= i {
+                nets.resize(i + 1, None);
+            }
+            nets[i] = Some(n.spec.name.clone());
+        }
+        let mut ports: Vec<Option<String>> = Vec::new();
+        for p in tables.topology.ports() {
+            let i = p.spec.id.0 as usize;
+            if ports.len() <= i {
+                ports.resize(i + 1, None);
+            }
+            ports[i] = Some(p.spec.name.clone());
+        }
+        (nets, ports)
+    }
+}
+
+fn net_name(names: &[Option<String>], id: NetworkId) -> String {
+    names.get(id.0 as usize).cloned().flatten().unwrap_or_else(|| format!("#{}", id.0))
+}
+
+fn port_name(names: &[Option<String>], id: PortId) -> String {
+    names.get(id.0 as usize).cloned().flatten().unwrap_or_else(|| format!("#{}", id.0))
+}
+
+// ---- Conversions ----
+
+fn network_in(n: pb::Network) -> NetworkConfig {
+    NetworkConfig {
+        name: n.name,
+        ageing_s: if n.ageing_s == 0 { 300 } else { n.ageing_s },
+        gateway: n.gateway,
+        gateway_mac: n.gateway_mac,
+        router_advertisements: n.router_advertisements,
+    }
+}
+
+fn port_in(p: pb::Port) -> Result<PortConfig, Refusal> {
+    let mut vlans = Vec::new();
+    for v in p.vlans {
+        let vid = u16::try_from(v.vid)
+            .map_err(|_| Refusal::Invalid(format!("port {:?}: VLAN {} is out of range (1 to 4094)", p.name, v.vid)))?;
+        vlans.push(VlanConfig { vid, network: v.network });
+    }
+    let mut addresses = Vec::new();
+    for (i, a) in p.addresses.iter().enumerate() {
+        let ip: IpAddr = a.parse().map_err(|_| {
+            Refusal::Invalid(format!("port {:?}: addresses[{i}] = {a:?} is not an IPv4 or IPv6 address", p.name))
+        })?;
+        addresses.push(ip);
+    }
+    Ok(PortConfig { name: p.name, network: p.network, vlans, native: p.native, macs: p.macs, addresses })
+}
+
+fn route_in(r: pb::Route) -> Result<RouteConfig, Refusal> {
+    use pb::route::Target;
+    let mut c = RouteConfig { prefix: r.prefix.clone(), via: None, network: None, port: None, drop: false };
+    match r.target {
+        Some(Target::Via(v)) => {
+            c.via = Some(v.parse().map_err(|_| {
+                Refusal::Invalid(format!("route {:?}: via {v:?} is not an IPv4 or IPv6 address", r.prefix))
+            })?)
+        }
+        Some(Target::Network(n)) => c.network = Some(n),
+        Some(Target::Port(p)) => c.port = Some(p),
+        Some(Target::Drop(true)) => c.drop = true,
+        Some(Target::Drop(false)) | None => {
+            return Err(Refusal::Invalid(format!(
+                "route {:?}: give exactly one of via, network, port or drop",
+                r.prefix
+            )))
+        }
+    }
+    Ok(c)
+}
+
+fn route_out(r: &RouteConfig) -> pb::Route {
+    use pb::route::Target;
+    let target = if let Some(v) = r.via {
+        Target::Via(v.to_string())
+    } else if let Some(n) = &r.network {
+        Target::Network(n.clone())
+    } else if let Some(p) = &r.port {
+        Target::Port(p.clone())
+    } else {
+        Target::Drop(true)
+    };
+    pb::Route { prefix: crate::state::route_key(&r.prefix), target: Some(target) }
+}
+
+fn counters(name: &str, id: u16, c: &[&PortCounters]) -> pb::PortCounters {
+    let sum = |f: fn(&PortCounters) -> u64| c.iter().map(|c| f(c)).sum();
+    pb::PortCounters {
+        name: name.to_string(),
+        id: u32::from(id),
+        rx_packets: sum(|c| c.rx_packets.get()),
+        rx_bytes: sum(|c| c.rx_bytes.get()),
+        tx_packets: sum(|c| c.tx_packets.get()),
+        tx_bytes: sum(|c| c.tx_bytes.get()),
+        tx_flood_packets: sum(|c| c.tx_flood.get()),
+        xsk_rx_dropped: sum(|c| c.xsk.rx_dropped.get()),
+        xsk_rx_ring_full: sum(|c| c.xsk.rx_ring_full.get()),
+        xsk_rx_fill_ring_empty: sum(|c| c.xsk.rx_fill_ring_empty.get()),
+    }
+}
+
+fn drops(workers: &[&WorkerStats]) -> Vec<pb::Drop> {
+    DropReason::ALL
+        .iter()
+        .map(|r| pb::Drop { reason: r.name().to_string(), packets: workers.iter().map(|w| w.drops(*r)).sum() })
+        .filter(|d| d.packets > 0)
+        .collect()
+}
+
+// ---- Services ----
+
+#[tonic::async_trait]
+impl pb::networks_server::Networks for Api {
+    async fn put(&self, r: Request<pb::Network>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(Ok(Mutation::PutNetwork(network_in(r.into_inner())))).await
+    }
+
+    async fn delete(&self, r: Request<pb::Name>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(Ok(Mutation::DeleteNetwork(r.into_inner().name))).await
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::NetworkList>, Status> {
+        let e = lock(&self.engine);
+        let d = e.desired();
+        let networks = d
+            .networks
+            .values()
+            .map(|n| pb::Network {
+                name: n.name.clone(),
+                ageing_s: n.ageing_s,
+                gateway: n.gateway.clone(),
+                gateway_mac: n.gateway_mac.clone(),
+                router_advertisements: n.router_advertisements,
+                id: u32::from(d.ids.networks.get(&n.name).copied().unwrap_or_default()),
+            })
+            .collect();
+        Ok(Response::new(pb::NetworkList { networks, generation: d.generation }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::ports_server::Ports for Api {
+    async fn put(&self, r: Request<pb::Port>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(port_in(r.into_inner()).map(Mutation::PutPort)).await
+    }
+
+    async fn delete(&self, r: Request<pb::Name>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(Ok(Mutation::DeletePort(r.into_inner().name))).await
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::PortList>, Status> {
+        let e = lock(&self.engine);
+        let d = e.desired();
+        let views = e.port_views();
+        let status = |name: &str, id: u16, from_config: bool| {
+            let v = views.iter().find(|v| v.id == id);
+            pb::PortStatus {
+                id: u32::from(id),
+                attached: v.is_some(),
+                reason: e.missing().get(name).cloned().unwrap_or_default(),
+                xdp_mode: v.map(|v| format!("{:?}", v.xdp_mode).to_lowercase()).unwrap_or_default(),
+                max_frame: v.map_or(0, |v| v.max_frame),
+                from_config,
+            }
+        };
+        let mut ports: Vec<pb::Port> = d
+            .ports
+            .values()
+            .map(|p| pb::Port {
+                name: p.name.clone(),
+                network: p.network.clone(),
+                vlans: p.vlans.iter().map(|v| pb::Vlan { vid: u32::from(v.vid), network: v.network.clone() }).collect(),
+                native: p.native.clone(),
+                macs: p.macs.clone(),
+                addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+                status: Some(status(&p.name, d.ids.ports.get(&p.name).copied().unwrap_or_default(), false)),
+            })
+            .collect();
+        if let Some(h) = &e.base().host_port {
+            let id = e.base().dataplane.max_ports - 1;
+            ports.push(pb::Port {
+                name: h.switch_side(),
+                network: Some(h.network.clone()),
+                status: Some(status(&h.switch_side(), id, true)),
+                ..Default::default()
+            });
+        }
+        Ok(Response::new(pb::PortList { ports, generation: d.generation }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::routes_server::Routes for Api {
+    async fn put(&self, r: Request<pb::Route>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(route_in(r.into_inner()).map(Mutation::PutRoute)).await
+    }
+
+    async fn delete(&self, r: Request<pb::Name>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(Ok(Mutation::DeleteRoute(r.into_inner().name))).await
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::RouteList>, Status> {
+        let e = lock(&self.engine);
+        let d = e.desired();
+        Ok(Response::new(pb::RouteList {
+            routes: d.routes.values().map(route_out).collect(),
+            generation: d.generation,
+        }))
+    }
+
+    async fn fib(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::FibList>, Status> {
+        let tables = self.view.tables.load();
+        let (nets, ports) = self.names();
+        let entries = tables
+            .routes
+            .table
+            .iter()
+            .map(|(p, h)| {
+                let mut e = pb::FibEntry { prefix: p.to_string(), ..Default::default() };
+                match h {
+                    Hop::Connected { network, port } => {
+                        e.kind = "connected".into();
+                        e.network = net_name(&nets, *network);
+                        e.port = port.map(|p| port_name(&ports, p)).unwrap_or_default();
+                    }
+                    Hop::Via { network, ip } => {
+                        e.kind = "via".into();
+                        e.network = net_name(&nets, *network);
+                        e.via = ip.to_string();
+                    }
+                    Hop::Drop => e.kind = "drop".into(),
+                }
+                e
+            })
+            .collect();
+        Ok(Response::new(pb::FibList { entries }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::neighbours_server::Neighbours for Api {
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::NeighbourList>, Status> {
+        let list = {
+            let e = lock(&self.engine);
+            let live = e.live().lock().unwrap_or_else(|e| e.into_inner());
+            live.resolver.list()
+        };
+        let (nets, _) = self.names();
+        let neighbours = list
+            .into_iter()
+            .map(|n| pb::Neighbour {
+                network: net_name(&nets, NetworkId(n.key.network)),
+                address: n.key.ip().to_string(),
+                mac: n.mac.map(|m| m.to_string()).unwrap_or_default(),
+                state: n.state.to_string(),
+            })
+            .collect();
+        Ok(Response::new(pb::NeighbourList { neighbours }))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Change, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::switch_server::Switch for Api {
+    async fn status(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        let e = lock(&self.engine);
+        let d = e.desired();
+        let views = e.port_views();
+        Ok(Response::new(pb::StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            generation: d.generation,
+            tables_generation: self.view.tables.load().generation,
+            workers: self.view.workers.len() as u32,
+            networks: d.networks.len() as u32,
+            ports: (d.ports.len() + usize::from(e.base().host_port.is_some())) as u32,
+            ports_attached: views.len() as u32,
+            routes: d.routes.len() as u32,
+            uptime_s: self.view.started.elapsed().as_secs(),
+            state_dir: e.store().dir().display().to_string(),
+            missing_ports: e.missing().keys().cloned().collect(),
+        }))
+    }
+
+    async fn stats(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::StatsReply>, Status> {
+        let v = &self.view;
+        let at_ns = v.started.elapsed().as_nanos() as u64;
+        let ports = v.ports();
+        let all: Vec<&WorkerStats> = v.workers.iter().map(|w| &**w).collect();
+        let port_totals = ports
+            .iter()
+            .map(|p| {
+                let c: Vec<&PortCounters> = all.iter().map(|w| &w.ports[p.id as usize]).collect();
+                counters(&p.name, p.id, &c)
+            })
+            .collect();
+        let workers = all
+            .iter()
+            .enumerate()
+            .map(|(i, w)| pb::WorkerCounters {
+                id: i as u32,
+                core: v.cores.get(i).copied().unwrap_or_default() as u32,
+                busy_loops: w.busy_loops.get(),
+                idle_loops: w.idle_loops.get(),
+                batches: w.batches.get(),
+                packets: w.packets.get(),
+                umem_frames: v.umems.get(i).map_or(0, |u| u.frames),
+                free_frames: w.free_frames.get(),
+                tables_generation: w.generation.get(),
+                drops: drops(&[w]),
+                ports: ports.iter().map(|p| counters(&p.name, p.id, &[&w.ports[p.id as usize]])).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::StatsReply { ports: port_totals, drops: drops(&all), workers, at_ns }))
+    }
+
+    async fn fdb(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::FdbList>, Status> {
+        let tables = self.view.tables.load();
+        let (nets, ports) = self.names();
+        let mut entries: Vec<pb::FdbEntry> = tables
+            .fdb
+            .iter()
+            .map(|(n, mac, e)| pb::FdbEntry {
+                network: net_name(&nets, n),
+                mac: mac.to_string(),
+                port: port_name(&ports, e.port),
+                is_static: e.is_static(),
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.network, &a.mac).cmp(&(&b.network, &b.mac)));
+        Ok(Response::new(pb::FdbList { entries }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let rx = lock(&self.engine).subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|c| match c {
+            Ok(c) => Ok(pb::Change { generation: c.generation, kind: c.kind.into(), name: c.name, op: c.op.into() }),
+            Err(e) => Err(Status::data_loss(format!("watcher fell behind: {e}; list again and re-watch"))),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,381 @@
+//! The desired state: what the API (or, on first start, the config file) asked for.
+//!
+//! Networks, ports and routes by name (a route's name is its prefix, normalised), and
+//! the dataplane id each network and port keeps for its life. [`Desired::with`] is the
+//! one way to change it: pure, so the journal replays to exactly the same state and
+//! ids. Whether a change is allowed is [`check`]'s business, before anything changes.
+
+use crate::config::{Config, ConfigError, Ids, NetworkConfig, PortConfig, RouteConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use switch_core::tables::Prefix;
+
+/// The desired state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Grows by one with every accepted change.
+    pub generation: u64,
+    /// By name.
+    pub networks: BTreeMap<String, NetworkConfig>,
+    /// By interface name.
+    pub ports: BTreeMap<String, PortConfig>,
+    /// By normalised prefix.
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Their ids.
+    pub ids: Ids,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Create or replace a network.
+    PutNetwork(NetworkConfig),
+    /// Remove a network (it must have no ports or routes).
+    DeleteNetwork(String),
+    /// Create or replace a port.
+    PutPort(PortConfig),
+    /// Remove a port.
+    DeletePort(String),
+    /// Create or replace the route for a prefix.
+    PutRoute(RouteConfig),
+    /// Remove the route for a prefix.
+    DeleteRoute(String),
+}
+
+impl Mutation {
+    /// ("network" | "port" | "route", name, "put" | "delete"), for logs and watchers.
+    pub fn describe(&self) -> (&'static str, String, &'static str) {
+        match self {
+            Mutation::PutNetwork(n) => ("network", n.name.clone(), "put"),
+            Mutation::DeleteNetwork(n) => ("network", n.clone(), "delete"),
+            Mutation::PutPort(p) => ("port", p.name.clone(), "put"),
+            Mutation::DeletePort(p) => ("port", p.clone(), "delete"),
+            Mutation::PutRoute(r) => ("route", route_key(&r.prefix), "put"),
+            Mutation::DeleteRoute(r) => ("route", route_key(r), "delete"),
+        }
+    }
+}
+
+/// A prefix as routes are keyed: normalised when it parses ("198.19.0.0/16").
+pub fn route_key(prefix: &str) -> String {
+    prefix.parse::<Prefix>().map_or_else(|_| prefix.to_string(), |p| p.to_string())
+}
+
+fn lowest_free(used: &BTreeMap<String, u16>) -> u16 {
+    let mut taken: Vec<u16> = used.values().copied().collect();
+    taken.sort_unstable();
+    let mut id = 0;
+    for t in taken {
+        if t != id {
+            break;
+        }
+        id += 1;
+    }
+    id
+}
+
+impl Desired {
+    /// The static topology of `cfg`, ids in file order (a first start).
+    pub fn from_config(cfg: &Config) -> Desired {
+        let mut d = Desired::default();
+        for n in &cfg.networks {
+            d = d.with(&Mutation::PutNetwork(n.clone()));
+        }
+        for p in &cfg.ports {
+            d = d.with(&Mutation::PutPort(p.clone()));
+        }
+        for r in &cfg.routes {
+            d = d.with(&Mutation::PutRoute(r.clone()));
+        }
+        d
+    }
+
+    /// The state after `m` (generation unchanged). Unchecked: see [`check`].
+    pub fn with(&self, m: &Mutation) -> Desired {
+        let mut d = self.clone();
+        match m {
+            Mutation::PutNetwork(n) => {
+                if !d.ids.networks.contains_key(&n.name) {
+                    let id = lowest_free(&d.ids.networks);
+                    d.ids.networks.insert(n.name.clone(), id);
+                }
+                d.networks.insert(n.name.clone(), n.clone());
+            }
+            Mutation::DeleteNetwork(name) => {
+                d.networks.remove(name);
+                d.ids.networks.remove(name);
+            }
+            Mutation::PutPort(p) => {
+                if !d.ids.ports.contains_key(&p.name) {
+                    let id = lowest_free(&d.ids.ports);
+                    d.ids.ports.insert(p.name.clone(), id);
+                }
+                d.ports.insert(p.name.clone(), p.clone());
+            }
+            Mutation::DeletePort(name) => {
+                d.ports.remove(name);
+                d.ids.ports.remove(name);
+            }
+            Mutation::PutRoute(r) => {
+                d.routes.insert(route_key(&r.prefix), r.clone());
+            }
+            Mutation::DeleteRoute(prefix) => {
+                d.routes.remove(&route_key(prefix));
+            }
+        }
+        d
+    }
+
+    /// True when `other` asks for the same objects (generations aside).
+    pub fn same_objects(&self, other: &Desired) -> bool {
+        self.networks == other.networks && self.ports == other.ports && self.routes == other.routes
+    }
+
+    /// `base` (dataplane, node, host port) with this state's topology, leaving out the
+    /// ports for which `skip` is true (their interface is missing).
+    pub fn config(&self, base: &Config, skip: impl Fn(&str) -> bool) -> Config {
+        let mut c = base.clone();
+        c.networks = self.networks.values().cloned().collect();
+        c.ports = self.ports.values().filter(|p| !skip(&p.name)).cloned().collect();
+        c.routes = self.routes.values().cloned().collect();
+        c.ids = Some(self.ids.clone());
+        c
+    }
+}
+
+/// Why a change is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request itself is malformed (INVALID_ARGUMENT).
+    Invalid(String),
+    /// It conflicts with the state (FAILED_PRECONDITION).
+    Conflict(String),
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Refusal::Invalid(m) | Refusal::Conflict(m) => f.write_str(m),
+        }
+    }
+}
+
+fn message(e: ConfigError) -> String {
+    e.to_string()
+}
+
+/// Checks `m` on its own: fields that do not parse, impossible combinations.
+fn check_alone(base: &Config, m: &Mutation) -> Result<(), Refusal> {
+    let invalid = |e: ConfigError| Refusal::Invalid(message(e));
+    let mut c = base.clone();
+    c.host_port = None;
+    c.node = Default::default();
+    c.ids = None;
+    c.routes = vec![];
+    match m {
+        Mutation::PutNetwork(n) => {
+            if n.name.is_empty() || n.name.len() > 64 {
+                return Err(Refusal::Invalid(format!("network name {:?} must be 1 to 64 characters", n.name)));
+            }
+            c.networks = vec![n.clone()];
+            c.ports = vec![];
+            c.topology().map_err(invalid)?;
+        }
+        Mutation::PutPort(p) => {
+            // Stand-ins for the networks it names: only the port's own fields are checked.
+            let mut names: Vec<&String> = p.network.iter().chain(p.native.iter()).collect();
+            names.extend(p.vlans.iter().map(|v| &v.network));
+            names.sort();
+            names.dedup();
+            c.networks = names
+                .into_iter()
+                .map(|n| NetworkConfig {
+                    name: n.clone(),
+                    ageing_s: 300,
+                    gateway: vec![],
+                    gateway_mac: None,
+                    router_advertisements: false,
+                })
+                .collect();
+            let mut alone = p.clone();
+            alone.addresses.clear();
+            c.ports = vec![alone];
+            c.topology().map_err(invalid)?;
+            if !p.addresses.is_empty() && p.macs.len() != 1 {
+                return Err(Refusal::Invalid(format!(
+                    "port {:?}: addresses need the pod's MAC to become static neighbours: give exactly one in macs",
+                    p.name
+                )));
+            }
+        }
+        Mutation::PutRoute(r) => {
+            r.prefix.parse::<Prefix>().map_err(|e| Refusal::Invalid(format!("route {:?}: {e}", r.prefix)))?;
+            let targets = usize::from(r.via.is_some())
+                + usize::from(r.network.is_some())
+                + usize::from(r.port.is_some())
+                + usize::from(r.drop);
+            if targets != 1 {
+                return Err(Refusal::Invalid(format!(
+                    "route {:?}: give exactly one of via, network, port or drop",
+                    r.prefix
+                )));
+            }
+        }
+        Mutation::DeleteNetwork(n) | Mutation::DeletePort(n) => {
+            if n.is_empty() {
+                return Err(Refusal::Invalid("name is empty".into()));
+            }
+        }
+        Mutation::DeleteRoute(r) => {
+            r.parse::<Prefix>().map_err(|e| Refusal::Invalid(format!("route {r:?}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `m` may be applied to `cur`, giving the state it produces. `skip` says
+/// which ports to leave out of the compiled topology (missing interfaces).
+pub fn check(base: &Config, cur: &Desired, m: &Mutation, skip: impl Fn(&str) -> bool) -> Result<Desired, Refusal> {
+    check_alone(base, m)?;
+    let next = cur.with(m);
+    match m {
+        Mutation::DeleteNetwork(name) if cur.networks.contains_key(name) => {
+            let users: Vec<&str> = cur
+                .ports
+                .values()
+                .filter(|p| {
+                    p.network.as_ref() == Some(name)
+                        || p.native.as_ref() == Some(name)
+                        || p.vlans.iter().any(|v| v.network == *name)
+                })
+                .map(|p| p.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(Refusal::Conflict(format!(
+                    "network {name:?} still has ports {users:?}: delete or move them first"
+                )));
+            }
+            if base.host_port.as_ref().is_some_and(|h| h.network == *name) {
+                return Err(Refusal::Conflict(format!(
+                    "network {name:?} carries the host port (set in the config file): it cannot be deleted"
+                )));
+            }
+        }
+        _ => {}
+    }
+    if let Some(h) = &base.host_port {
+        let (kind, name, _) = m.describe();
+        if kind == "port" && (name == h.switch_side() || name == h.name) {
+            return Err(Refusal::Conflict(format!(
+                "port {name:?} is the host port, set in the config file (host_port); the API cannot change it"
+            )));
+        }
+    }
+    let limit = base.dataplane.max_ports - u16::from(base.host_port.is_some());
+    if let Mutation::PutPort(p) = m {
+        if next.ids.ports.get(&p.name).is_some_and(|id| *id >= limit) {
+            return Err(Refusal::Conflict(format!(
+                "port {:?}: all {limit} port ids are in use; raise dataplane.max_ports",
+                p.name
+            )));
+        }
+    }
+    let c = next.config(base, skip);
+    let topology = c.topology().map_err(|e| Refusal::Conflict(message(e)))?;
+    c.routing(&topology).map_err(|e| Refusal::Conflict(message(e)))?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::parse("[dataplane]\ncores = [0]\nmax_ports = 4\n").unwrap()
+    }
+
+    fn net(name: &str, gw: &[&str]) -> Mutation {
+        Mutation::PutNetwork(NetworkConfig {
+            name: name.into(),
+            ageing_s: 300,
+            gateway: gw.iter().map(|s| s.to_string()).collect(),
+            gateway_mac: None,
+            router_advertisements: false,
+        })
+    }
+
+    fn port(name: &str, network: &str) -> Mutation {
+        Mutation::PutPort(PortConfig {
+            name: name.into(),
+            network: Some(network.into()),
+            vlans: vec![],
+            native: None,
+            macs: vec![],
+            addresses: vec![],
+        })
+    }
+
+    fn apply(d: &Desired, m: Mutation) -> Result<Desired, Refusal> {
+        check(&base(), d, &m, |_| false)
+    }
+
+    #[test]
+    fn changes_are_idempotent_and_ids_stay_with_their_object() {
+        let d = apply(&Desired::default(), net("a", &["198.18.1.1/24"])).unwrap();
+        let d = apply(&d, net("b", &[])).unwrap();
+        let again = apply(&d, net("b", &[])).unwrap();
+        assert!(again.same_objects(&d), "the same put twice is the same state");
+        assert_eq!(again.ids, d.ids);
+        let d = apply(&d, port("p0", "a")).unwrap();
+        let d = apply(&d, port("p1", "b")).unwrap();
+        let d = apply(&d, Mutation::DeletePort("p0".into())).unwrap();
+        assert_eq!(d.ids.ports["p1"], 1, "removing p0 does not renumber p1");
+        let d = apply(&d, port("p2", "b")).unwrap();
+        assert_eq!(d.ids.ports["p2"], 0, "the lowest free id is reused");
+        let gone = apply(&d, Mutation::DeletePort("nope".into())).unwrap();
+        assert!(gone.same_objects(&d), "deleting what is not there changes nothing");
+    }
+
+    #[test]
+    fn refusals_say_malformed_or_conflicting() {
+        let d = apply(&Desired::default(), net("a", &["198.18.1.1/24"])).unwrap();
+        let d = apply(&d, port("p0", "a")).unwrap();
+        let invalid = |m: Mutation| match apply(&d, m) {
+            Err(Refusal::Invalid(msg)) => msg,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let conflict = |m: Mutation| match apply(&d, m) {
+            Err(Refusal::Conflict(msg)) => msg,
+            other => panic!("expected Conflict, got {other:?}"),
+        };
+        assert!(invalid(net("b", &["198.18.2.1"])).contains("ADDRESS/LENGTH"));
+        let mut bad_mac = PortConfig { macs: vec!["02:00:00:00:00".into()], ..port_cfg("p1", "a") };
+        assert!(invalid(Mutation::PutPort(bad_mac.clone())).contains("p1"));
+        bad_mac.macs = vec!["01:00:5e:00:00:01".into()];
+        assert!(invalid(Mutation::PutPort(bad_mac)).contains("unicast"));
+        assert!(invalid(Mutation::PutPort(PortConfig {
+            vlans: vec![crate::config::VlanConfig { vid: 4095, network: "a".into() }],
+            network: None,
+            ..port_cfg("t0", "a")
+        }))
+        .contains("4094"));
+        assert!(conflict(net("b", &["198.18.1.129/25"])).contains("overlaps"));
+        assert!(conflict(port("p1", "nope")).contains("\"nope\""));
+        let msg = conflict(Mutation::DeleteNetwork("a".into()));
+        assert!(msg.contains("p0"), "{msg}");
+        let d3 = apply(&d, port("p1", "a")).unwrap();
+        let d4 = apply(&d3, port("p2", "a")).unwrap();
+        let d5 = apply(&d4, port("p3", "a")).unwrap();
+        match apply(&d5, port("p4", "a")) {
+            Err(Refusal::Conflict(m)) => assert!(m.contains("max_ports"), "{m}"),
+            other => panic!("expected the id limit, got {other:?}"),
+        }
+    }
+
+    fn port_cfg(name: &str, network: &str) -> PortConfig {
+        match port(name, network) {
+            Mutation::PutPort(p) => p,
+            _ => unreachable!(),
+        }
+    }
+}
