@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages podswitch's demo and tests use, if they are missing:
-# iproute2 (ip), iputils-ping (ping), iputils-tracepath (tracepath), ethtool, procps (sysctl).
+# iproute2 (ip), iputils-ping (ping), iputils-tracepath (tracepath), ethtool, tshark
+# (reads the pcaps podswitchctl capture writes), procps (sysctl).
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v tracepath >/dev/null || need+=(iputils-tracepath)
 command -v ethtool >/dev/null || need+=(ethtool)
+command -v tshark >/dev/null || need+=(tshark)
 command -v sysctl >/dev/null || need+=(procps)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then

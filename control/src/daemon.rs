@@ -53,6 +53,16 @@ pub struct View {
     pub cores: Vec<usize>,
     /// When the daemon started.
     pub started: Instant,
+    /// Each worker's capture and trace taps.
+    pub taps: Vec<Arc<switch_core::debug::Taps>>,
+    /// The workers' clock, and the wall-clock time it started at (for pcap stamps).
+    pub clock: Clock,
+    /// Wall-clock time of `clock`'s start.
+    pub wall_start: std::time::SystemTime,
+    /// A capture is running (one at a time).
+    pub capture_busy: AtomicBool,
+    /// A trace is running (one at a time).
+    pub trace_busy: AtomicBool,
 }
 
 impl View {
@@ -242,6 +252,11 @@ impl Daemon {
             neigh: Mutex::new(ResolverStats::default()),
             cores: cfg.dataplane.cores.clone(),
             started: Instant::now(),
+            taps: sides.iter().map(|s| s.queues.taps.clone()).collect(),
+            clock,
+            wall_start: std::time::SystemTime::now() - clock.start().elapsed(),
+            capture_busy: AtomicBool::new(false),
+            trace_busy: AtomicBool::new(false),
         });
         let mut handles = Vec::new();
         for worker in workers {

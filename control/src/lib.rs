@@ -9,6 +9,7 @@
 //! | [`store`] | the state on disk: snapshot and journal, fsynced before answering |
 //! | [`engine`] | applies the desired state to the dataplane (ports, tables) |
 //! | [`server`] | the gRPC API on the control socket |
+//! | [`summary`] | one-line frame summaries for traces |
 //! | [`daemon`] | start-up (UMEMs, workers, restore), the control thread (learning, ageing, neighbours, publishing), stop |
 //! | [`host`] | the host port: a veth pair into the node's namespace, with its routes |
 //! | [`metrics`] | Prometheus text over HTTP |
@@ -26,3 +27,4 @@ pub mod netns;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod summary;

@@ -78,7 +78,8 @@ impl Server {
                     .add_service(pb::ports_server::PortsServer::new(api.clone()))
                     .add_service(pb::routes_server::RoutesServer::new(api.clone()))
                     .add_service(pb::neighbours_server::NeighboursServer::new(api.clone()))
-                    .add_service(pb::switch_server::SwitchServer::new(api))
+                    .add_service(pb::switch_server::SwitchServer::new(api.clone()))
+                    .add_service(pb::debug_server::DebugServer::new(api))
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = rx.await;
                     })
@@ -524,5 +525,170 @@ impl pb::switch_server::Switch for Api {
             Err(e) => Err(Status::data_loss(format!("watcher fell behind: {e}; list again and re-watch"))),
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+// ---- Debugging ----
+
+/// Most frames one capture may ask for.
+const MAX_CAPTURE: u32 = 1_000_000;
+/// Longest capture or trace.
+const MAX_DEBUG_MS: u32 = 3_600_000;
+
+/// Clears a busy flag when dropped, however the task ends.
+struct Busy<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the flag guards nothing but itself.
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn claim(flag: &std::sync::atomic::AtomicBool, what: &str) -> Result<(), Status> {
+    // Relaxed: see Busy.
+    if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Err(Status::failed_precondition(format!("a {what} is already running; one at a time")));
+    }
+    Ok(())
+}
+
+/// pcap file header: nanosecond timestamps, Ethernet, snap length `SNAP`.
+fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(24);
+    h.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&0i32.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&(switch_core::debug::SNAP as u32).to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h
+}
+
+fn pcap_record(out: &mut Vec<u8>, view: &View, f: &switch_core::debug::CapturedFrame) {
+    let wall = view.wall_start + Duration::from_nanos(f.ts_ns);
+    let since = wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(&(since.as_secs() as u32).to_le_bytes());
+    out.extend_from_slice(&since.subsec_nanos().to_le_bytes());
+    out.extend_from_slice(&u32::from(f.len).to_le_bytes());
+    out.extend_from_slice(&f.orig_len.to_le_bytes());
+    out.extend_from_slice(&f.data[..f.len as usize]);
+}
+
+fn decision(step: &switch_core::debug::Step, nets: &[Option<String>], ports: &[Option<String>]) -> String {
+    use switch_core::pipeline::Next;
+    let net = net_name(nets, NetworkId(step.network));
+    match step.next {
+        Next::L2 => format!("network {net}"),
+        Next::Port(p) => format!("send on {}", port_name(ports, p)),
+        Next::Flood => format!("flood in network {net}"),
+        Next::L3 => format!("to network {net}'s gateway"),
+        Next::Consumed => "answered by the switch".into(),
+        Next::Parked => "parked until the next hop resolves".into(),
+        Next::Drop(r) => format!("drop: {}", r.name()),
+    }
+}
+
+type CaptureStream = Pin<Box<dyn Stream<Item = Result<pb::CaptureChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::debug_server::Debug for Api {
+    type CaptureStream = CaptureStream;
+
+    async fn capture(&self, r: Request<pb::CaptureRequest>) -> Result<Response<CaptureStream>, Status> {
+        let r = r.into_inner();
+        let count = if r.count == 0 { 1000 } else { r.count.min(MAX_CAPTURE) } as u64;
+        let duration =
+            Duration::from_millis(u64::from(if r.duration_ms == 0 { 10_000 } else { r.duration_ms.min(MAX_DEBUG_MS) }));
+        let Some(id) = self.view.ports().iter().find(|p| p.name == r.port).map(|p| p.id) else {
+            return Err(Status::failed_precondition(format!(
+                "port {:?} is not attached; `podswitchctl port list` shows the ports",
+                r.port
+            )));
+        };
+        claim(&self.view.capture_busy, "capture")?;
+        let view = self.view.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let _busy = Busy(&view.capture_busy);
+            let lost0: u64 = view.taps.iter().map(|t| t.capture.lost()).sum();
+            // Frames left from an earlier capture are not this one's.
+            for t in &view.taps {
+                while t.capture.pop().is_some() {}
+                t.capture.start(PortId(id));
+            }
+            let deadline = tokio::time::Instant::now() + duration;
+            let mut frames = 0u64;
+            let mut buf = pcap_header();
+            loop {
+                for t in &view.taps {
+                    while frames < count {
+                        let Some(f) = t.capture.pop() else { break };
+                        pcap_record(&mut buf, &view, &f);
+                        frames += 1;
+                    }
+                }
+                let done = frames >= count || tokio::time::Instant::now() >= deadline;
+                if !buf.is_empty() || done {
+                    let lost = view.taps.iter().map(|t| t.capture.lost()).sum::<u64>() - lost0;
+                    let chunk = pb::CaptureChunk { pcap: core::mem::take(&mut buf), frames, lost };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                if done || tx.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            for t in &view.taps {
+                t.capture.stop();
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn trace(&self, r: Request<pb::TraceRequest>) -> Result<Response<pb::TraceReply>, Status> {
+        let r = r.into_inner();
+        let count = if r.count == 0 { 10 } else { r.count.min(1000) };
+        let timeout =
+            Duration::from_millis(u64::from(if r.timeout_ms == 0 { 10_000 } else { r.timeout_ms.min(MAX_DEBUG_MS) }));
+        claim(&self.view.trace_busy, "trace")?;
+        let _busy = Busy(&self.view.trace_busy);
+        for t in &self.view.taps {
+            while t.trace.pop().is_some() {}
+            t.trace.start(count);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        while (got.len() as u32) < count && tokio::time::Instant::now() < deadline {
+            for (w, t) in self.view.taps.iter().enumerate() {
+                while let Some(p) = t.trace.pop() {
+                    got.push((w, p));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for t in &self.view.taps {
+            t.trace.start(0);
+        }
+        got.truncate(count as usize);
+        let (nets, ports) = self.names();
+        let packets = got
+            .iter()
+            .map(|(w, p)| pb::TracedPacket {
+                worker: *w as u32,
+                port: port_name(&ports, p.port),
+                len: p.len,
+                summary: crate::summary::frame(&p.head[..p.head_len as usize]),
+                steps: p
+                    .steps()
+                    .iter()
+                    .map(|s| pb::TraceStep { stage: s.stage.name().into(), decision: decision(s, &nets, &ports) })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::TraceReply { packets }))
     }
 }

@@ -12,12 +12,14 @@
 //! | [`tables`] | topology, FDB; immutable snapshots and their publisher |
 //! | [`worker`] | the per-core poll loop |
 //! | [`stats`] | per-port, per-worker, per-drop-reason counters |
+//! | [`debug`] | packet capture and trace taps, off unless asked for |
 //!
 //! Rules between them: `pipeline` sees frames only through `xsk::Umem` and tables only
 //! through a `tables::Tables` snapshot; `worker` is the only caller of `port` on the hot
 //! path; only `sys`, `xsk` and `xdp` contain `unsafe`. Data flows one way: control
 //! publishes tables; workers report back only through counters and bounded queues.
 
+pub mod debug;
 pub mod pipeline;
 pub mod port;
 pub mod stats;

@@ -4,6 +4,7 @@
 //! it never blocks, allocates, locks or logs; it may sleep in microsecond steps when
 //! idle if its [`IdlePolicy`] says so.
 
+use crate::debug::{Capture, Taps};
 use crate::pipeline::{self, Batch, Ctx, IcmpLimiter, LearnDedup, Outputs, Pending};
 use crate::port::{Held, Port};
 use crate::stats::{DropReason, WorkerStats};
@@ -36,6 +37,17 @@ impl Clock {
     /// A clock starting now.
     pub fn new() -> Clock {
         Clock { start: Instant::now() }
+    }
+
+    /// Nanoseconds from start to `now`.
+    #[inline]
+    pub fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    /// The instant the clock started.
+    pub fn start(&self) -> Instant {
+        self.start
     }
 
     /// Whole seconds from start to `now`.
@@ -107,6 +119,8 @@ pub struct WorkerQueues {
     pub ports: Arc<ArrayQueue<PortCommand>>,
     /// Their results (worker → control).
     pub done: Arc<ArrayQueue<PortDone>>,
+    /// Capture and trace.
+    pub taps: Arc<Taps>,
 }
 
 impl WorkerQueues {
@@ -118,6 +132,7 @@ impl WorkerQueues {
             emit: Arc::new(ArrayQueue::new(n)),
             ports: Arc::new(ArrayQueue::new(PORT_COMMANDS)),
             done: Arc::new(ArrayQueue::new(PORT_COMMANDS)),
+            taps: Arc::new(Taps::new()),
         }
     }
 }
@@ -164,9 +179,15 @@ impl core::fmt::Display for FrameAccount {
 
 /// Sends every queued output burst, counting what the rings refused.
 #[inline]
-fn flush(out: &mut Outputs, ports: &mut [Option<Port>], umem: &mut Umem, stats: &WorkerStats) {
+fn flush(out: &mut Outputs, ports: &mut [Option<Port>], umem: &mut Umem, stats: &WorkerStats, tap: (&Capture, Clock)) {
     out.drain(|p, descs| match ports[p.0 as usize].as_mut() {
         Some(port) => {
+            if tap.0.on(p) {
+                let ts = tap.1.nanos(Instant::now());
+                for d in descs {
+                    tap.0.record(ts, true, umem.data(d.addr, d.len));
+                }
+            }
             let sent = port.tx_burst(umem, descs);
             let pc = &stats.ports[p.0 as usize];
             pc.tx_packets.add(sent as u64);
@@ -340,7 +361,7 @@ impl Worker {
             if recheck {
                 pipeline::release(&mut ctx, &mut self.out);
             }
-            flush(&mut self.out, &mut self.ports, &mut self.umem, &self.stats);
+            flush(&mut self.out, &mut self.ports, &mut self.umem, &self.stats, (&self.queues.taps.capture, self.clock));
         }
         let mut work = 0;
         for idx in 0..self.active.len() {
@@ -359,6 +380,13 @@ impl Worker {
             pc.rx_bytes.add(self.batch.desc[..n].iter().map(|d| u64::from(d.len)).sum());
             self.stats.batches.add(1);
             self.stats.packets.add(n as u64);
+            let taps = &*self.queues.taps;
+            if taps.capture.on(pid) {
+                let ts = self.clock.nanos(Instant::now());
+                for d in &self.batch.desc[..n] {
+                    taps.capture.record(ts, false, self.umem.data(d.addr, d.len));
+                }
+            }
 
             let mut ctx = Ctx {
                 umem: &mut self.umem,
@@ -372,8 +400,12 @@ impl Worker {
                 pending: &mut self.pending,
                 icmp: &mut self.icmp,
             };
-            pipeline::process(&mut self.batch, &mut ctx, &mut self.out);
-            flush(&mut self.out, &mut self.ports, &mut self.umem, &self.stats);
+            if taps.trace.active() {
+                pipeline::process_traced(&mut self.batch, &mut ctx, &mut self.out, &taps.trace);
+            } else {
+                pipeline::process(&mut self.batch, &mut ctx, &mut self.out);
+            }
+            flush(&mut self.out, &mut self.ports, &mut self.umem, &self.stats, (&self.queues.taps.capture, self.clock));
         }
         for &pid in &self.active {
             if let Some(p) = self.ports[pid.0 as usize].as_mut() {

@@ -294,3 +294,64 @@ fn the_socket_refuses_non_root_users() {
     assert!(err.contains("Permission denied") && err.contains("run as root"), "{err}");
     assert!(node.ctl_ok(&["status"]).unwrap().contains("podswitchd"), "root still gets in");
 }
+
+#[test]
+fn capture_writes_a_pcap_tshark_reads_and_trace_shows_the_stages() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-debug").unwrap();
+    let a = node.pod("pa", Some("198.18.0.1"), None, 1500, 1).unwrap();
+    let b = node.pod("pb", Some("198.18.0.2"), None, 1500, 1).unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods"]).unwrap();
+    node.ctl_ok(&["port", "put", "pa", "--network", "pods"]).unwrap();
+    node.ctl_ok(&["port", "put", "pb", "--network", "pods"]).unwrap();
+    assert!(a.ping(b.v4.as_ref().unwrap(), 1).unwrap(), "ARP settled");
+
+    let pcap = node.state_dir.join("pb.pcap");
+    let (socket, file) = (node.socket.clone(), pcap.clone());
+    let ctl = podswitch_tests::podswitchd_path().with_file_name("podswitchctl");
+    let capture = std::thread::spawn(move || {
+        std::process::Command::new(ctl)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["capture", "pb", "-w"])
+            .arg(&file)
+            .args(["--count", "6", "--duration", "15"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(a.ping(b.v4.as_ref().unwrap(), 3).unwrap());
+    let out = capture.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("6 frames captured"), "{err}");
+    let t = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-Y", "icmp", "-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&t.stdout);
+    assert!(t.status.success(), "tshark: {}", String::from_utf8_lossy(&t.stderr));
+    assert_eq!(text.lines().filter(|l| *l == "198.18.0.1\t198.18.0.2\t8").count(), 3, "echo requests sent on pb:\n{text}");
+    assert_eq!(text.lines().filter(|l| *l == "198.18.0.2\t198.18.0.1\t0").count(), 3, "replies received on pb:\n{text}");
+
+    // Trace: the next two packets, while a ping runs.
+    let pinger = {
+        let ns = a.ns.name().to_string();
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "ping", "-c", "4", "-i", "0.3", "-q", "198.18.0.2"])
+                .output()
+                .unwrap()
+        })
+    };
+    let trace = node.ctl_ok(&["trace", "--count", "2", "--timeout", "10"]).unwrap();
+    pinger.join().unwrap();
+    assert!(trace.contains("packet 2:"), "{trace}");
+    assert!(trace.contains("IPv4 198.18.0.1 > 198.18.0.2 ttl 64 ICMP echo request"), "{trace}");
+    assert!(trace.contains("classify  network pods"), "{trace}");
+    assert!(trace.contains("l2        send on pb") && trace.contains("l2        send on pa"), "{trace}");
+}

@@ -45,6 +45,29 @@ enum Cmd {
     Fib,
     /// Counters per port, per worker and per drop reason.
     Stats(StatsArgs),
+    /// Writes a pcap of a port's frames (both directions), readable by tshark.
+    Capture {
+        /// The port (interface).
+        port: String,
+        /// The pcap file to write ("-" for stdout).
+        #[arg(short = 'w', long = "write")]
+        file: PathBuf,
+        /// Stop after this many frames.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Shows the stages the next packets take through the pipeline.
+    Trace {
+        /// Packets to trace.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Prints every change to the state as it is accepted.
     Watch {
         /// Stop after this many changes.
@@ -449,6 +472,51 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Cmd::Stats(a) => stats(ch, a, j).await?,
+        Cmd::Capture { port, file, count, duration } => {
+            let req = pb::CaptureRequest { port, count, duration_ms: (duration.max(0.001) * 1000.0) as u32 };
+            let mut s = pb::debug_client::DebugClient::new(ch).capture(req).await?.into_inner();
+            let mut out: Box<dyn std::io::Write> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(
+                    std::fs::File::create(&file)
+                        .map_err(|e| Failure { code: 2, message: format!("cannot write {}: {e}", file.display()) })?,
+                )
+            };
+            let (mut frames, mut lost) = (0, 0);
+            while let Some(c) = s.message().await? {
+                out.write_all(&c.pcap)
+                    .map_err(|e| Failure { code: 4, message: format!("writing the capture: {e}") })?;
+                (frames, lost) = (c.frames, c.lost);
+            }
+            out.flush().map_err(|e| Failure { code: 4, message: format!("writing the capture: {e}") })?;
+            if j {
+                eprintln!("{}", serde_json::json!({ "frames": frames, "lost": lost }));
+            } else {
+                eprintln!(
+                    "{frames} frames captured to {}{}",
+                    file.display(),
+                    if lost > 0 { format!(" ({lost} lost: the switch outran the capture)") } else { String::new() }
+                );
+            }
+        }
+        Cmd::Trace { count, timeout } => {
+            let req = pb::TraceRequest { count, timeout_ms: (timeout.max(0.001) * 1000.0) as u32 };
+            let t = pb::debug_client::DebugClient::new(ch).trace(req).await?.into_inner();
+            if j {
+                json(&t);
+                return Ok(());
+            }
+            if t.packets.is_empty() {
+                println!("no packets arrived within {timeout} s");
+            }
+            for (i, p) in t.packets.iter().enumerate() {
+                println!("packet {}: worker {}, port {}, {} bytes: {}", i + 1, p.worker, p.port, p.len, p.summary);
+                for s in &p.steps {
+                    println!("  {:<9} {}", s.stage, s.decision);
+                }
+            }
+        }
         Cmd::Watch { count } => {
             let mut s = pb::switch_client::SwitchClient::new(ch).watch(pb::WatchRequest {}).await?.into_inner();
             let mut n = 0;

@@ -119,6 +119,40 @@ pub fn process(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     output::run(batch, ctx, out);
 }
 
+/// [`process`], recording each stage's decision for the first packets that `trace`
+/// still wants. Used only while a trace runs.
+pub fn process_traced(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs, trace: &crate::debug::Trace) {
+    use crate::debug::{Stage, TracedPacket};
+    let n = trace.claim(batch.len);
+    let mut recs = [TracedPacket::new(PortId(0), &[]); BATCH_SIZE];
+    for (i, r) in recs.iter_mut().enumerate().take(n) {
+        let d = batch.desc[i];
+        *r = TracedPacket::new(ctx.in_port, ctx.umem.data(d.addr, d.len));
+    }
+    classify::run(batch, ctx);
+    for (i, r) in recs.iter_mut().enumerate().take(n) {
+        r.step(Stage::Classify, &batch.meta[i]);
+    }
+    let to_l3 = l2::run(batch, ctx);
+    let mut routed = [false; BATCH_SIZE];
+    for (i, r) in recs.iter_mut().enumerate().take(n) {
+        r.step(Stage::L2, &batch.meta[i]);
+        routed[i] = batch.meta[i].next == Next::L3;
+    }
+    if to_l3 {
+        l3::run(batch, ctx, out);
+        for (i, r) in recs.iter_mut().enumerate().take(n) {
+            if routed[i] {
+                r.step(Stage::L3, &batch.meta[i]);
+            }
+        }
+    }
+    output::run(batch, ctx, out);
+    for r in &recs[..n] {
+        trace.push(*r);
+    }
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

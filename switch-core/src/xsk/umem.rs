@@ -125,7 +125,7 @@ impl Umem {
         let (area, backing) = match cfg.hugepages {
             HugepagePolicy::Off => (map_normal(bytes)?, Backing::NormalPages),
             HugepagePolicy::Require => {
-                let free = free_hugepages();
+                let free = free_hugepages_within(needed);
                 if free < needed {
                     return Err(UmemError::HugepagesMissing { needed, free, missing: needed - free });
                 }
@@ -137,7 +137,7 @@ impl Umem {
                 (m, Backing::Hugepages)
             }
             HugepagePolicy::Auto => {
-                let free = free_hugepages();
+                let free = free_hugepages_within(needed);
                 let m =
                     if free >= needed { Mapping::new(huge_bytes, base | libc::MAP_HUGETLB, -1, 0).ok() } else { None };
                 match m {
@@ -285,6 +285,20 @@ impl Umem {
             );
         }
         Some(dst)
+    }
+}
+
+/// Free hugepages, waiting up to a second for `needed` of them: the kernel unpins an
+/// AF_XDP UMEM in deferred work after its sockets close, so a daemon restarted at once
+/// would otherwise find its predecessor's pages still taken.
+fn free_hugepages_within(needed: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let free = free_hugepages();
+        if free >= needed || std::time::Instant::now() >= deadline {
+            return free;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
