@@ -59,6 +59,10 @@ pub struct View {
     pub clock: Clock,
     /// Wall-clock time of `clock`'s start.
     pub wall_start: std::time::SystemTime,
+    /// Generation of the desired state (set by the engine).
+    pub state_generation: AtomicU64,
+    /// Ports in the state whose interface is missing (set by the engine).
+    pub ports_missing: AtomicU64,
     /// A capture is running (one at a time).
     pub capture_busy: AtomicBool,
     /// A trace is running (one at a time).
@@ -255,6 +259,8 @@ impl Daemon {
             taps: sides.iter().map(|s| s.queues.taps.clone()).collect(),
             clock,
             wall_start: std::time::SystemTime::now() - clock.start().elapsed(),
+            state_generation: AtomicU64::new(0),
+            ports_missing: AtomicU64::new(0),
             capture_busy: AtomicBool::new(false),
             trace_busy: AtomicBool::new(false),
         });

@@ -359,6 +359,9 @@ impl Engine {
         if let Ok(mut p) = self.view.ports.lock() {
             *p = self.dp.views();
         }
+        // Relaxed: gauges for the metrics endpoint.
+        self.view.state_generation.store(self.desired.generation, core::sync::atomic::Ordering::Relaxed);
+        self.view.ports_missing.store(self.missing.len() as u64, core::sync::atomic::Ordering::Relaxed);
         Ok(generation)
     }
 

@@ -151,6 +151,35 @@ pub fn render(view: &View) -> String {
     for (i, u) in view.umems.iter().enumerate() {
         let _ = writeln!(o, "podswitch_worker_umem_frames{{worker=\"{i}\"}} {}", u.frames);
     }
+    family(&mut o, "podswitch_worker_umem_frames_in_use", "gauge", "UMEM frames not in the free pool.");
+    for (w, u) in view.workers.iter().zip(&view.umems) {
+        let used = u64::from(u.frames).saturating_sub(w.free_frames.get());
+        let _ = writeln!(o, "podswitch_worker_umem_frames_in_use{{worker=\"{}\"}} {used}", w.worker);
+    }
+    family(&mut o, "podswitch_worker_tables_generation", "gauge", "Generation of the tables the worker uses.");
+    for w in &view.workers {
+        let _ = writeln!(o, "podswitch_worker_tables_generation{{worker=\"{}\"}} {}", w.worker, w.generation.get());
+    }
+    family(&mut o, "podswitch_worker_batch_size", "histogram", "Packets per received batch.");
+    for w in &view.workers {
+        let mut cum = 0;
+        for (b, le) in switch_core::stats::BATCH_BUCKETS.iter().enumerate() {
+            cum += w.batch_sizes[b].get();
+            let _ = writeln!(o, "podswitch_worker_batch_size_bucket{{worker=\"{}\",le=\"{le}\"}} {cum}", w.worker);
+        }
+        let _ = writeln!(o, "podswitch_worker_batch_size_bucket{{worker=\"{}\",le=\"+Inf\"}} {cum}", w.worker);
+        let _ = writeln!(o, "podswitch_worker_batch_size_sum{{worker=\"{}\"}} {}", w.worker, w.packets.get());
+        let _ = writeln!(o, "podswitch_worker_batch_size_count{{worker=\"{}\"}} {}", w.worker, w.batches.get());
+    }
+    family(&mut o, "podswitch_state_generation", "gauge", "Generation of the desired state (API changes).");
+    let _ = writeln!(o, "podswitch_state_generation {}", view.state_generation.load(Ordering::Relaxed));
+    family(&mut o, "podswitch_ports_attached", "gauge", "Ports the workers poll.");
+    let _ = writeln!(o, "podswitch_ports_attached {}", ports.len());
+    family(&mut o, "podswitch_ports_missing", "gauge", "Ports in the state whose interface is missing.");
+    let _ = writeln!(o, "podswitch_ports_missing {}", view.ports_missing.load(Ordering::Relaxed));
+    family(&mut o, "podswitch_capture_lost_total", "counter", "Captured frames lost to a full capture queue.");
+    let lost: u64 = view.taps.iter().map(|t| t.capture.lost()).sum();
+    let _ = writeln!(o, "podswitch_capture_lost_total {lost}");
     family(&mut o, "podswitch_worker_umem_hugepages", "gauge", "1 if the worker's UMEM is on hugepages.");
     for (i, u) in view.umems.iter().enumerate() {
         let _ = writeln!(

@@ -198,7 +198,12 @@ pub struct WorkerStats {
     pub generation: Counter,
     /// Frames in the worker's free pool (a gauge, updated once per loop).
     pub free_frames: Counter,
+    /// Batches by size: at most 1, 7, 31, 63, 64 packets (see [`BATCH_BUCKETS`]).
+    pub batch_sizes: [Counter; 5],
 }
+
+/// Upper bounds of the batch-size buckets.
+pub const BATCH_BUCKETS: [usize; 5] = [1, 7, 31, 63, 64];
 
 impl WorkerStats {
     /// Zeroed counters for `max_ports` ports.
@@ -217,7 +222,21 @@ impl WorkerStats {
             l3: L3Counters::default(),
             generation: Counter::default(),
             free_frames: Counter::default(),
+            batch_sizes: core::array::from_fn(|_| Counter::default()),
         }
+    }
+
+    /// Counts a batch of `n` packets in its size bucket.
+    #[inline]
+    pub fn batch(&self, n: usize) {
+        let b = match n {
+            0..=1 => 0,
+            2..=7 => 1,
+            8..=31 => 2,
+            32..=63 => 3,
+            _ => 4,
+        };
+        self.batch_sizes[b].add(1);
     }
 
     /// Counts a drop.

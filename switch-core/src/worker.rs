@@ -379,6 +379,7 @@ impl Worker {
             pc.rx_packets.add(n as u64);
             pc.rx_bytes.add(self.batch.desc[..n].iter().map(|d| u64::from(d.len)).sum());
             self.stats.batches.add(1);
+            self.stats.batch(n);
             self.stats.packets.add(n as u64);
             let taps = &*self.queues.taps;
             if taps.capture.on(pid) {

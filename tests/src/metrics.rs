@@ -34,7 +34,8 @@ impl Metrics {
         let mut samples = Vec::new();
         for line in text.lines() {
             if line.is_empty() || line.starts_with('#') {
-                if line.starts_with("# TYPE ") && !["counter", "gauge"].contains(&line.rsplit(' ').next().unwrap_or(""))
+                if line.starts_with("# TYPE ")
+                    && !["counter", "gauge", "histogram"].contains(&line.rsplit(' ').next().unwrap_or(""))
                 {
                     bail!("bad TYPE line: {line}");
                 }

@@ -73,6 +73,15 @@ fn topology_built_through_the_api_forwards_and_removal_frees_frames() {
     assert!(port_rx(&node, "pa") >= 3 && port_rx(&node, "pb") >= 3, "stats --json counters move");
     let fdb = node.ctl_ok(&["fdb"]).unwrap();
     assert!(fdb.contains(&a.mac) && fdb.contains(&b.mac), "{fdb}");
+    let m = node.metrics().unwrap();
+    assert_eq!(m.sum("podswitch_state_generation", &[]), 3);
+    assert_eq!(m.sum("podswitch_ports_attached", &[]), 2);
+    assert!(m.sum("podswitch_worker_batch_size_count", &[]) > 0);
+    assert_eq!(
+        m.sum("podswitch_worker_batch_size_bucket", &[("le", "+Inf")]),
+        m.sum("podswitch_worker_batch_size_count", &[])
+    );
+    assert!(m.sum("podswitch_worker_umem_frames_in_use", &[]) >= 2 * 512, "two ports' fill rings");
 
     node.ctl_ok(&["port", "delete", "pb"]).unwrap();
     assert!(!a.ping_once(b.v4.as_ref().unwrap()).unwrap(), "a removed port carries nothing");
@@ -335,8 +344,16 @@ fn capture_writes_a_pcap_tshark_reads_and_trace_shows_the_stages() {
         .unwrap();
     let text = String::from_utf8_lossy(&t.stdout);
     assert!(t.status.success(), "tshark: {}", String::from_utf8_lossy(&t.stderr));
-    assert_eq!(text.lines().filter(|l| *l == "198.18.0.1\t198.18.0.2\t8").count(), 3, "echo requests sent on pb:\n{text}");
-    assert_eq!(text.lines().filter(|l| *l == "198.18.0.2\t198.18.0.1\t0").count(), 3, "replies received on pb:\n{text}");
+    assert_eq!(
+        text.lines().filter(|l| *l == "198.18.0.1\t198.18.0.2\t8").count(),
+        3,
+        "echo requests sent on pb:\n{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| *l == "198.18.0.2\t198.18.0.1\t0").count(),
+        3,
+        "replies received on pb:\n{text}"
+    );
 
     // Trace: the next two packets, while a ping runs.
     let pinger = {
