@@ -307,14 +307,16 @@ fn parse_interface(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((ip, len))
 }
 
-fn in_subnet(gw: &Gateway, ip: IpAddr) -> bool {
+/// True if `ip` is a host address of `gw`'s subnet in its family.
+pub fn in_subnet(gw: &Gateway, ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => gw.subnet4().is_some_and(|s| s.contains(a) && a != s.broadcast()),
         IpAddr::V6(a) => gw.subnet6().is_some_and(|s| s.contains(a)),
     }
 }
 
-fn gw_owns(gw: &Gateway, ip: IpAddr) -> bool {
+/// True if `ip` is one of `gw`'s own addresses.
+pub fn gw_owns(gw: &Gateway, ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => gw.v4.is_some_and(|(g, _)| g == a),
         IpAddr::V6(a) => gw.owns6(&a),
@@ -323,7 +325,7 @@ fn gw_owns(gw: &Gateway, ip: IpAddr) -> bool {
 
 impl NetworkConfig {
     /// The gateway this network asks for, if any.
-    fn gateway_spec(&self) -> Result<Option<Gateway>, ConfigError> {
+    pub fn gateway_spec(&self) -> Result<Option<Gateway>, ConfigError> {
         let bad = |m: String| ConfigError::Invalid(format!("network {:?}: {m}", self.name));
         if self.gateway.is_empty() {
             if self.gateway_mac.is_some() || self.router_advertisements {
@@ -661,8 +663,19 @@ impl Config {
         Routes::build(topology, &routes).map_err(|e| bad(e.to_string()))?;
 
         let mut neighbours = Vec::new();
+        let by_name: std::collections::HashMap<&str, &switch_core::tables::topology::PortEntry> =
+            topology.ports().map(|e| (e.spec.name.as_str(), e)).collect();
+        // Who claims each address, so that two pods never get one.
+        let mut owners: std::collections::HashMap<NeighKey, &str> = std::collections::HashMap::new();
+        if let Some(h) = &self.host_port {
+            if let Some(n) = topology.network_by_name(&h.network) {
+                for (ip, _) in &host_addrs {
+                    owners.insert(NeighKey::new(n.spec.id, *ip), "host_port");
+                }
+            }
+        }
         for p in &self.ports {
-            let Some(entry) = topology.ports().find(|e| e.spec.name == p.name) else { continue };
+            let Some(entry) = by_name.get(p.name.as_str()).copied() else { continue };
             for a in &p.addresses {
                 let net =
                     topology.network(NetworkId(entry.untagged)).and_then(|n| n.spec.gateway.as_ref().map(|g| (n, g)));
@@ -678,7 +691,11 @@ impl Config {
                         p.name, n.spec.name
                     )));
                 }
-                neighbours.push((NeighKey::new(n.spec.id, *a), entry.spec.static_macs[0]));
+                let key = NeighKey::new(n.spec.id, *a);
+                if let Some(other) = owners.insert(key, &p.name) {
+                    return Err(bad(format!("port {:?}: address {a} is already {other:?}'s", p.name)));
+                }
+                neighbours.push((key, entry.spec.static_macs[0]));
             }
         }
         Ok(Routing { routes, neighbours, host_addrs, node_routes })

@@ -10,7 +10,7 @@
 //! was deleted without telling the API) stay in the desired state but out of the
 //! dataplane; [`Engine::reconcile`] attaches them when the interface comes back.
 
-use crate::config::Config;
+use crate::config::{Config, Ids, PortConfig};
 use crate::daemon::{PortView, View};
 use crate::state::{self, Desired, Mutation, Refusal};
 use crate::store::Store;
@@ -275,6 +275,8 @@ pub struct Engine {
     missing: BTreeMap<String, String>,
     view: Arc<View>,
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// Changes applied but not yet published.
+    dirty: bool,
 }
 
 impl Engine {
@@ -290,7 +292,7 @@ impl Engine {
         strict: bool,
     ) -> anyhow::Result<Engine> {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
-        let mut e = Engine { base, desired, store, live, dp, missing: BTreeMap::new(), view, changes };
+        let mut e = Engine { base, desired, store, live, dp, missing: BTreeMap::new(), view, changes, dirty: false };
         let all = e.desired.config(&e.base, |_| false);
         let (_, specs) = all.specs()?;
         for spec in &specs {
@@ -365,22 +367,17 @@ impl Engine {
         Ok(generation)
     }
 
-    fn port_spec(&self, d: &Desired, name: &str) -> Option<PortSpec> {
-        let c = d.config(&self.base, |n| n != name);
-        c.specs().ok()?.1.into_iter().find(|p| p.name == name)
-    }
-
     /// Checks and applies `m`. The answer may be sent once `store.sync(seq)` returns.
     pub fn apply(&mut self, m: &Mutation) -> Result<Applied, Refusal> {
-        let next = state::check(&self.base, &self.desired, m, |n| self.missing.contains_key(n))?;
-        if next.same_objects(&self.desired) {
+        state::check(&self.base, &self.desired, m, |n| self.missing.contains_key(n))?;
+        if !self.desired.changes(m) {
             return Ok(Applied { generation: self.desired.generation, changed: false, seq: None });
         }
         // A new port is attached before anything is written; a failure undoes it.
         let mut attached_new = None;
         if let Mutation::PutPort(p) = m {
             if !self.desired.ports.contains_key(&p.name) {
-                let spec = self.port_spec(&next, &p.name).ok_or_else(|| Refusal::Invalid("port spec".into()))?;
+                let spec = self.new_port_spec(p)?;
                 self.dp.attach(&spec)?;
                 attached_new = Some(spec.id);
             }
@@ -402,17 +399,15 @@ impl Engine {
             Mutation::DeletePort(name) => self.desired.ids.ports.get(name).copied(),
             _ => None,
         };
-        let old = core::mem::replace(&mut self.desired, next);
+        self.desired.apply(m);
         self.desired.generation = generation;
         if let Mutation::DeletePort(name) = m {
             self.missing.remove(name);
         }
-        // Publish first, so no worker sends to a port being removed, then detach.
-        if let Err(r) = self.publish() {
-            // check() compiled the same state: this cannot happen; say so loudly.
-            tracing::error!("publishing an accepted state failed: {r}");
-        }
+        self.dirty = true;
         if let Some(id) = removed {
+            // Publish first, so no worker sends to the port any more, then detach.
+            self.flush();
             if let Err(r) = self.dp.detach(PortId(id)) {
                 tracing::error!(port = id, "detach: {r}");
             }
@@ -420,9 +415,8 @@ impl Engine {
                 *p = self.dp.views();
             }
         }
-        drop(old);
         let (kind, name, op) = m.describe();
-        tracing::info!(generation, kind, name = %name, op, "state changed");
+        tracing::debug!(generation, kind, name = %name, op, "state changed");
         let _ = self.changes.send(Change { generation, kind, name, op });
         if self.store.should_compact() {
             if let Err(e) = self.store.compact(&self.desired) {
@@ -430,6 +424,33 @@ impl Engine {
             }
         }
         Ok(Applied { generation, changed: true, seq: Some(seq) })
+    }
+
+    /// Publishes the changes applied since the last publish. Callers apply, then flush
+    /// before they answer: changes that queued up meanwhile share one compile.
+    pub fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        if let Err(r) = self.publish() {
+            // check() accepted every change: this cannot happen; say so loudly.
+            tracing::error!("publishing an accepted state failed: {r}");
+        }
+    }
+
+    /// The spec a new port `p` gets (its id is the lowest free one).
+    fn new_port_spec(&self, p: &PortConfig) -> Result<PortSpec, Refusal> {
+        let mut c = self.base.clone();
+        c.host_port = None;
+        c.routes = vec![];
+        c.networks = self.desired.networks.values().cloned().collect();
+        c.ports = vec![p.clone()];
+        let mut ids = Ids { networks: self.desired.ids.networks.clone(), ports: Default::default() };
+        ids.ports.insert(p.name.clone(), self.desired.next_port_id());
+        c.ids = Some(ids);
+        let (_, specs) = c.specs().map_err(|e| Refusal::Conflict(e.to_string()))?;
+        specs.into_iter().next().ok_or_else(|| Refusal::Conflict(format!("port {:?}: no spec", p.name)))
     }
 
     /// Attaches ports whose interface appeared, and takes out of the dataplane ports

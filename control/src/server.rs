@@ -159,6 +159,9 @@ impl Api {
                 (applied, e.store().clone())
             };
             let a = applied.map_err(status)?;
+            // A second turn at the lock: requests that queued meanwhile were applied
+            // too, and the first of them to get here publishes them all at once.
+            lock(&engine).flush();
             if let Some(seq) = a.seq {
                 // Applied but not durable: the daemon cannot promise anything any more.
                 store.sync(seq).map_err(|e| {

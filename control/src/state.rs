@@ -8,6 +8,7 @@
 use crate::config::{Config, ConfigError, Ids, NetworkConfig, PortConfig, RouteConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use switch_core::tables::Prefix;
 
 /// The desired state.
@@ -23,6 +24,15 @@ pub struct Desired {
     pub routes: BTreeMap<String, RouteConfig>,
     /// Their ids.
     pub ids: Ids,
+    /// (untagged network, address) → the port that claims it; derived from `ports`
+    /// (rebuilt by [`reindex`](Desired::reindex) after loading).
+    #[serde(skip)]
+    claims: BTreeMap<(String, IpAddr), String>,
+}
+
+/// The network a port's untagged frames (and so its addresses) belong to.
+fn untagged(p: &PortConfig) -> Option<&String> {
+    p.network.as_ref().or(p.native.as_ref())
 }
 
 /// One change.
@@ -62,16 +72,14 @@ pub fn route_key(prefix: &str) -> String {
 }
 
 fn lowest_free(used: &BTreeMap<String, u16>) -> u16 {
-    let mut taken: Vec<u16> = used.values().copied().collect();
-    taken.sort_unstable();
-    let mut id = 0;
-    for t in taken {
-        if t != id {
-            break;
+    let mut taken = vec![0u64; used.len() / 64 + 1];
+    for &id in used.values() {
+        if let Some(w) = taken.get_mut(id as usize / 64) {
+            *w |= 1 << (id % 64);
         }
-        id += 1;
     }
-    id
+    let word = taken.iter().position(|w| *w != u64::MAX).unwrap_or(taken.len());
+    (word * 64 + taken.get(word).map_or(0, |w| w.trailing_ones() as usize)) as u16
 }
 
 impl Desired {
@@ -79,13 +87,13 @@ impl Desired {
     pub fn from_config(cfg: &Config) -> Desired {
         let mut d = Desired::default();
         for n in &cfg.networks {
-            d = d.with(&Mutation::PutNetwork(n.clone()));
+            d.apply(&Mutation::PutNetwork(n.clone()));
         }
         for p in &cfg.ports {
-            d = d.with(&Mutation::PutPort(p.clone()));
+            d.apply(&Mutation::PutPort(p.clone()));
         }
         for r in &cfg.routes {
-            d = d.with(&Mutation::PutRoute(r.clone()));
+            d.apply(&Mutation::PutRoute(r.clone()));
         }
         d
     }
@@ -93,6 +101,72 @@ impl Desired {
     /// The state after `m` (generation unchanged). Unchecked: see [`check`].
     pub fn with(&self, m: &Mutation) -> Desired {
         let mut d = self.clone();
+        d.apply(m);
+        d
+    }
+
+    /// The id a new port would get.
+    pub fn next_port_id(&self) -> u16 {
+        lowest_free(&self.ids.ports)
+    }
+
+    /// True if `m` would change the state.
+    pub fn changes(&self, m: &Mutation) -> bool {
+        match m {
+            Mutation::PutNetwork(n) => self.networks.get(&n.name) != Some(n),
+            Mutation::DeleteNetwork(name) => self.networks.contains_key(name),
+            Mutation::PutPort(p) => self.ports.get(&p.name) != Some(p),
+            Mutation::DeletePort(name) => self.ports.contains_key(name),
+            Mutation::PutRoute(r) => self.routes.get(&route_key(&r.prefix)) != Some(r),
+            Mutation::DeleteRoute(prefix) => self.routes.contains_key(&route_key(prefix)),
+        }
+    }
+
+    /// Rebuilds the derived indexes (after deserializing).
+    pub fn reindex(&mut self) {
+        self.claims.clear();
+        let ports: Vec<PortConfig> = self.ports.values().cloned().collect();
+        for p in &ports {
+            self.claim(p);
+        }
+    }
+
+    fn claim(&mut self, p: &PortConfig) {
+        if let Some(n) = untagged(p) {
+            for a in &p.addresses {
+                self.claims.insert((n.clone(), *a), p.name.clone());
+            }
+        }
+    }
+
+    fn unclaim(&mut self, name: &str) {
+        if let Some(p) = self.ports.get(name) {
+            if let Some(n) = untagged(p) {
+                for a in &p.addresses {
+                    if self.claims.get(&(n.clone(), *a)).is_some_and(|o| o == name) {
+                        self.claims.remove(&(n.clone(), *a));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The port that claims `addr` on network `net`, if any.
+    pub fn claimed_by(&self, net: &str, addr: IpAddr) -> Option<&str> {
+        self.claims.get(&(net.to_string(), addr)).map(String::as_str)
+    }
+
+    /// Applies `m` in place (generation unchanged). Unchecked: see [`check`].
+    pub fn apply(&mut self, m: &Mutation) {
+        match m {
+            Mutation::PutPort(p) => {
+                self.unclaim(&p.name);
+                self.claim(p);
+            }
+            Mutation::DeletePort(name) => self.unclaim(name),
+            _ => {}
+        }
+        let d = self;
         match m {
             Mutation::PutNetwork(n) => {
                 if !d.ids.networks.contains_key(&n.name) {
@@ -123,12 +197,6 @@ impl Desired {
                 d.routes.remove(&route_key(prefix));
             }
         }
-        d
-    }
-
-    /// True when `other` asks for the same objects (generations aside).
-    pub fn same_objects(&self, other: &Desired) -> bool {
-        self.networks == other.networks && self.ports == other.ports && self.routes == other.routes
     }
 
     /// `base` (dataplane, node, host port) with this state's topology, leaving out the
@@ -233,11 +301,53 @@ fn check_alone(base: &Config, m: &Mutation) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Checks that `m` may be applied to `cur`, giving the state it produces. `skip` says
-/// which ports to leave out of the compiled topology (missing interfaces).
-pub fn check(base: &Config, cur: &Desired, m: &Mutation, skip: impl Fn(&str) -> bool) -> Result<Desired, Refusal> {
+/// A new port (the CNI plugin's ADD) interacts with the rest of the state only through
+/// the networks it names and the addresses it claims: checking those is the whole
+/// state's check for it, at a cost that does not grow with every port's compile.
+/// (`check_alone` has checked its own fields; ids are checked by the caller.)
+fn check_new_port(base: &Config, cur: &Desired, p: &PortConfig) -> Result<(), Refusal> {
+    let conflict = |m: String| Err(Refusal::Conflict(m));
+    for n in p.network.iter().chain(p.native.iter()).chain(p.vlans.iter().map(|v| &v.network)) {
+        if !cur.networks.contains_key(n) {
+            let known: Vec<&String> = cur.networks.keys().collect();
+            return conflict(format!("port {:?}: network {n:?} is not defined (networks: {known:?})", p.name));
+        }
+    }
+    if p.addresses.is_empty() {
+        return Ok(());
+    }
+    let untagged = untagged(p);
+    let gw = untagged.and_then(|n| cur.networks[n].gateway_spec().ok().flatten());
+    for a in &p.addresses {
+        let Some(gw) = &gw else {
+            return conflict(format!(
+                "port {:?}: address {a} needs the port's (untagged) network to have a gateway",
+                p.name
+            ));
+        };
+        if !crate::config::in_subnet(gw, *a) || crate::config::gw_owns(gw, *a) {
+            return conflict(format!(
+                "port {:?}: address {a} is not a host of network {:?}'s gateway subnet",
+                p.name,
+                untagged.map(String::as_str).unwrap_or_default()
+            ));
+        }
+        if let Some(q) = untagged.and_then(|n| cur.claimed_by(n, *a)).filter(|q| *q != p.name) {
+            return conflict(format!("port {:?}: address {a} is already {q:?}'s", p.name));
+        }
+        if let Some(h) = base.host_port.as_ref().filter(|h| Some(&h.network) == untagged) {
+            if h.addresses.iter().any(|s| s.split('/').next().and_then(|s| s.parse().ok()) == Some(*a)) {
+                return conflict(format!("port {:?}: address {a} is already \"host_port\"'s", p.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `m` may be applied to `cur`. `skip` says which ports to leave out of
+/// the compiled topology (missing interfaces).
+pub fn check(base: &Config, cur: &Desired, m: &Mutation, skip: impl Fn(&str) -> bool) -> Result<(), Refusal> {
     check_alone(base, m)?;
-    let next = cur.with(m);
     match m {
         Mutation::DeleteNetwork(name) if cur.networks.contains_key(name) => {
             let users: Vec<&str> = cur
@@ -273,17 +383,29 @@ pub fn check(base: &Config, cur: &Desired, m: &Mutation, skip: impl Fn(&str) -> 
     }
     let limit = base.dataplane.max_ports - u16::from(base.host_port.is_some());
     if let Mutation::PutPort(p) = m {
-        if next.ids.ports.get(&p.name).is_some_and(|id| *id >= limit) {
+        let id = cur.ids.ports.get(&p.name).copied().unwrap_or_else(|| cur.next_port_id());
+        if id >= limit {
             return Err(Refusal::Conflict(format!(
                 "port {:?}: all {limit} port ids are in use; raise dataplane.max_ports",
                 p.name
             )));
         }
     }
+    match m {
+        Mutation::PutPort(p) if !cur.ports.contains_key(&p.name) => return check_new_port(base, cur, p),
+        // Nothing but a route can name a port: removing one no route names is consistent.
+        Mutation::DeletePort(name) if !cur.routes.values().any(|r| r.port.as_ref() == Some(name)) => return Ok(()),
+        _ => {}
+    }
+    check_compiled(base, &cur.with(m), skip)
+}
+
+/// Compiles `next` whole: the check every change could take.
+fn check_compiled(base: &Config, next: &Desired, skip: impl Fn(&str) -> bool) -> Result<(), Refusal> {
     let c = next.config(base, skip);
     let topology = c.topology().map_err(|e| Refusal::Conflict(message(e)))?;
     c.routing(&topology).map_err(|e| Refusal::Conflict(message(e)))?;
-    Ok(next)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -316,7 +438,7 @@ mod tests {
     }
 
     fn apply(d: &Desired, m: Mutation) -> Result<Desired, Refusal> {
-        check(&base(), d, &m, |_| false)
+        check(&base(), d, &m, |_| false).map(|()| d.with(&m))
     }
 
     #[test]
@@ -324,7 +446,7 @@ mod tests {
         let d = apply(&Desired::default(), net("a", &["198.18.1.1/24"])).unwrap();
         let d = apply(&d, net("b", &[])).unwrap();
         let again = apply(&d, net("b", &[])).unwrap();
-        assert!(again.same_objects(&d), "the same put twice is the same state");
+        assert_eq!(again, d, "the same put twice is the same state");
         assert_eq!(again.ids, d.ids);
         let d = apply(&d, port("p0", "a")).unwrap();
         let d = apply(&d, port("p1", "b")).unwrap();
@@ -333,7 +455,7 @@ mod tests {
         let d = apply(&d, port("p2", "b")).unwrap();
         assert_eq!(d.ids.ports["p2"], 0, "the lowest free id is reused");
         let gone = apply(&d, Mutation::DeletePort("nope".into())).unwrap();
-        assert!(gone.same_objects(&d), "deleting what is not there changes nothing");
+        assert_eq!(gone, d, "deleting what is not there changes nothing");
     }
 
     #[test]
@@ -377,5 +499,72 @@ mod tests {
             Mutation::PutPort(p) => p,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn the_new_port_shortcut_agrees_with_the_whole_compile() {
+        let base = Config::parse(
+            "[dataplane]\ncores = [0]\nmax_ports = 64\n[[networks]]\nname = \"h\"\ngateway = [\"198.18.9.1/24\"]\n\
+             [host_port]\nnetwork = \"h\"\naddresses = [\"198.18.9.2/24\"]\n",
+        )
+        .unwrap();
+        let mut d = Desired::from_config(&base);
+        for m in [net("a", &["198.18.1.1/24", "2001:db8:1::1/64"]), net("b", &[])] {
+            check(&base, &d, &m, |_| false).unwrap();
+            d.apply(&m);
+        }
+        let p0 = PortConfig {
+            macs: vec!["02:00:00:00:00:01".into()],
+            addresses: vec!["198.18.1.10".parse().unwrap()],
+            ..port_cfg("p0", "a")
+        };
+        let m = Mutation::PutPort(p0);
+        check(&base, &d, &m, |_| false).unwrap();
+        d.apply(&m);
+        let mut tried = 0;
+        for network in [Some("a"), Some("b"), Some("h"), Some("nope"), None] {
+            for native in [None, Some("a"), Some("b")] {
+                for vlans in [vec![], vec![(10, "b")], vec![(10, "a"), (20, "b")], vec![(10, "nope")]] {
+                    for addr in [
+                        None,
+                        Some("198.18.1.11"),
+                        Some("198.18.1.10"),
+                        Some("198.18.1.1"),
+                        Some("198.18.2.5"),
+                        Some("2001:db8:1::5"),
+                        Some("198.18.9.2"),
+                        Some("198.18.9.3"),
+                    ] {
+                        for macs in [0, 1, 2] {
+                            let p = PortConfig {
+                                name: "new0".into(),
+                                network: network.map(Into::into),
+                                vlans: vlans
+                                    .iter()
+                                    .map(|(v, n)| crate::config::VlanConfig { vid: *v, network: (*n).into() })
+                                    .collect(),
+                                native: native.map(Into::into),
+                                macs: (0..macs).map(|i| format!("02:00:00:00:01:{i:02x}")).collect(),
+                                addresses: addr.iter().map(|a| a.parse().unwrap()).collect(),
+                            };
+                            let m = Mutation::PutPort(p);
+                            let fast = check(&base, &d, &m, |_| false);
+                            let full =
+                                check_alone(&base, &m).and_then(|_| check_compiled(&base, &d.with(&m), |_| false));
+                            assert_eq!(fast.is_ok(), full.is_ok(), "{m:?}: shortcut {fast:?}, compile {full:?}");
+                            if let (Err(a), Err(b)) = (&fast, &full) {
+                                assert_eq!(
+                                    core::mem::discriminant(a),
+                                    core::mem::discriminant(b),
+                                    "{m:?}: {a:?} vs {b:?}"
+                                );
+                            }
+                            tried += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(tried, 5 * 3 * 4 * 8 * 3);
     }
 }

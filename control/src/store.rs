@@ -102,7 +102,9 @@ impl Store {
                         format!("{}/state.json: format {} is not {FORMAT}", dir.display(), snap.format),
                     ));
                 }
-                Some(snap.state)
+                let mut state = snap.state;
+                state.reindex();
+                Some(state)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -116,7 +118,7 @@ impl Store {
         while let Some((record, next)) = read_record(&bytes, at) {
             let cur = state.get_or_insert_with(Desired::default);
             if record.generation > cur.generation {
-                *cur = cur.with(&record.mutation);
+                cur.apply(&record.mutation);
                 cur.generation = record.generation;
                 replayed += 1;
             }
