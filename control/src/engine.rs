@@ -159,6 +159,7 @@ impl Dataplane {
     /// Opens a socket on every worker, attaches the XDP program and hands the sockets
     /// to the workers. On failure nothing stays attached.
     fn attach(&mut self, spec: &PortSpec) -> Result<(), Refusal> {
+        let t0 = Instant::now();
         let max_frame = self.probe(spec)?;
         let name = &spec.name;
         let fail = |what: String| Refusal::Conflict(format!("port {name:?}: {what}"));
@@ -180,8 +181,10 @@ impl Dataplane {
             };
             sockets.push(s);
         }
+        let t1 = Instant::now();
         let xdp = XdpRedirect::attach(name, self.workers.len() as u32, Fallback::Drop, self.xdp_mode)
             .map_err(|e| fail(e.to_string()))?;
+        let t2 = Instant::now();
         for (w, s) in sockets.iter().enumerate() {
             xdp.insert(w as u32, s.raw_fd()).map_err(|e| fail(e.to_string()))?;
         }
@@ -193,6 +196,13 @@ impl Dataplane {
                 return Err(r);
             }
         }
+        tracing::debug!(
+            port = %name,
+            sockets_us = (t1 - t0).as_micros() as u64,
+            xdp_us = (t2 - t1).as_micros() as u64,
+            workers_us = t2.elapsed().as_micros() as u64,
+            "attached"
+        );
         Ok(())
     }
 

@@ -122,12 +122,18 @@ fn trial(t: &Topo, seconds: f64) -> Result<Trial> {
 
 fn with_podswitch(t: &Topo, seconds: f64) -> Result<Trial> {
     let cfg = std::env::temp_dir().join(format!("psb-{}.toml", std::process::id()));
+    // A state directory of the run's own: the config's topology, never a saved one.
+    let state = std::env::temp_dir().join(format!("psb-{}.state", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
     std::fs::write(
         &cfg,
         format!(
-            "[dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = 2048\n\
+            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
+             [dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = 2048\n\
              [[networks]]\nname = \"pods\"\n[[ports]]\nname = \"dut0\"\nnetwork = \"pods\"\n\
              [[ports]]\nname = \"dut1\"\nnetwork = \"pods\"\nmacs = [\"{}\"]\n",
+            state.display(),
+            state.join("podswitchd.sock").display(),
             t.sink_mac
         ),
     )?;
@@ -155,6 +161,7 @@ fn with_podswitch(t: &Topo, seconds: f64) -> Result<Trial> {
         libc::kill(d.id() as i32, libc::SIGTERM)
     };
     d.wait()?;
+    let _ = std::fs::remove_dir_all(&state);
     r
 }
 
