@@ -4,6 +4,7 @@
 //! | module | one job |
 //! |---|---|
 //! | [`api`] | the generated gRPC types (`proto/podswitch/v1`) |
+//! | [`client`] | a channel to the daemon's control socket |
 //! | [`config`] | the TOML file, validated into switch-core's types |
 //! | [`state`] | the desired state and the checks every change passes |
 //! | [`store`] | the state on disk: snapshot and journal, fsynced before answering |
@@ -17,6 +18,7 @@
 //! | [`demo`] | `podswitchd --demo` |
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod demo;

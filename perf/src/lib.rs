@@ -17,6 +17,16 @@ pub const KNOWN: [u8; 6] = [2, 0, 0, 0, 0, 2];
 /// MAC nobody has.
 pub const UNKNOWN: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
 
+/// A binary built next to the running one (`target/<profile>/NAME`).
+pub fn sibling_bin(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().ok_or_else(|| anyhow::anyhow!("no directory for {}", exe.display()))?.join(name);
+    if !p.exists() {
+        anyhow::bail!("{} not found: `cargo build --release --workspace --bins` first", p.display());
+    }
+    Ok(p)
+}
+
 /// Destination MAC of flow `i` (learned behind port 1).
 pub fn flow_dst(i: u8) -> [u8; 6] {
     [2, 0, 0, 1, 0, i]

@@ -38,6 +38,22 @@ fn port_rx(node: &Node, port: &str) -> u64 {
         .map_or(0, |p| p["rx_packets"].as_u64().unwrap_or(0))
 }
 
+/// A node whose daemon has pods `pa` (198.18.0.1) and `pb` (198.18.0.2) on network
+/// "pods", all put through the API. `gateway` gives the network a gateway.
+fn two_pods(name: &str, gateway: Option<&str>) -> (Node, podswitch_tests::Pod, podswitch_tests::Pod) {
+    let mut node = Node::new(name).unwrap();
+    let a = node.pod("pa", Some("198.18.0.1"), None, 1500, 1).unwrap();
+    let b = node.pod("pb", Some("198.18.0.2"), None, 1500, 1).unwrap();
+    node.start(&dataplane()).unwrap();
+    match gateway {
+        Some(g) => node.ctl_ok(&["network", "put", "pods", "--gateway", g]).unwrap(),
+        None => node.ctl_ok(&["network", "put", "pods"]).unwrap(),
+    };
+    node.ctl_ok(&["port", "put", "pa", "--network", "pods"]).unwrap();
+    node.ctl_ok(&["port", "put", "pb", "--network", "pods"]).unwrap();
+    (node, a, b)
+}
+
 /// Waits up to `within` for `f` to hold.
 fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + within;
@@ -176,13 +192,7 @@ fn a_crash_loses_no_acknowledged_change_and_pods_come_back() {
     if !root_or_skip() {
         return;
     }
-    let mut node = Node::new("ps-crash").unwrap();
-    let a = node.pod("pa", Some("198.18.0.1"), None, 1500, 1).unwrap();
-    let b = node.pod("pb", Some("198.18.0.2"), None, 1500, 1).unwrap();
-    node.start(&dataplane()).unwrap();
-    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.0.254/24"]).unwrap();
-    node.ctl_ok(&["port", "put", "pa", "--network", "pods"]).unwrap();
-    node.ctl_ok(&["port", "put", "pb", "--network", "pods"]).unwrap();
+    let (mut node, a, b) = two_pods("ps-crash", Some("198.18.0.254/24"));
     assert!(a.ping(b.v4.as_ref().unwrap(), 1).unwrap());
 
     // 1000 changes from 4 clients; the daemon is killed while they run.
@@ -255,13 +265,7 @@ fn restored_ports_whose_interface_vanished_are_reported_and_come_back() {
     if !root_or_skip() {
         return;
     }
-    let mut node = Node::new("ps-gone").unwrap();
-    let a = node.pod("pa", Some("198.18.0.1"), None, 1500, 1).unwrap();
-    let b = node.pod("pb", Some("198.18.0.2"), None, 1500, 1).unwrap();
-    node.start(&dataplane()).unwrap();
-    node.ctl_ok(&["network", "put", "pods"]).unwrap();
-    node.ctl_ok(&["port", "put", "pa", "--network", "pods"]).unwrap();
-    node.ctl_ok(&["port", "put", "pb", "--network", "pods"]).unwrap();
+    let (mut node, a, b) = two_pods("ps-gone", None);
     node.stop().unwrap();
     // While the daemon is down, pb's veth goes away.
     drop(b);
@@ -309,13 +313,7 @@ fn capture_writes_a_pcap_tshark_reads_and_trace_shows_the_stages() {
     if !root_or_skip() {
         return;
     }
-    let mut node = Node::new("ps-debug").unwrap();
-    let a = node.pod("pa", Some("198.18.0.1"), None, 1500, 1).unwrap();
-    let b = node.pod("pb", Some("198.18.0.2"), None, 1500, 1).unwrap();
-    node.start(&dataplane()).unwrap();
-    node.ctl_ok(&["network", "put", "pods"]).unwrap();
-    node.ctl_ok(&["port", "put", "pa", "--network", "pods"]).unwrap();
-    node.ctl_ok(&["port", "put", "pb", "--network", "pods"]).unwrap();
+    let (node, a, b) = two_pods("ps-debug", None);
     assert!(a.ping(b.v4.as_ref().unwrap(), 1).unwrap(), "ARP settled");
 
     let pcap = node.state_dir.join("pb.pcap");

@@ -216,15 +216,7 @@ async fn connect(socket: &std::path::Path) -> Result<Channel, Failure> {
             message: format!("cannot reach podswitchd at {}: {e}; {hint}", socket.display()),
         });
     }
-    let path = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://podswitchd")
-        .expect("static URI")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
+    control::client::connect(socket)
         .await
         .map_err(|e| Failure { code: 3, message: format!("cannot reach podswitchd at {}: {e}", socket.display()) })
 }

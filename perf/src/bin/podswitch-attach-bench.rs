@@ -15,7 +15,6 @@
 use anyhow::{bail, Context, Result};
 use control::api::v1 as pb;
 use control::netns::{pod_veth, NetNs};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -24,15 +23,6 @@ use std::time::{Duration, Instant};
 const DUT_CORE: usize = 1;
 /// Frames per port ring: small, so that thousands of ports fit one UMEM.
 const RING: u32 = 64;
-
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!("{} not found: `cargo build --release --workspace --bins` first", p.display());
-    }
-    Ok(p)
-}
 
 /// VmHWM and VmRSS of `pid`, in KiB.
 fn memory(pid: u32) -> Result<(u64, u64)> {
@@ -45,16 +35,6 @@ fn memory(pid: u32) -> Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((get("VmHWM:"), get("VmRSS:")))
-}
-
-async fn channel(socket: &Path) -> Result<tonic::transport::Channel> {
-    let path = socket.to_path_buf();
-    Ok(tonic::transport::Endpoint::try_from("http://podswitchd")?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await?)
 }
 
 fn main() -> Result<()> {
@@ -103,7 +83,7 @@ fn main() -> Result<()> {
     let log = dir.join("podswitchd.log");
     let mut d = Command::new("ip")
         .args(["netns", "exec", node.name()])
-        .arg(bin("podswitchd")?)
+        .arg(perf::sibling_bin("podswitchd")?)
         .arg("--config")
         .arg(&cfg)
         .env("NO_COLOR", "1")
@@ -129,7 +109,7 @@ fn main() -> Result<()> {
     let next = Arc::new(AtomicU32::new(0));
     let started = Instant::now();
     let refused = rt.block_on(async {
-        let ch = channel(&socket).await?;
+        let ch = control::client::connect(&socket).await?;
         let mut tasks = Vec::new();
         for _ in 0..clients {
             let (ch, next) = (ch.clone(), next.clone());

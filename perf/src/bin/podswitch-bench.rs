@@ -12,23 +12,13 @@
 //! user+system, from wait4) is subtracted, so "CPU ns/pkt" is what the DUT and the
 //! sink's drop cost per delivered frame, wherever it ran.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use control::netns::{ip, NetNs};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const GEN_CORE: usize = 0;
 const DUT_CORE: usize = 1;
-
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!("{} not found: `cargo build --release --workspace --bins` first", p.display());
-    }
-    Ok(p)
-}
 
 struct Topo {
     gen: NetNs,
@@ -89,7 +79,7 @@ fn trial(t: &Topo, seconds: f64) -> Result<Trial> {
     let start = Instant::now();
     let child = Command::new("ip")
         .args(["netns", "exec", t.gen.name()])
-        .arg(bin("podswitch-pktgen")?)
+        .arg(perf::sibling_bin("podswitch-pktgen")?)
         .args(["send", "--dev", "gen0", "--seconds", &seconds.to_string(), "--core", &GEN_CORE.to_string()])
         .args(["--dst-mac", &t.sink_mac])
         .stdout(Stdio::null())
@@ -140,7 +130,7 @@ fn with_podswitch(t: &Topo, seconds: f64) -> Result<Trial> {
     let log = std::env::temp_dir().join(format!("psb-{}.log", std::process::id()));
     let mut d = Command::new("ip")
         .args(["netns", "exec", t.dut.name()])
-        .arg(bin("podswitchd")?)
+        .arg(perf::sibling_bin("podswitchd")?)
         .arg("--config")
         .arg(&cfg)
         .env("NO_COLOR", "1")
