@@ -370,3 +370,41 @@ fn capture_writes_a_pcap_tshark_reads_and_trace_shows_the_stages() {
     assert!(trace.contains("classify  network pods"), "{trace}");
     assert!(trace.contains("l2        send on pb") && trace.contains("l2        send on pa"), "{trace}");
 }
+
+#[test]
+fn watch_reports_each_accepted_change_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-watch").unwrap();
+    node.start(&dataplane()).unwrap();
+    let ctl = podswitch_tests::podswitchd_path().with_file_name("podswitchctl");
+    let watcher = std::process::Command::new(ctl)
+        .arg("--socket")
+        .arg(&node.socket)
+        .args(["--json", "watch", "--count", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    node.ctl_ok(&["network", "put", "a"]).unwrap();
+    node.ctl_ok(&["network", "put", "a"]).unwrap(); // unchanged: not reported
+    assert_eq!(node.ctl(&["network", "put", "b", "--gateway", "x"]).unwrap().status.code(), Some(1));
+    node.ctl_ok(&["route", "put", "198.19.0.0/16", "--drop"]).unwrap();
+    node.ctl_ok(&["network", "delete", "a"]).unwrap();
+    let out = watcher.wait_with_output().unwrap();
+    let changes: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(u64, &str, &str, &str)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["generation"].as_u64().unwrap(),
+                c["op"].as_str().unwrap(),
+                c["kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(1, "put", "network", "a"), (2, "put", "route", "198.19.0.0/16"), (3, "delete", "network", "a")]);
+}
