@@ -263,6 +263,19 @@ pub struct PortConfig {
     /// port's one MAC, so the switch never has to ask for them.
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
+    /// The pod this port attaches (set by the pods API; absent for other ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+/// A pod's attachment, as the CNI names it: the container and its interface.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
 }
 
 /// One VLAN on a trunk.

@@ -10,11 +10,12 @@
 //! was deleted without telling the API) stay in the desired state but out of the
 //! dataplane; [`Engine::reconcile`] attaches them when the interface comes back.
 
-use crate::config::{Config, Ids, PortConfig};
+use crate::config::{Config, Ids, PodRef, PortConfig};
 use crate::daemon::{PortView, View};
 use crate::state::{self, Desired, Mutation, Refusal};
 use crate::store::Store;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -434,6 +435,86 @@ impl Engine {
             }
         }
         Ok(Applied { generation, changed: true, seq: Some(seq) })
+    }
+
+    /// Attaches a pod: its port `port` joins `network` with `mac` and an address of
+    /// each of the network's gateway families, allocated here (the lowest free) and kept
+    /// with the port in the state. The same pod attached again gets the same answer.
+    pub fn attach_pod(
+        &mut self,
+        pod: PodRef,
+        port: &str,
+        network: &str,
+        mac: &str,
+    ) -> Result<(PortConfig, Applied), Refusal> {
+        let bad = |m: String| Err(Refusal::Invalid(m));
+        if pod.container_id.is_empty() || pod.ifname.is_empty() {
+            return bad("pod: container_id and ifname are required".into());
+        }
+        if let Some(p) = self.desired.pod_port(&pod) {
+            if p.name == port
+                && p.network.as_deref() == Some(network)
+                && p.macs.first().map(String::as_str) == Some(mac)
+            {
+                let a = Applied { generation: self.desired.generation, changed: false, seq: None };
+                return Ok((p.clone(), a));
+            }
+            return Err(Refusal::Conflict(format!(
+                "pod {}/{} is already attached as port {:?}: detach it first",
+                pod.container_id, pod.ifname, p.name
+            )));
+        }
+        if self.desired.ports.contains_key(port) {
+            return Err(Refusal::Conflict(format!("port {port:?} already exists: pick another interface name")));
+        }
+        let Some(net) = self.desired.networks.get(network) else {
+            let known: Vec<&String> = self.desired.networks.keys().collect();
+            return Err(Refusal::Conflict(format!("network {network:?} is not defined (networks: {known:?})")));
+        };
+        let gw = net.gateway_spec().map_err(|e| Refusal::Conflict(e.to_string()))?.ok_or_else(|| {
+            Refusal::Conflict(format!(
+                "network {network:?} has no gateway: pods need one for their addresses and route"
+            ))
+        })?;
+        let host: Vec<IpAddr> = match &self.base.host_port {
+            Some(h) if h.network == network => {
+                h.addresses.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect()
+            }
+            _ => vec![],
+        };
+        let mut addresses = Vec::new();
+        for v4 in [true, false] {
+            let has = if v4 { gw.v4.is_some() } else { gw.v6.is_some() };
+            if has {
+                let a = self.desired.free_address(network, &gw, v4, |a| host.contains(&a)).ok_or_else(|| {
+                    Refusal::Conflict(format!(
+                        "network {network:?} has no free {} address",
+                        if v4 { "IPv4" } else { "IPv6" }
+                    ))
+                })?;
+                addresses.push(a);
+            }
+        }
+        let pc = PortConfig {
+            name: port.to_string(),
+            network: Some(network.to_string()),
+            vlans: vec![],
+            native: None,
+            macs: vec![mac.to_string()],
+            addresses,
+            pod: Some(pod),
+        };
+        let a = self.apply(&Mutation::PutPort(pc.clone()))?;
+        Ok((pc, a))
+    }
+
+    /// Detaches a pod: removes its port (and so frees its addresses). Detaching a pod
+    /// that is not attached changes nothing.
+    pub fn detach_pod(&mut self, pod: &PodRef) -> Result<Applied, Refusal> {
+        match self.desired.pod_port(pod).map(|p| p.name.clone()) {
+            Some(name) => self.apply(&Mutation::DeletePort(name)),
+            None => Ok(Applied { generation: self.desired.generation, changed: false, seq: None }),
+        }
     }
 
     /// Publishes the changes applied since the last publish. Callers apply, then flush

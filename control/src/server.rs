@@ -78,6 +78,7 @@ impl Server {
                     .add_service(pb::ports_server::PortsServer::new(api.clone()))
                     .add_service(pb::routes_server::RoutesServer::new(api.clone()))
                     .add_service(pb::neighbours_server::NeighboursServer::new(api.clone()))
+                    .add_service(pb::pods_server::PodsServer::new(api.clone()))
                     .add_service(pb::switch_server::SwitchServer::new(api.clone()))
                     .add_service(pb::debug_server::DebugServer::new(api))
                     .serve_with_incoming_shutdown(incoming, async {
@@ -137,6 +138,10 @@ struct Api {
     view: Arc<View>,
 }
 
+fn applied(a: &crate::engine::Applied) -> pb::Applied {
+    pb::Applied { generation: a.generation, changed: a.changed }
+}
+
 fn status(r: Refusal) -> Status {
     match r {
         Refusal::Invalid(m) => Status::invalid_argument(m),
@@ -149,30 +154,39 @@ fn lock(engine: &Mutex<Engine>) -> std::sync::MutexGuard<'_, Engine> {
 }
 
 impl Api {
-    async fn mutate(&self, m: Result<Mutation, Refusal>) -> Result<Response<pb::Applied>, Status> {
-        let m = m.map_err(status)?;
+    /// Runs a change on a blocking thread: `f` under the engine's lock, then a second
+    /// turn at the lock to publish (requests that queued meanwhile were applied too, and
+    /// the first of them to get here publishes them all at once), then the journal fsync
+    /// (shared with concurrent requests) before the answer.
+    async fn change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<(T, Option<u64>), Refusal> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
-            let (applied, store) = {
+            let (res, store) = {
                 let mut e = lock(&engine);
-                let applied = e.apply(&m);
-                (applied, e.store().clone())
+                let res = f(&mut e);
+                (res, e.store().clone())
             };
-            let a = applied.map_err(status)?;
-            // A second turn at the lock: requests that queued meanwhile were applied
-            // too, and the first of them to get here publishes them all at once.
+            let (reply, seq) = res.map_err(status)?;
             lock(&engine).flush();
-            if let Some(seq) = a.seq {
+            if let Some(seq) = seq {
                 // Applied but not durable: the daemon cannot promise anything any more.
                 store.sync(seq).map_err(|e| {
                     tracing::error!("fsync of the journal failed: {e}");
                     Status::data_loss(format!("the change was applied but could not be made durable: {e}"))
                 })?;
             }
-            Ok(Response::new(pb::Applied { generation: a.generation, changed: a.changed }))
+            Ok(Response::new(reply))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    async fn mutate(&self, m: Result<Mutation, Refusal>) -> Result<Response<pb::Applied>, Status> {
+        let m = m.map_err(status)?;
+        self.change(move |e| e.apply(&m).map(|a| (applied(&a), a.seq))).await
     }
 
     /// Network and port names by id, from the published topology.
@@ -232,7 +246,7 @@ fn port_in(p: pb::Port) -> Result<PortConfig, Refusal> {
         })?;
         addresses.push(ip);
     }
-    Ok(PortConfig { name: p.name, network: p.network, vlans, native: p.native, macs: p.macs, addresses })
+    Ok(PortConfig { name: p.name, network: p.network, vlans, native: p.native, macs: p.macs, addresses, pod: None })
 }
 
 fn route_in(r: pb::Route) -> Result<RouteConfig, Refusal> {
@@ -528,6 +542,64 @@ impl pb::switch_server::Switch for Api {
             Err(e) => Err(Status::data_loss(format!("watcher fell behind: {e}; list again and re-watch"))),
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+// ---- Pods ----
+
+fn pod_ref(r: Option<pb::PodRef>) -> Result<crate::config::PodRef, Status> {
+    let r = r.ok_or_else(|| Status::invalid_argument("pod: container_id and ifname are required"))?;
+    Ok(crate::config::PodRef { container_id: r.container_id, ifname: r.ifname })
+}
+
+/// A pod's port as the API shows it: addresses with their subnet's length, gateways.
+fn attachment(e: &Engine, p: &PortConfig, generation: u64, changed: bool) -> pb::PodAttachment {
+    let gw = p.network.as_ref().and_then(|n| e.desired().networks.get(n)).and_then(|n| n.gateway_spec().ok().flatten());
+    let len = |a: &IpAddr| match (a, &gw) {
+        (IpAddr::V4(_), Some(g)) => g.v4.map_or(32, |(_, l)| l),
+        (IpAddr::V6(_), Some(g)) => g.v6.map_or(128, |(_, l)| l),
+        (IpAddr::V4(_), None) => 32,
+        (IpAddr::V6(_), None) => 128,
+    };
+    let gateways = gw
+        .as_ref()
+        .map(|g| g.v4.map(|(a, _)| a.to_string()).into_iter().chain(g.v6.map(|(a, _)| a.to_string())).collect())
+        .unwrap_or_default();
+    pb::PodAttachment {
+        pod: p.pod.as_ref().map(|r| pb::PodRef { container_id: r.container_id.clone(), ifname: r.ifname.clone() }),
+        port: p.name.clone(),
+        network: p.network.clone().unwrap_or_default(),
+        mac: p.macs.first().cloned().unwrap_or_default(),
+        addresses: p.addresses.iter().map(|a| format!("{a}/{}", len(a))).collect(),
+        gateways,
+        generation,
+        changed,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::pods_server::Pods for Api {
+    async fn attach(&self, r: Request<pb::PodAttach>) -> Result<Response<pb::PodAttachment>, Status> {
+        let r = r.into_inner();
+        let pod = pod_ref(r.pod)?;
+        self.change(move |e| {
+            let (p, a) = e.attach_pod(pod, &r.port, &r.network, &r.mac)?;
+            Ok((attachment(e, &p, a.generation, a.changed), a.seq))
+        })
+        .await
+    }
+
+    async fn detach(&self, r: Request<pb::PodRef>) -> Result<Response<pb::Applied>, Status> {
+        let pod = pod_ref(Some(r.into_inner()))?;
+        self.change(move |e| e.detach_pod(&pod).map(|a| (applied(&a), a.seq))).await
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::PodList>, Status> {
+        let e = lock(&self.engine);
+        let g = e.desired().generation;
+        let pods =
+            e.desired().ports.values().filter(|p| p.pod.is_some()).map(|p| attachment(&e, p, g, false)).collect();
+        Ok(Response::new(pb::PodList { pods }))
     }
 }
 

@@ -5,10 +5,11 @@
 //! one way to change it: pure, so the journal replays to exactly the same state and
 //! ids. Whether a change is allowed is [`check`]'s business, before anything changes.
 
-use crate::config::{Config, ConfigError, Ids, NetworkConfig, PortConfig, RouteConfig};
+use crate::config::{Config, ConfigError, Ids, NetworkConfig, PodRef, PortConfig, RouteConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use switch_core::tables::Gateway;
 use switch_core::tables::Prefix;
 
 /// The desired state.
@@ -148,6 +149,35 @@ impl Desired {
                     }
                 }
             }
+        }
+    }
+
+    /// The port attaching `pod`, if any.
+    pub fn pod_port(&self, pod: &PodRef) -> Option<&PortConfig> {
+        self.ports.values().find(|p| p.pod.as_ref() == Some(pod))
+    }
+
+    /// The lowest address of `gw`'s subnet in the family of `v4` that nothing claims on
+    /// network `net`: not the subnet's first or last (IPv4), not the gateway's, not a
+    /// port's, not one `taken` names.
+    pub fn free_address(&self, net: &str, gw: &Gateway, v4: bool, taken: impl Fn(IpAddr) -> bool) -> Option<IpAddr> {
+        let free = |a: IpAddr| {
+            crate::config::in_subnet(gw, a)
+                && !crate::config::gw_owns(gw, a)
+                && self.claimed_by(net, a).is_none()
+                && !taken(a)
+        };
+        // Bounded: a /8 or a /64 is never walked to its end.
+        const MAX_PROBES: u32 = 1 << 20;
+        if v4 {
+            let s = gw.subnet4()?;
+            let first = u32::from(s.addr());
+            let hosts = 1u32.checked_shl(32 - u32::from(s.len())).unwrap_or(0).saturating_sub(1);
+            (1..hosts.min(MAX_PROBES)).map(|i| IpAddr::V4(Ipv4Addr::from(first + i))).find(|a| free(*a))
+        } else {
+            let s = gw.subnet6()?;
+            let first = u128::from(s.addr());
+            (1..u128::from(MAX_PROBES)).map(|i| IpAddr::V6(Ipv6Addr::from(first + i))).find(|a| free(*a))
         }
     }
 
@@ -381,6 +411,14 @@ pub fn check(base: &Config, cur: &Desired, m: &Mutation, skip: impl Fn(&str) -> 
             )));
         }
     }
+    if let Mutation::PutPort(p) = m {
+        if let Some(pod) = cur.ports.get(&p.name).and_then(|q| q.pod.as_ref()).filter(|r| p.pod.as_ref() != Some(*r)) {
+            return Err(Refusal::Conflict(format!(
+                "port {:?} attaches pod {}/{}: detach the pod first (podswitchctl pod detach)",
+                p.name, pod.container_id, pod.ifname
+            )));
+        }
+    }
     let limit = base.dataplane.max_ports - u16::from(base.host_port.is_some());
     if let Mutation::PutPort(p) = m {
         let id = cur.ids.ports.get(&p.name).copied().unwrap_or_else(|| cur.next_port_id());
@@ -434,6 +472,7 @@ mod tests {
             native: None,
             macs: vec![],
             addresses: vec![],
+            pod: None,
         })
     }
 
@@ -546,6 +585,7 @@ mod tests {
                                 native: native.map(Into::into),
                                 macs: (0..macs).map(|i| format!("02:00:00:00:01:{i:02x}")).collect(),
                                 addresses: addr.iter().map(|a| a.parse().unwrap()).collect(),
+                                pod: None,
                             };
                             let m = Mutation::PutPort(p);
                             let fast = check(&base, &d, &m, |_| false);

@@ -408,3 +408,50 @@ fn watch_reports_each_accepted_change_once() {
         .collect();
     assert_eq!(seen, [(1, "put", "network", "a"), (2, "put", "route", "198.19.0.0/16"), (3, "delete", "network", "a")]);
 }
+
+#[test]
+fn pods_get_distinct_addresses_that_survive_a_restart_and_are_freed_on_detach() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-pods").unwrap();
+    // Pods without addresses: the daemon hands them out.
+    let a = node.pod("pa", None, None, 1500, 1).unwrap();
+    let b = node.pod("pb", None, None, 1500, 1).unwrap();
+    let c = node.pod("pc", None, None, 1500, 1).unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.5.1/24", "--gateway", "2001:db8:5::1/64"]).unwrap();
+    let attach = |node: &Node, id: &str, port: &str, mac: &str| -> Value {
+        json(node, &["pod", "attach", id, "eth0", "--port", port, "--network", "pods", "--mac", mac])
+    };
+    let ra = attach(&node, "ctr-a", "pa", &a.mac);
+    let rb = attach(&node, "ctr-b", "pb", &b.mac);
+    assert_eq!(ra["addresses"], serde_json::json!(["198.18.5.2/24", "2001:db8:5::2/64"]));
+    assert_eq!(rb["addresses"], serde_json::json!(["198.18.5.3/24", "2001:db8:5::3/64"]));
+    assert_eq!(ra["gateways"], serde_json::json!(["198.18.5.1", "2001:db8:5::1"]));
+    let again = attach(&node, "ctr-a", "pa", &a.mac);
+    assert_eq!((again["addresses"].clone(), again["changed"].clone()), (ra["addresses"].clone(), Value::Bool(false)));
+    let other =
+        node.ctl(&["pod", "attach", "ctr-a", "eth0", "--port", "pc", "--network", "pods", "--mac", &c.mac]).unwrap();
+    assert_eq!(other.status.code(), Some(1), "one pod, one port");
+
+    // Give the pods their addresses, as the CNI plugin will; they talk through the switch.
+    for (pod, r) in [(&a, &ra), (&b, &rb)] {
+        let v4 = r["addresses"][0].as_str().unwrap();
+        pod.ns.ip(&["addr", "add", v4, "dev", "eth0"]).unwrap();
+        pod.ns.ip(&["route", "add", "default", "via", "198.18.5.1"]).unwrap();
+    }
+    assert!(a.ping("198.18.5.3", 2).unwrap());
+    assert!(a.ping("198.18.5.1", 1).unwrap(), "and the gateway answers");
+
+    node.stop().unwrap();
+    node.start(&dataplane()).unwrap();
+    let pods = json(&node, &["pod", "list"]);
+    assert_eq!(pods["pods"].as_array().unwrap().len(), 2, "attachments survive a restart: {pods}");
+    assert!(a.ping("198.18.5.3", 2).unwrap());
+
+    assert!(node.ctl_ok(&["pod", "detach", "ctr-a", "eth0"]).unwrap().starts_with("ok"));
+    assert!(node.ctl_ok(&["pod", "detach", "ctr-a", "eth0"]).unwrap().starts_with("unchanged"), "detach is idempotent");
+    let rc = attach(&node, "ctr-c", "pc", &c.mac);
+    assert_eq!(rc["addresses"][0], "198.18.5.2/24", "a freed address is handed out again");
+}

@@ -37,6 +37,9 @@ enum Cmd {
     /// Static routes.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Pods attached as the CNI plugin does it (addresses allocated by the daemon).
+    #[command(subcommand)]
+    Pod(PodCmd),
     /// The neighbour table (ARP / NDP).
     Neigh,
     /// The MAC table.
@@ -129,6 +132,30 @@ struct PortArgs {
     /// The pod's address (needs exactly one --mac), repeated.
     #[arg(long)]
     address: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PodCmd {
+    /// Lists attached pods and their addresses.
+    List,
+    /// Attaches a pod's switch-side interface; prints its addresses.
+    Attach {
+        /// The container id.
+        container: String,
+        /// The pod's interface name (e.g. eth0).
+        ifname: String,
+        /// The switch-side interface.
+        #[arg(long)]
+        port: String,
+        /// The network (with a gateway).
+        #[arg(long)]
+        network: String,
+        /// The pod interface's MAC.
+        #[arg(long)]
+        mac: String,
+    },
+    /// Detaches a pod (frees its addresses).
+    Detach { container: String, ifname: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -410,6 +437,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     applied(client.put(pb::Route { prefix, target: Some(target) }).await?.into_inner(), j);
                 }
                 RouteCmd::Delete { prefix } => applied(client.delete(pb::Name { name: prefix }).await?.into_inner(), j),
+            }
+        }
+        Cmd::Pod(c) => {
+            let mut client = pb::pods_client::PodsClient::new(ch);
+            let row = |p: &pb::PodAttachment| {
+                let r = p.pod.clone().unwrap_or_default();
+                vec![
+                    r.container_id,
+                    r.ifname,
+                    p.port.clone(),
+                    p.network.clone(),
+                    p.mac.clone(),
+                    or_dash(&p.addresses.join(",")),
+                    or_dash(&p.gateways.join(",")),
+                ]
+            };
+            let headers = ["CONTAINER", "IFNAME", "PORT", "NETWORK", "MAC", "ADDRESSES", "GATEWAYS"];
+            match c {
+                PodCmd::List => {
+                    let l = client.list(list()).await?.into_inner();
+                    if j {
+                        json(&l);
+                        return Ok(());
+                    }
+                    table(&headers, l.pods.iter().map(row).collect());
+                }
+                PodCmd::Attach { container, ifname, port, network, mac } => {
+                    let req =
+                        pb::PodAttach { pod: Some(pb::PodRef { container_id: container, ifname }), port, network, mac };
+                    let a = client.attach(req).await?.into_inner();
+                    if j {
+                        json(&a);
+                        return Ok(());
+                    }
+                    table(&headers, vec![row(&a)]);
+                    println!("{}: generation {}", if a.changed { "ok" } else { "unchanged" }, a.generation);
+                }
+                PodCmd::Detach { container, ifname } => {
+                    let r = pb::PodRef { container_id: container, ifname };
+                    applied(client.detach(r).await?.into_inner(), j);
+                }
             }
         }
         Cmd::Fib => {
