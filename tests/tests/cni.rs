@@ -1,0 +1,144 @@
+//! The CNI plugin driven as a runtime drives it (environment and stdin), against a real
+//! podswitchd: ADD gives pods working interfaces and addresses, CHECK, DEL (twice, and
+//! after a daemon restart), VERSION, STATUS, and errors in the spec's JSON.
+
+use podswitch_tests::{root_or_skip, worker_core, NetNs, Node};
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn dataplane() -> String {
+    format!("[dataplane]\ncores = [{}]\nidle = \"backoff\"\nring_size = 512\nhugepages = \"off\"\n", worker_core())
+}
+
+/// Runs the plugin in the node's namespace; returns (exit code, stdout as JSON or Null).
+fn cni(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str) -> (i32, Value) {
+    let plugin = podswitch_tests::podswitchd_path().with_file_name("podswitch");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.ns.name()])
+        .arg(plugin)
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).expect(&text) };
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn conf(node: &Node, version: &str, extra: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"{version}","name":"k8s-pod-network","type":"podswitch","socket":"{}","network":"pods"{extra}}}"#,
+        node.socket.display()
+    )
+}
+
+fn links(node: &Node) -> String {
+    String::from_utf8_lossy(&node.ns.exec("ip", &["-br", "link"]).unwrap().stdout).into_owned()
+}
+
+#[test]
+fn add_check_del_through_the_plugin() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cni").unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.6.1/24", "--gateway", "2001:db8:6::1/64"]).unwrap();
+    let (pa, pb) = (NetNs::new("ps-cni-a").unwrap(), NetNs::new("ps-cni-b").unwrap());
+    let path = |ns: &NetNs| format!("/run/netns/{}", ns.name());
+    let c = conf(&node, "1.0.0", "");
+
+    let (rc, ra) = cni(&node, "ADD", "ctr-a", &path(&pa), &c);
+    assert_eq!(rc, 0, "{ra}");
+    let (rc, rb) = cni(&node, "ADD", "ctr-b", &path(&pb), &c);
+    assert_eq!(rc, 0, "{rb}");
+    assert_eq!(ra["cniVersion"], "1.0.0");
+    assert_eq!(ra["ips"][0]["address"], "198.18.6.2/24");
+    assert_eq!(ra["ips"][0]["gateway"], "198.18.6.1");
+    assert_eq!(ra["ips"][1]["address"], "2001:db8:6::2/64");
+    assert_eq!(rb["ips"][0]["address"], "198.18.6.3/24");
+    assert_eq!(ra["interfaces"][1]["name"], "eth0");
+    assert_eq!(ra["interfaces"][1]["sandbox"], path(&pa));
+    assert!(ra["ips"][0].get("version").is_none(), "1.0 results carry no IP version");
+
+    let ping = |ns: &NetNs, dst: &str| {
+        ns.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", "-q", dst]).unwrap().status.success()
+    };
+    assert!(ping(&pa, "198.18.6.3"), "pod to pod over IPv4");
+    assert!(ping(&pa, "2001:db8:6::3"), "pod to pod over IPv6");
+    assert!(ping(&pb, "198.18.6.1"), "pod to its gateway");
+
+    assert_eq!(cni(&node, "CHECK", "ctr-a", &path(&pa), &c).0, 0);
+    pa.ip(&["addr", "del", "198.18.6.2/24", "dev", "eth0"]).unwrap();
+    let (rc, e) = cni(&node, "CHECK", "ctr-a", &path(&pa), &c);
+    assert!(rc != 0 && e["msg"].as_str().unwrap().contains("198.18.6.2/24"), "{e}");
+
+    // DEL twice, and a DEL after the daemon restarted.
+    assert_eq!(cni(&node, "DEL", "ctr-a", &path(&pa), &c).0, 0);
+    assert_eq!(cni(&node, "DEL", "ctr-a", "", &c).0, 0, "DEL again, without a netns");
+    node.stop().unwrap();
+    node.start(&dataplane()).unwrap();
+    assert_eq!(cni(&node, "DEL", "ctr-b", &path(&pb), &c).0, 0);
+    let pods = node.ctl_ok(&["--json", "pod", "list"]).unwrap();
+    assert!(!pods.contains("ctr-"), "no attachment left: {pods}");
+    assert!(!links(&node).contains("ps"), "no veth left:\n{}", links(&node));
+
+    // A freed address is handed out again, in the 0.4.0 shape when asked.
+    let (rc, r4) = cni(&node, "ADD", "ctr-c", &path(&pa), &conf(&node, "0.4.0", ""));
+    assert_eq!(rc, 0, "{r4}");
+    assert_eq!(
+        (r4["ips"][0]["address"].as_str(), r4["ips"][0]["version"].as_str()),
+        (Some("198.18.6.2/24"), Some("4"))
+    );
+    assert_eq!(cni(&node, "DEL", "ctr-c", &path(&pa), &c).0, 0);
+}
+
+#[test]
+fn version_status_and_errors_answer_in_the_specs_json() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cnie").unwrap();
+    let pa = NetNs::new("ps-cnie-a").unwrap();
+    let path = format!("/run/netns/{}", pa.name());
+    let (rc, v) = cni(&node, "VERSION", "", "", r#"{"cniVersion":"1.1.0"}"#);
+    assert_eq!(rc, 0);
+    assert!(v["supportedVersions"].as_array().unwrap().iter().any(|s| s == "1.1.0"), "{v}");
+
+    // The daemon is down: STATUS says not available, ADD says try again.
+    let c = conf(&node, "1.1.0", "");
+    let (rc, e) = cni(&node, "STATUS", "", "", &c);
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(50)), "{e}");
+    let (rc, e) = cni(&node, "ADD", "ctr-x", &path, &c);
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(11)), "{e}");
+
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.7.1/24"]).unwrap();
+    assert_eq!(cni(&node, "STATUS", "", "", &c).0, 0);
+    for (text, want) in [
+        ("{not json".to_string(), 6),
+        (conf(&node, "9.9.9", ""), 1),
+        (conf(&node, "1.0.0", r#","mode":"tap""#), 7),
+        (conf(&node, "1.0.0", r#","ipam":{"type":"host-local"}"#), 2),
+    ] {
+        let (rc, e) = cni(&node, "ADD", "ctr-x", &path, &text);
+        assert_eq!((rc, e["code"].as_u64()), (1, Some(want)), "{text}: {e}");
+        assert!(e["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // A network the daemon does not have: refused, and nothing is left behind.
+    let (rc, e) = cni(&node, "ADD", "ctr-x", &path, &conf(&node, "1.0.0", "").replace("\"pods\"", "\"nope\""));
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(7)), "{e}");
+    assert!(e["details"].as_str().unwrap_or("").contains("\"nope\""), "{e}");
+    assert!(!links(&node).contains("ps"), "the failed ADD left nothing:\n{}", links(&node));
+    let eth = pa.exec("ip", &["link", "show", "eth0"]).unwrap();
+    assert!(!eth.status.success(), "no eth0 in the pod after a failed ADD");
+}
