@@ -142,3 +142,43 @@ fn version_status_and_errors_answer_in_the_specs_json() {
     let eth = pa.exec("ip", &["link", "show", "eth0"]).unwrap();
     assert!(!eth.status.success(), "no eth0 in the pod after a failed ADD");
 }
+
+#[test]
+fn twenty_concurrent_adds_get_distinct_addresses_and_dels_release_them() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cnic").unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.8.1/24"]).unwrap();
+    let pods: Vec<NetNs> = (0..20).map(|i| NetNs::new(&format!("ps-cnic{i}")).unwrap()).collect();
+    let c = conf(&node, "1.1.0", "");
+    let node = std::sync::Arc::new(node);
+    let run_all = |cmd: &'static str| -> Vec<(i32, Value)> {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (node, c, path) = (node.clone(), c.clone(), format!("/run/netns/{}", ns.name()));
+                std::thread::spawn(move || cni(&node, cmd, &format!("ctr-{i}"), &path, &c))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    let added = run_all("ADD");
+    let mut addrs: Vec<String> = added
+        .iter()
+        .map(|(rc, r)| {
+            assert_eq!(*rc, 0, "{r}");
+            r["ips"][0]["address"].as_str().unwrap().to_string()
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 20, "every pod its own address");
+    assert!(pods[0].exec("ping", &["-c", "1", "-W", "2", "-q", "198.18.8.1"]).unwrap().status.success());
+    assert!(run_all("DEL").iter().all(|(rc, _)| *rc == 0));
+    let left = node.ctl_ok(&["--json", "pod", "list"]).unwrap();
+    assert!(!left.contains("ctr-"), "{left}");
+    assert!(!links(&node).contains("ps"), "{}", links(&node));
+}
