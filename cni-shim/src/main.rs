@@ -3,17 +3,17 @@
 //! and configures the pod's side.
 //!
 //! Commands: ADD, DEL, CHECK, VERSION, STATUS (CNI 1.1; results in 0.3.x/0.4.0 shape
-//! when the configuration asks). Interfaces are configured with iproute2 and ethtool
-//! run inside the pod's namespace through nsenter: a first version, simple to read and
-//! to check; netlink in-process is the next step for ADD latency.
+//! when the configuration asks). Interfaces are made and configured over netlink from
+//! this process (see [`links`]).
 
+mod links;
 mod spec;
 
 use control::api::v1 as pb;
 use serde_json::{json, Value};
 use spec::{code, CniError, Env, NetConf, SUPPORTED};
 use std::io::Read;
-use std::process::Command;
+use std::net::IpAddr;
 
 fn main() {
     let mut input = Vec::new();
@@ -75,30 +75,8 @@ fn grpc(what: &str, s: tonic::Status) -> CniError {
     CniError::with(c, format!("podswitchd refused to {what}"), s.message())
 }
 
-/// Runs a command; fails with its stderr.
-fn sh(cmd: &str, args: &[&str]) -> Result<String, CniError> {
-    let out =
-        Command::new(cmd).args(args).output().map_err(|e| CniError::with(code::IO, format!("cannot run {cmd}"), e))?;
-    if !out.status.success() {
-        return Err(CniError::with(
-            code::IO,
-            format!("{cmd} {} failed", args.join(" ")),
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `cmd ARGS` in the pod's network namespace.
-fn in_pod(netns: &str, cmd: &str, args: &[&str]) -> Result<String, CniError> {
-    let net = format!("--net={netns}");
-    let mut a = vec![net.as_str(), cmd];
-    a.extend_from_slice(args);
-    sh("nsenter", &a)
-}
-
-/// A name for the pod's host-side interface (and its temporary peer): a prefix and 12
-/// hex digits of a hash of the container and interface, 14 characters, stable.
+/// A name for the pod's host-side interface: a prefix and 12 hex digits of a hash of the
+/// container and interface, 14 characters, stable (DEL finds it from the same inputs).
 fn if_name(prefix: &str, env: &Env) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in env.container_id.bytes().chain([b'/']).chain(env.ifname.bytes()) {
@@ -107,46 +85,10 @@ fn if_name(prefix: &str, env: &Env) -> String {
     format!("{prefix}{:012x}", h & 0xffff_ffff_ffff)
 }
 
-/// `ip link set ... netns` wants a name under /run/netns or a PID.
-fn netns_arg(path: &str) -> Result<String, CniError> {
-    let p = std::path::Path::new(path);
-    if let Some(parent) = p.parent() {
-        if parent.ends_with("netns") && (parent.starts_with("/run") || parent.starts_with("/var/run")) {
-            return Ok(p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-        }
-    }
-    let parts: Vec<&str> = path.split('/').collect();
-    if let ["", "proc", pid, "ns", "net"] = parts.as_slice() {
-        return Ok((*pid).to_string());
-    }
-    Err(CniError::new(code::INVALID_ENV, format!("CNI_NETNS {path:?} is neither /run/netns/NAME nor /proc/PID/ns/net")))
-}
-
-/// Undoes a half-made ADD when dropped armed.
-struct Undo<'a> {
-    host: Option<String>,
-    detach: Option<(&'a NetConf, &'a Env)>,
-}
-
-impl Drop for Undo<'_> {
-    fn drop(&mut self) {
-        if let Some(h) = self.host.take() {
-            let _ = sh("ip", &["link", "del", &h]);
-        }
-        if let Some((conf, env)) = self.detach.take() {
-            let socket = conf.socket.clone();
-            let r = pb::PodRef { container_id: env.container_id.clone(), ifname: env.ifname.clone() };
-            // A fresh runtime: this runs while the ADD's own is unwinding.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(async {
-                    let ch = control::client::connect(std::path::Path::new(&socket)).await.ok()?;
-                    pb::pods_client::PodsClient::new(ch).detach(r).await.ok()
-                })
-            })
-            .join();
-        }
-    }
+fn parse_cidr(a: &str) -> Result<(IpAddr, u8), CniError> {
+    let bad = || CniError::new(code::IO, format!("podswitchd answered an address that is not ADDR/LEN: {a:?}"));
+    let (ip, len) = a.split_once('/').ok_or_else(bad)?;
+    Ok((ip.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?))
 }
 
 async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
@@ -156,89 +98,73 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         .await
         .map_err(|s| grpc("report its status", s))?
         .into_inner();
-    let queues = status.workers.max(1).to_string();
-    let host = if_name("ps", env);
-    let peer = if_name("pt", env);
-    let target = netns_arg(&env.netns)?;
-    if !std::path::Path::new(&env.netns).exists() {
-        return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("CNI_NETNS {} does not exist", env.netns)));
-    }
+    let host = links::Host::open()?;
+    let pod = links::Pod::open(&env.netns)?;
+    let name = if_name("ps", env);
     // One queue per worker on both ends: each worker binds its own.
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            &host,
-            "numrxqueues",
-            &queues,
-            "numtxqueues",
-            &queues,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "numrxqueues",
-            &queues,
-            "numtxqueues",
-            &queues,
-        ],
-    )?;
-    let mut undo = Undo { host: Some(host.clone()), detach: None };
-    sh("ip", &["link", "set", &peer, "netns", &target])?;
-    in_pod(&env.netns, "ip", &["link", "set", &peer, "name", &env.ifname])?;
-    if let Some(mtu) = conf.mtu {
-        let m = mtu.to_string();
-        sh("ip", &["link", "set", &host, "mtu", &m])?;
-        in_pod(&env.netns, "ip", &["link", "set", &env.ifname, "mtu", &m])?;
+    host.add_veth(&name, &pod, &env.ifname, status.workers.max(1), conf.mtu).await?;
+    let mut attached = false;
+    let r = add_rest(env, conf, ch.clone(), &host, &pod, &name, &mut attached).await;
+    if r.is_err() {
+        // Undo: a failed ADD leaves nothing behind.
+        if attached {
+            let r = pb::PodRef { container_id: env.container_id.clone(), ifname: env.ifname.clone() };
+            let _ = pb::pods_client::PodsClient::new(ch).detach(r).await;
+        }
+        if let Ok(Some(l)) = host.find(&name).await {
+            let _ = host.delete(l.index).await;
+        }
     }
-    // AF_XDP carries bytes, not the kernel's checksum-offload or GSO metadata.
-    in_pod(&env.netns, "ethtool", &["-K", &env.ifname, "tx", "off", "tso", "off", "gso", "off"])?;
-    in_pod(&env.netns, "ip", &["link", "set", &env.ifname, "up"])?;
-    sh("ip", &["link", "set", &host, "up"])?;
-    let link: Value = serde_json::from_str(&in_pod(&env.netns, "ip", &["-j", "link", "show", "dev", &env.ifname])?)
-        .map_err(|e| CniError::with(code::IO, "cannot read the pod interface", e))?;
-    let mac = link[0]["address"].as_str().unwrap_or_default().to_string();
+    r
+}
+
+/// ADD once the veth exists; sets `attached` once the daemon holds the pod.
+async fn add_rest(
+    env: &Env,
+    conf: &NetConf,
+    ch: tonic::transport::Channel,
+    host: &links::Host,
+    pod: &links::Pod,
+    name: &str,
+    attached: &mut bool,
+) -> Result<Value, CniError> {
+    let missing = |n: &str| CniError::new(code::IO, format!("{n} vanished while it was being set up"));
+    let inside = pod.find(&env.ifname).await?.ok_or_else(|| missing(&env.ifname))?;
+    let outside = host.find(name).await?.ok_or_else(|| missing(name))?;
+    pod.offloads_off(&env.ifname)?;
+    pod.up(inside.index).await?;
+    host.up(outside.index).await?;
 
     let req = pb::PodAttach {
         pod: Some(pb::PodRef { container_id: env.container_id.clone(), ifname: env.ifname.clone() }),
-        port: host.clone(),
+        port: name.to_string(),
         network: conf.network.clone(),
-        mac: mac.clone(),
+        mac: inside.mac.clone(),
     };
     let a = pb::pods_client::PodsClient::new(ch).attach(req).await.map_err(|s| grpc("attach the pod", s))?.into_inner();
-    undo.detach = Some((conf, env));
+    *attached = true;
 
     let mut ips = Vec::new();
     let mut routes = Vec::new();
     for addr in &a.addresses {
-        let v6 = addr.contains(':');
-        let mut args = vec!["addr", "add", addr.as_str(), "dev", env.ifname.as_str()];
-        if v6 {
-            args.push("nodad");
-        }
-        in_pod(&env.netns, "ip", &args)?;
-        let gw = a.gateways.iter().find(|g| g.contains(':') == v6).cloned().unwrap_or_default();
-        let mut ip = json!({ "address": addr, "gateway": gw, "interface": 1 });
+        let (ip, len) = parse_cidr(addr)?;
+        pod.add_address(inside.index, ip, len).await?;
+        let gw = a.gateways.iter().find(|g| g.contains(':') == ip.is_ipv6()).cloned().unwrap_or_default();
+        let mut entry = json!({ "address": addr, "gateway": gw, "interface": 1 });
         if conf.legacy() {
-            ip["version"] = Value::String(if v6 { "6" } else { "4" }.into());
+            entry["version"] = Value::String(if ip.is_ipv6() { "6" } else { "4" }.into());
         }
-        ips.push(ip);
-        if !gw.is_empty() {
-            let fam = if v6 { "-6" } else { "-4" };
-            in_pod(&env.netns, "ip", &[fam, "route", "add", "default", "via", &gw, "dev", &env.ifname])?;
-            routes.push(json!({ "dst": if v6 { "::/0" } else { "0.0.0.0/0" }, "gw": gw }));
+        ips.push(entry);
+        if let Ok(g) = gw.parse::<IpAddr>() {
+            pod.add_default_route(inside.index, g).await?;
+            routes.push(json!({ "dst": if g.is_ipv6() { "::/0" } else { "0.0.0.0/0" }, "gw": gw }));
         }
     }
-    let host_mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address")).unwrap_or_default();
-    undo.host = None;
-    undo.detach = None;
     Ok(json!({
         "cniVersion": conf.cni_version,
         "interfaces": [
-            { "name": host, "mac": host_mac.trim() },
-            { "name": env.ifname, "mac": mac, "sandbox": env.netns },
+            { "name": name, "mac": outside.mac },
+            { "name": env.ifname, "mac": inside.mac, "sandbox": env.netns },
         ],
         "ips": ips,
         "routes": routes,
@@ -247,16 +173,22 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
 }
 
 async fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
-    // The daemon first: if it cannot be reached, the runtime retries DEL later and
-    // nothing is half-removed.
+    // Reach the daemon first: if it cannot be reached, the runtime retries DEL later
+    // and nothing is half-removed. Then detach and delete the veth together: both wait
+    // for the kernel's RCU grace periods, and each is idempotent if DEL runs again.
     let ch = connect(conf, code::TRY_AGAIN).await?;
     let r = pb::PodRef { container_id: env.container_id.clone(), ifname: env.ifname.clone() };
-    pb::pods_client::PodsClient::new(ch).detach(r).await.map_err(|s| grpc("detach the pod", s))?;
-    let host = if_name("ps", env);
-    if std::path::Path::new(&format!("/sys/class/net/{host}")).exists() {
-        sh("ip", &["link", "del", &host])?;
-    }
-    Ok(())
+    let detach = async { pb::pods_client::PodsClient::new(ch).detach(r).await.map_err(|s| grpc("detach the pod", s)) };
+    let delete = async {
+        let host = links::Host::open()?;
+        if let Some(l) = host.find(&if_name("ps", env)).await? {
+            host.delete(l.index).await?;
+        }
+        Ok(())
+    };
+    let (d, l) = tokio::join!(detach, delete);
+    d?;
+    l
 }
 
 async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
@@ -273,20 +205,29 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             format!("{}/{} is not attached to podswitchd", env.container_id, env.ifname),
         ));
     };
-    let shown = in_pod(&env.netns, "ip", &["-j", "addr", "show", "dev", &env.ifname])?;
-    let v: Value =
-        serde_json::from_str(&shown).map_err(|e| CniError::with(code::IO, "cannot read the pod interface", e))?;
-    let have: Vec<String> = v[0]["addr_info"]
-        .as_array()
-        .map(|a| a.iter().map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"])).collect())
-        .unwrap_or_default();
+    let pod = links::Pod::open(&env.netns)?;
+    let wrong = |m: String| Err(CniError::new(code::IO, m));
+    let Some(inside) = pod.find(&env.ifname).await? else {
+        return wrong(format!("{} has no interface {}", env.netns, env.ifname));
+    };
+    if inside.mac != p.mac {
+        return wrong(format!("{}'s MAC is {}, not the attached {}", env.ifname, inside.mac, p.mac));
+    }
+    let have = pod.addresses(inside.index).await?;
     for a in &p.addresses {
         if !have.contains(a) {
-            return Err(CniError::new(code::IO, format!("{} in {} lacks address {a}", env.ifname, env.netns)));
+            return wrong(format!("{} in {} lacks address {a}", env.ifname, env.netns));
         }
     }
-    if v[0]["address"].as_str() != Some(p.mac.as_str()) {
-        return Err(CniError::new(code::IO, format!("{}'s MAC is not the attached one ({})", env.ifname, p.mac)));
+    for g in &p.gateways {
+        let gw: IpAddr = g.parse().map_err(|_| CniError::new(code::IO, format!("bad gateway {g:?}")))?;
+        if !pod.has_default_route(inside.index, gw).await? {
+            return wrong(format!("{} in {} has no default route via {g}", env.ifname, env.netns));
+        }
+    }
+    let host = links::Host::open()?;
+    if host.find(&p.port).await?.is_none() {
+        return wrong(format!("the pod's host-side interface {} is gone", p.port));
     }
     Ok(())
 }

@@ -278,7 +278,7 @@ impl Daemon {
             routes: Arc::new(Routes::empty()),
         }));
         let queues: Vec<WorkerQueues> = sides.iter().map(|s| s.queues.clone()).collect();
-        let dp = Dataplane::new(sides, xsk_cfg, cfg.xdp_mode(), cfg.dataplane.frame_size);
+        let dp = Dataplane::new(sides, xsk_cfg, cfg.xdp_mode(), cfg.dataplane.max_ports, cfg.dataplane.frame_size);
         let control = {
             let (stop, view, live) = (stop.clone(), view.clone(), live.clone());
             let state = Control { live, queues, clock };

@@ -14,6 +14,7 @@ const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_LINK_CREATE: u32 = 28;
 
+const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -162,6 +163,20 @@ pub(crate) fn create_xskmap(entries: u32) -> Result<OwnedFd, BpfError> {
         .map_err(|e| BpfError::new("creating the XSKMAP", e))
 }
 
+/// A hash of `entries` u32 keys to u32 values.
+pub(crate) fn create_u32_hash(entries: u32, name: &str) -> Result<OwnedFd, BpfError> {
+    let mut a = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_HASH,
+        key_size: 4,
+        value_size: 4,
+        max_entries: entries,
+        map_name: name16(name),
+        ..Default::default()
+    };
+    sys::syscall_fd(Syscall::Bpf { cmd: BPF_MAP_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("creating a hash map", e))
+}
+
 /// A per-CPU array of `entries` u64 counters.
 pub fn create_percpu_counters(entries: u32) -> Result<OwnedFd, BpfError> {
     let mut a = MapCreateAttr {
@@ -232,7 +247,7 @@ pub(crate) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfE
     };
     sys::syscall(Syscall::Bpf { cmd: BPF_MAP_UPDATE_ELEM, attr: as_bytes_mut(&mut a) })
         .map(drop)
-        .map_err(|e| BpfError::new("inserting a socket into the XSKMAP", e))
+        .map_err(|e| BpfError::new("updating a map entry", e))
 }
 
 /// Removes `map[key]`.
@@ -240,7 +255,7 @@ pub(crate) fn map_delete(map: &OwnedFd, key: u32) -> Result<(), BpfError> {
     let mut a = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: &key as *const u32 as u64, ..Default::default() };
     sys::syscall(Syscall::Bpf { cmd: BPF_MAP_DELETE_ELEM, attr: as_bytes_mut(&mut a) })
         .map(drop)
-        .map_err(|e| BpfError::new("removing a socket from the XSKMAP", e))
+        .map_err(|e| BpfError::new("removing a map entry", e))
 }
 
 /// Loads an XDP program; on refusal, loads it again with the verifier log on and puts

@@ -79,6 +79,21 @@ pub const fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
     Insn { code: 0x03 | BPF_MEM | BPF_DW, regs: regs(dst, src), off, imm: 0 }
 }
 
+/// `*(u32 *)(dst + off) = src`
+pub const fn stx_w(dst: u8, off: i16, src: u8) -> Insn {
+    Insn { code: 0x03 | BPF_MEM | BPF_W, regs: regs(dst, src), off, imm: 0 }
+}
+
+/// `dst += src`
+pub const fn add64_reg(dst: u8, src: u8) -> Insn {
+    Insn { code: BPF_ALU64 | 0x08, regs: regs(dst, src), off: 0, imm: 0 }
+}
+
+/// `if dst >= imm goto +off` (unsigned)
+pub const fn jge_imm(dst: u8, imm: i32, off: i16) -> Insn {
+    Insn { code: BPF_JMP | 0x30 | BPF_K, regs: regs(dst, 0), off, imm }
+}
+
 /// `dst = src`
 pub const fn mov64_reg(dst: u8, src: u8) -> Insn {
     Insn { code: BPF_ALU64 | BPF_MOV | 0x08, regs: regs(dst, src), off: 0, imm: 0 }
@@ -120,6 +135,55 @@ pub fn redirect_to_xsk(map_fd: i32, fallback: super::Fallback) -> Vec<Insn> {
     };
     let [ld0, ld1] = ld_map_fd(1, map_fd);
     vec![ldx_w(2, 1, XDP_MD_RX_QUEUE_INDEX), ld0, ld1, mov64_imm(3, verdict), call(HELPER_REDIRECT_MAP), exit()]
+}
+
+/// `struct xdp_md` offset of `ingress_ifindex`.
+pub const XDP_MD_INGRESS_IFINDEX: i16 = 12;
+
+/// The steering program shared by many interfaces: `ports` (hash, ifindex → first
+/// XSKMAP slot of the interface) picks the interface's slots, the rx queue the slot:
+///
+/// ```text
+/// r6 = ctx
+/// key = ctx->ingress_ifindex            ; on the stack
+/// r0 = lookup(ports, &key)
+/// if r0 == NULL goto fallback
+/// r3 = ctx->rx_queue_index
+/// if r3 >= queues goto fallback         ; never another interface's slot
+/// r2 = *r0 + r3
+/// r0 = bpf_redirect_map(xsks, r2, fallback verdict)
+/// exit
+/// fallback: r0 = verdict; exit
+/// ```
+pub fn redirect_by_ifindex(ports_fd: i32, xsks_fd: i32, queues: u32, fallback: super::Fallback) -> Vec<Insn> {
+    let verdict = match fallback {
+        super::Fallback::Pass => XDP_PASS,
+        super::Fallback::Drop => XDP_DROP,
+    };
+    let [p0, p1] = ld_map_fd(1, ports_fd);
+    let [x0, x1] = ld_map_fd(1, xsks_fd);
+    vec![
+        mov64_reg(6, 1),
+        ldx_w(2, 1, XDP_MD_INGRESS_IFINDEX),
+        stx_w(10, -4, 2),
+        mov64_reg(2, 10),
+        add64_imm(2, -4),
+        p0,
+        p1,
+        call(HELPER_MAP_LOOKUP_ELEM),
+        jeq_imm(0, 0, 9), // → fallback
+        ldx_w(3, 6, XDP_MD_RX_QUEUE_INDEX),
+        jge_imm(3, queues as i32, 7), // → fallback
+        ldx_w(2, 0, 0),
+        add64_reg(2, 3),
+        x0,
+        x1,
+        mov64_imm(3, verdict),
+        call(HELPER_REDIRECT_MAP),
+        exit(),
+        mov64_imm(0, verdict), // fallback
+        exit(),
+    ]
 }
 
 /// `return verdict` for every frame.
@@ -173,5 +237,18 @@ mod tests {
         assert_eq!(bytes[4], [0x85, 0x00, 0, 0, 51, 0, 0, 0]); // call bpf_redirect_map
         assert_eq!(bytes[5], [0x95, 0, 0, 0, 0, 0, 0, 0]); // exit
         assert_eq!(core::mem::size_of::<Insn>(), 8);
+    }
+
+    #[test]
+    fn the_shared_programs_jumps_land_on_the_fallback() {
+        let p = redirect_by_ifindex(3, 4, 2, crate::xdp::Fallback::Drop);
+        let fallback = p.len() - 2;
+        assert_eq!(p[fallback], mov64_imm(0, XDP_DROP));
+        for (i, insn) in p.iter().enumerate() {
+            if insn.code & 0x07 == 0x05 && insn.code & 0xf0 != 0x80 && insn.code & 0xf0 != 0x90 {
+                assert_eq!(i as i64 + 1 + i64::from(insn.off), fallback as i64, "jump at {i}");
+            }
+        }
+        assert_eq!(p[10], jge_imm(3, 2, 7), "queues beyond the interface's own fall back");
     }
 }
