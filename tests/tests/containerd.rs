@@ -46,7 +46,7 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("containerd (apt-get install containerd; scripts/deps.sh does)");
-        let mut c = Containerd { child, dir: dir.to_path_buf(), ns: ns.to_string(), running: vec![] };
+        let c = Containerd { child, dir: dir.to_path_buf(), ns: ns.to_string(), running: vec![] };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !c.ctr(&["version"]).status.success() {
             assert!(Instant::now() < deadline, "containerd did not start:\n{}", c.log());
