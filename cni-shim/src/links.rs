@@ -113,8 +113,8 @@ impl Host {
         }
     }
 
-    /// Creates veth `host` here with its peer born in `pod` as `ifname`, `queues`
-    /// queues each way on both ends.
+    /// Creates veth `host` here with its peer born in `pod` as `ifname` (with `mac`
+    /// when given), `queues` queues each way on both ends.
     pub async fn add_veth(
         &self,
         host: &str,
@@ -122,6 +122,7 @@ impl Host {
         ifname: &str,
         queues: u32,
         mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
     ) -> Result<(), CniError> {
         fn q<T>(b: rtnetlink::LinkMessageBuilder<T>, queues: u32) -> rtnetlink::LinkMessageBuilder<T> {
             b.append_extra_attribute(LinkAttribute::NumRxQueues(queues))
@@ -132,6 +133,9 @@ impl Host {
         if let Some(m) = mtu {
             peer = peer.mtu(m);
             this = this.mtu(m);
+        }
+        if let Some(m) = mac {
+            peer = peer.address(m.to_vec());
         }
         let msg = this.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build()))).build();
         match self.nl.link().add(msg).execute().await {

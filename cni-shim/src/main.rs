@@ -54,7 +54,7 @@ fn run(env: &Env, input: &[u8]) -> Result<Option<Value>, CniError> {
             "DEL" => del(env, &conf).await.map(|()| None),
             "CHECK" => check(env, &conf).await.map(|()| None),
             "STATUS" => status(&conf).await.map(|()| None),
-            "GC" => Err(CniError::new(code::UNSUPPORTED_FIELD, "GC is not available yet")),
+            "GC" => gc(&conf).await.map(|()| None),
             c => Err(CniError::new(code::INVALID_ENV, format!("CNI_COMMAND {c:?} is unknown"))),
         }
     })
@@ -78,8 +78,12 @@ fn grpc(what: &str, s: tonic::Status) -> CniError {
 /// A name for the pod's host-side interface: a prefix and 12 hex digits of a hash of the
 /// container and interface, 14 characters, stable (DEL finds it from the same inputs).
 fn if_name(prefix: &str, env: &Env) -> String {
+    host_name(prefix, &env.container_id, &env.ifname)
+}
+
+fn host_name(prefix: &str, container_id: &str, ifname: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in env.container_id.bytes().chain([b'/']).chain(env.ifname.bytes()) {
+    for b in container_id.bytes().chain([b'/']).chain(ifname.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     format!("{prefix}{:012x}", h & 0xffff_ffff_ffff)
@@ -98,11 +102,12 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         .await
         .map_err(|s| grpc("report its status", s))?
         .into_inner();
+    let mac = conf.mac(env)?;
     let host = links::Host::open()?;
     let pod = links::Pod::open(&env.netns)?;
     let name = if_name("ps", env);
     // One queue per worker on both ends: each worker binds its own.
-    host.add_veth(&name, &pod, &env.ifname, status.workers.max(1), conf.mtu).await?;
+    host.add_veth(&name, &pod, &env.ifname, status.workers.max(1), conf.mtu, mac).await?;
     let mut attached = false;
     let r = add_rest(env, conf, ch.clone(), &host, &pod, &name, &mut attached).await;
     if r.is_err() {
@@ -230,6 +235,45 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         return wrong(format!("the pod's host-side interface {} is gone", p.port));
     }
     Ok(())
+}
+
+/// GC: detaches this network's pods that are not in the valid list and deletes the
+/// veths the plugin made for them (interfaces it did not make are left alone). Goes on
+/// past a failure and reports the first.
+async fn gc(conf: &NetConf) -> Result<(), CniError> {
+    if !matches!(conf.cni_version.as_str(), "1.1.0") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("GC is a CNI 1.1.0 command; the configuration says {}", conf.cni_version),
+        ));
+    }
+    let valid = conf.valid_attachments()?;
+    let ch = connect(conf, code::TRY_AGAIN).await?;
+    let mut client = pb::pods_client::PodsClient::new(ch);
+    let pods = client.list(pb::ListRequest {}).await.map_err(|s| grpc("list pods", s))?.into_inner();
+    let host = links::Host::open()?;
+    let mut first_error = None;
+    for p in pods.pods.into_iter().filter(|p| p.network == conf.network) {
+        let r = p.pod.unwrap_or_default();
+        if valid.iter().any(|(c, i)| *c == r.container_id && *i == r.ifname) {
+            continue;
+        }
+        let ours = host_name("ps", &r.container_id, &r.ifname) == p.port;
+        let result = async {
+            client.detach(r.clone()).await.map_err(|s| grpc("detach a stale pod", s))?;
+            if ours {
+                if let Some(l) = host.find(&p.port).await? {
+                    host.delete(l.index).await?;
+                }
+            }
+            Ok::<(), CniError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn status(conf: &NetConf) -> Result<(), CniError> {

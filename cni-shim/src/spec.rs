@@ -85,6 +85,13 @@ pub struct NetConf {
     /// A delegated IPAM plugin's configuration.
     #[serde(default)]
     pub ipam: Option<Value>,
+    /// What the runtime passes per call (capabilities: `mac`, `portMappings`, ...);
+    /// keys are matched without regard to case, unknown ones ignored.
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: serde_json::Map<String, Value>,
+    /// GC: the attachments that are still in use.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<Value>>,
 }
 
 fn default_socket() -> String {
@@ -141,6 +148,61 @@ impl NetConf {
         Ok(c)
     }
 
+    /// runtimeConfig's `key`, whatever its case (containerd sends `HostPort`, others
+    /// `hostPort`).
+    pub fn runtime(&self, key: &str) -> Option<&Value> {
+        self.runtime_config.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+    }
+
+    /// GC's valid attachments as (container id, ifname); an error when absent or not
+    /// objects with both.
+    pub fn valid_attachments(&self) -> Result<Vec<(String, String)>, CniError> {
+        let Some(list) = &self.valid_attachments else {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "GC needs cni.dev/valid-attachments (the attachments still in use); without it nothing is removed",
+            ));
+        };
+        list.iter()
+            .map(|v| {
+                let field = |name: &str| {
+                    v.as_object()
+                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+                        .and_then(|(_, v)| v.as_str())
+                        .map(String::from)
+                };
+                match (field("containerID"), field("ifname")) {
+                    (Some(c), Some(i)) => Ok((c, i)),
+                    _ => Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        format!("cni.dev/valid-attachments: {v} lacks containerID or ifname"),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// The MAC the runtime asks for the pod's interface (runtimeConfig `mac`, else
+    /// CNI_ARGS `MAC`), checked: six hex octets, unicast.
+    pub fn mac(&self, env: &Env) -> Result<Option<[u8; 6]>, CniError> {
+        let asked = match self.runtime("mac") {
+            Some(v) => Some(v.as_str().map(String::from).ok_or_else(|| {
+                CniError::new(code::INVALID_CONFIG, format!("runtimeConfig mac is {v}, not a string"))
+            })?),
+            None => env.arg("MAC").map(String::from),
+        };
+        let Some(text) = asked else { return Ok(None) };
+        let bad =
+            || CniError::new(code::INVALID_CONFIG, format!("MAC {text:?} is not a unicast MAC like 02:00:c6:12:00:02"));
+        let octets: Vec<u8> =
+            text.split(':').map(|o| u8::from_str_radix(o, 16).map_err(|_| bad())).collect::<Result<_, _>>()?;
+        let mac: [u8; 6] = octets.try_into().map_err(|_| bad())?;
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(bad());
+        }
+        Ok(Some(mac))
+    }
+
     /// True when results use the 0.3/0.4 shape (IP entries carry "version").
     pub fn legacy(&self) -> bool {
         self.cni_version.starts_with("0.")
@@ -158,6 +220,8 @@ pub struct Env {
     pub netns: String,
     /// CNI_IFNAME.
     pub ifname: String,
+    /// CNI_ARGS, `KEY=VALUE` pairs in the order given.
+    pub args: Vec<(String, String)>,
 }
 
 impl Env {
@@ -169,6 +233,7 @@ impl Env {
             container_id: var("CNI_CONTAINERID"),
             netns: var("CNI_NETNS"),
             ifname: var("CNI_IFNAME"),
+            args: parse_args(&var("CNI_ARGS"))?,
         };
         if env.command.is_empty() {
             return Err(CniError::new(code::INVALID_ENV, "CNI_COMMAND is not set"));
@@ -186,6 +251,37 @@ impl Env {
         }
         Ok(env)
     }
+
+    /// CNI_ARGS' `key`, whatever the order they came in.
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The CNI_ARGS the plugin knows; others are an error unless `IgnoreUnknown` is true
+/// (as libcni's plugins do; containerd and CRI-O always set it).
+const KNOWN_ARGS: &[&str] =
+    &["IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID", "MAC"];
+
+/// Parses CNI_ARGS: `KEY=VALUE` pairs separated by `;`, in any order.
+fn parse_args(text: &str) -> Result<Vec<(String, String)>, CniError> {
+    let mut args = Vec::new();
+    for pair in text.split(';').filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(CniError::new(code::INVALID_ENV, format!("CNI_ARGS: {pair:?} is not KEY=VALUE")));
+        };
+        args.push((k.to_string(), v.to_string()));
+    }
+    let ignore = args.iter().any(|(k, v)| k == "IgnoreUnknown" && (v == "1" || v.eq_ignore_ascii_case("true")));
+    if !ignore {
+        if let Some((k, _)) = args.iter().find(|(k, _)| !KNOWN_ARGS.contains(&k.as_str())) {
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                format!("CNI_ARGS: unknown key {k:?} (known: {KNOWN_ARGS:?}; add IgnoreUnknown=1 to ignore it)"),
+            ));
+        }
+    }
+    Ok(args)
 }
 
 #[cfg(test)]
@@ -211,6 +307,55 @@ mod tests {
         );
         let e = CniError::with(7, "bad", "because").to_json("1.0.0");
         assert_eq!(e, json!({"cniVersion":"1.0.0","code":7,"msg":"bad","details":"because"}));
+    }
+
+    #[test]
+    fn runtime_config_keys_match_without_case_and_args_in_any_order() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","type":"podswitch","runtimeConfig":{"MAC":"02:00:c6:12:00:09","PortMappings":[{"HostPort":80}],"Servers":[]}}"#,
+        )
+        .unwrap();
+        assert!(c.runtime("portmappings").is_some() && c.runtime("servers").is_some());
+        let env = |args: &str| {
+            let args = args.to_string();
+            Env::read(move |k| match k {
+                "CNI_COMMAND" => Some("ADD".into()),
+                "CNI_CONTAINERID" => Some("c".into()),
+                "CNI_IFNAME" => Some("eth0".into()),
+                "CNI_NETNS" => Some("/run/netns/x".into()),
+                "CNI_ARGS" => Some(args.clone()),
+                _ => None,
+            })
+        };
+        assert_eq!(c.mac(&env("").unwrap()).unwrap(), Some([2, 0, 0xc6, 0x12, 0, 9]), "runtimeConfig wins");
+        let a = env("K8S_POD_NAME=web;IgnoreUnknown=1;Foo=bar;K8S_POD_NAMESPACE=default").unwrap();
+        assert_eq!(
+            (a.arg("K8S_POD_NAMESPACE"), a.arg("K8S_POD_NAME"), a.arg("Foo")),
+            (Some("default"), Some("web"), Some("bar"))
+        );
+        assert_eq!(env("Foo=bar").unwrap_err().code, code::INVALID_ENV, "unknown without IgnoreUnknown");
+        assert_eq!(env("K8S_POD_NAME").unwrap_err().code, code::INVALID_ENV, "not KEY=VALUE");
+        let plain = NetConf::parse(br#"{"cniVersion":"1.1.0","type":"podswitch"}"#).unwrap();
+        assert_eq!(plain.mac(&env("MAC=02:00:00:00:00:01").unwrap()).unwrap(), Some([2, 0, 0, 0, 0, 1]));
+        for bad in ["MAC=03:00:00:00:00:01", "MAC=02:00:00:00:00", "MAC=zz:00:00:00:00:01"] {
+            assert_eq!(plain.mac(&env(bad).unwrap()).unwrap_err().code, code::INVALID_CONFIG, "{bad}");
+        }
+    }
+
+    #[test]
+    fn gc_needs_its_list_of_valid_attachments() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","type":"podswitch","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"},{"containerid":"b","IFNAME":"net1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.valid_attachments().unwrap(), vec![("a".into(), "eth0".into()), ("b".into(), "net1".into())]);
+        let none = NetConf::parse(br#"{"cniVersion":"1.1.0","type":"podswitch"}"#).unwrap();
+        assert_eq!(none.valid_attachments().unwrap_err().code, code::INVALID_CONFIG);
+        let bad = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","type":"podswitch","cni.dev/valid-attachments":[{"ifname":"x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(bad.valid_attachments().unwrap_err().code, code::INVALID_CONFIG);
     }
 
     #[test]

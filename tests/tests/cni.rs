@@ -13,6 +13,11 @@ fn dataplane() -> String {
 
 /// Runs the plugin in the node's namespace; returns (exit code, stdout as JSON or Null).
 fn cni(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str) -> (i32, Value) {
+    cni_args(node, cmd, container, netns, conf, "")
+}
+
+/// [`cni`] with CNI_ARGS.
+fn cni_args(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str, args: &str) -> (i32, Value) {
     let plugin = podswitch_tests::podswitchd_path().with_file_name("podswitch");
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.ns.name()])
@@ -22,6 +27,7 @@ fn cni(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str) -> (i32
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,5 +186,61 @@ fn twenty_concurrent_adds_get_distinct_addresses_and_dels_release_them() {
     assert!(run_all("DEL").iter().all(|(rc, _)| *rc == 0));
     let left = node.ctl_ok(&["--json", "pod", "list"]).unwrap();
     assert!(!left.contains("ctr-"), "{left}");
+    assert!(!links(&node).contains("ps"), "{}", links(&node));
+}
+
+#[test]
+fn gc_keeps_the_valid_attachments_and_removes_the_rest() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cnigc").unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.10.1/24"]).unwrap();
+    let pods: Vec<NetNs> = (0..3).map(|i| NetNs::new(&format!("ps-cnigc{i}")).unwrap()).collect();
+    let path = |i: usize| format!("/run/netns/{}", pods[i].name());
+    let c = conf(&node, "1.1.0", "");
+    // A MAC asked through runtimeConfig (any case), CNI_ARGS in containerd's order and
+    // in another, with keys the plugin does not know.
+    let with_mac = conf(&node, "1.1.0", r#","runtimeConfig":{"Mac":"02:00:c6:12:0a:63","PortMappings":[]}"#);
+    let args = [
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=gc-0",
+        "K8S_POD_NAME=web-1;Vendor=x;IgnoreUnknown=true",
+        "",
+    ];
+    for i in 0..3 {
+        let conf = if i == 0 { &with_mac } else { &c };
+        let (rc, r) = cni_args(&node, "ADD", &format!("gc-{i}"), &path(i), conf, args[i]);
+        assert_eq!(rc, 0, "{r}");
+    }
+    let mac = pods[0].exec("cat", &["/sys/class/net/eth0/address"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&mac.stdout).trim(), "02:00:c6:12:0a:63");
+    let (rc, e) = cni_args(&node, "ADD", "gc-x", &path(0), &c, "Vendor=x");
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(4)), "unknown CNI_ARGS without IgnoreUnknown: {e}");
+
+    // GC needs 1.1.0 and its list; with a list of two, the third goes.
+    let (rc, e) = cni(&node, "GC", "", "", &conf(&node, "1.0.0", r#","cni.dev/valid-attachments":[]"#));
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(1)), "{e}");
+    let (rc, e) = cni(&node, "GC", "", "", &c);
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(7)), "{e}");
+    let keep = r#","cni.dev/valid-attachments":[{"containerID":"gc-0","ifname":"eth0"},{"containerID":"gc-2","ifname":"eth0"}]"#;
+    let (rc, e) = cni(&node, "GC", "", "", &conf(&node, "1.1.0", keep));
+    assert_eq!(rc, 0, "{e}");
+    let left = node.ctl_ok(&["--json", "pod", "list"]).unwrap();
+    assert!(left.contains("gc-0") && left.contains("gc-2") && !left.contains("gc-1"), "{left}");
+    let l = links(&node);
+    assert_eq!(l.lines().filter(|l| l.starts_with("ps")).count(), 2, "gc-1's veth is gone:\n{l}");
+    let gone = pods[1].exec("ip", &["link", "show", "eth0"]).unwrap();
+    assert!(!gone.status.success(), "and with it the pod's end");
+    assert!(
+        pods[0].exec("ping", &["-c", "1", "-W", "2", "-q", "198.18.10.1"]).unwrap().status.success(),
+        "kept pods still forward"
+    );
+
+    // GC again changes nothing; the kept pods are DELeted normally.
+    assert_eq!(cni(&node, "GC", "", "", &conf(&node, "1.1.0", keep)).0, 0);
+    for i in [0, 2] {
+        assert_eq!(cni(&node, "DEL", &format!("gc-{i}"), &path(i), &c).0, 0);
+    }
     assert!(!links(&node).contains("ps"), "{}", links(&node));
 }
