@@ -6,6 +6,7 @@
 //! when the configuration asks). Interfaces are made and configured over netlink from
 //! this process (see [`links`]).
 
+mod ipam;
 mod links;
 mod spec;
 
@@ -50,8 +51,8 @@ fn run(env: &Env, input: &[u8]) -> Result<Option<Value>, CniError> {
         .map_err(|e| CniError::with(code::IO, "cannot start the runtime", e))?;
     rt.block_on(async {
         match env.command.as_str() {
-            "ADD" => add(env, &conf).await.map(Some),
-            "DEL" => del(env, &conf).await.map(|()| None),
+            "ADD" => add(env, &conf, input).await.map(Some),
+            "DEL" => del(env, &conf, input).await.map(|()| None),
             "CHECK" => check(env, &conf).await.map(|()| None),
             "STATUS" => status(&conf).await.map(|()| None),
             "GC" => gc(&conf).await.map(|()| None),
@@ -95,7 +96,7 @@ fn parse_cidr(a: &str) -> Result<(IpAddr, u8), CniError> {
     Ok((ip.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?))
 }
 
-async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
+async fn add(env: &Env, conf: &NetConf, input: &[u8]) -> Result<Value, CniError> {
     let ch = connect(conf, code::TRY_AGAIN).await?;
     let status = pb::switch_client::SwitchClient::new(ch.clone())
         .status(pb::ListRequest {})
@@ -103,13 +104,34 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         .map_err(|s| grpc("report its status", s))?
         .into_inner();
     let mac = conf.mac(env)?;
+    // A delegated IPAM plugin's lease first (as the bridge plugin does); given back if
+    // anything after fails.
+    let lease = match conf.ipam {
+        Some(_) => Some(ipam::add(conf, env, input)?),
+        None => None,
+    };
+    let r = add_veth(env, conf, ch, status.workers, mac, lease.as_ref()).await;
+    if r.is_err() && lease.is_some() {
+        let _ = ipam::exec(conf, env, "DEL", input);
+    }
+    r
+}
+
+async fn add_veth(
+    env: &Env,
+    conf: &NetConf,
+    ch: tonic::transport::Channel,
+    workers: u32,
+    mac: Option<[u8; 6]>,
+    lease: Option<&ipam::Lease>,
+) -> Result<Value, CniError> {
     let host = links::Host::open()?;
     let pod = links::Pod::open(&env.netns)?;
     let name = if_name("ps", env);
     // One queue per worker on both ends: each worker binds its own.
-    host.add_veth(&name, &pod, &env.ifname, status.workers.max(1), conf.mtu, mac).await?;
+    host.add_veth(&name, &pod, &env.ifname, workers.max(1), conf.mtu, mac).await?;
     let mut attached = false;
-    let r = add_rest(env, conf, ch.clone(), &host, &pod, &name, &mut attached).await;
+    let r = add_rest(env, conf, ch.clone(), &host, &pod, &name, lease, &mut attached).await;
     if r.is_err() {
         // Undo: a failed ADD leaves nothing behind.
         if attached {
@@ -124,6 +146,7 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
 }
 
 /// ADD once the veth exists; sets `attached` once the daemon holds the pod.
+#[allow(clippy::too_many_arguments)]
 async fn add_rest(
     env: &Env,
     conf: &NetConf,
@@ -131,6 +154,7 @@ async fn add_rest(
     host: &links::Host,
     pod: &links::Pod,
     name: &str,
+    lease: Option<&ipam::Lease>,
     attached: &mut bool,
 ) -> Result<Value, CniError> {
     let missing = |n: &str| CniError::new(code::IO, format!("{n} vanished while it was being set up"));
@@ -145,6 +169,7 @@ async fn add_rest(
         port: name.to_string(),
         network: conf.network.clone(),
         mac: inside.mac.clone(),
+        addresses: lease.map(|l| l.addresses.clone()).unwrap_or_default(),
     };
     let a = pb::pods_client::PodsClient::new(ch).attach(req).await.map_err(|s| grpc("attach the pod", s))?.into_inner();
     *attached = true;
@@ -177,7 +202,7 @@ async fn add_rest(
     }))
 }
 
-async fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+async fn del(env: &Env, conf: &NetConf, input: &[u8]) -> Result<(), CniError> {
     // Reach the daemon first: if it cannot be reached, the runtime retries DEL later
     // and nothing is half-removed. Then detach and delete the veth together: both wait
     // for the kernel's RCU grace periods, and each is idempotent if DEL runs again.
@@ -193,7 +218,12 @@ async fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     };
     let (d, l) = tokio::join!(detach, delete);
     d?;
-    l
+    l?;
+    // The lease last: it is free for another pod only once this one is gone.
+    if conf.ipam.is_some() {
+        ipam::exec(conf, env, "DEL", input)?;
+    }
+    Ok(())
 }
 
 async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {

@@ -136,11 +136,14 @@ impl NetConf {
                 ))
             }
         }
-        if c.ipam.is_some() {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "ipam delegation is not available yet: leave ipam out and podswitchd allocates the addresses",
-            ));
+        if let Some(i) = &c.ipam {
+            if !i.get("type").is_some_and(Value::is_string) {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "ipam needs a \"type\" (an IPAM plugin such as host-local); leave ipam out and podswitchd \
+                     allocates the addresses",
+                ));
+            }
         }
         if c.socket.is_empty() {
             return Err(CniError::new(code::INVALID_CONFIG, "socket is empty: give podswitchd's control socket"));
@@ -222,6 +225,8 @@ pub struct Env {
     pub ifname: String,
     /// CNI_ARGS, `KEY=VALUE` pairs in the order given.
     pub args: Vec<(String, String)>,
+    /// CNI_PATH: where delegated plugins are looked for.
+    pub path: String,
 }
 
 impl Env {
@@ -234,6 +239,7 @@ impl Env {
             netns: var("CNI_NETNS"),
             ifname: var("CNI_IFNAME"),
             args: parse_args(&var("CNI_ARGS"))?,
+            path: var("CNI_PATH"),
         };
         if env.command.is_empty() {
             return Err(CniError::new(code::INVALID_ENV, "CNI_COMMAND is not set"));
@@ -301,9 +307,10 @@ mod tests {
         assert_eq!(code(br#"{"cniVersion":"9.9.9","type":"podswitch"}"#), code::INCOMPATIBLE_VERSION);
         assert_eq!(code(br#"{"cniVersion":"1.0.0","type":"bridge"}"#), code::INVALID_CONFIG);
         assert_eq!(code(br#"{"cniVersion":"1.0.0","type":"podswitch","mode":"tap"}"#), code::INVALID_CONFIG);
+        assert!(NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podswitch","ipam":{"type":"host-local"}}"#).is_ok());
         assert_eq!(
-            code(br#"{"cniVersion":"1.0.0","type":"podswitch","ipam":{"type":"host-local"}}"#),
-            code::UNSUPPORTED_FIELD
+            code(br#"{"cniVersion":"1.0.0","type":"podswitch","ipam":{"subnet":"198.18.0.0/24"}}"#),
+            code::INVALID_CONFIG
         );
         let e = CniError::with(7, "bad", "because").to_json("1.0.0");
         assert_eq!(e, json!({"cniVersion":"1.0.0","code":7,"msg":"bad","details":"because"}));

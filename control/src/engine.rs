@@ -468,22 +468,40 @@ impl Engine {
 
     /// Attaches a pod: its port `port` joins `network` with `mac` and an address of
     /// each of the network's gateway families, allocated here (the lowest free) and kept
-    /// with the port in the state. The same pod attached again gets the same answer.
+    /// with the port in the state — or the `requested` addresses ("ADDR/LEN", from a
+    /// delegated IPAM plugin), checked against the network's subnets. The same pod
+    /// attached again gets the same answer.
     pub fn attach_pod(
         &mut self,
         pod: PodRef,
         port: &str,
         network: &str,
         mac: &str,
+        requested: &[String],
     ) -> Result<(PortConfig, Applied), Refusal> {
         let bad = |m: String| Err(Refusal::Invalid(m));
         if pod.container_id.is_empty() || pod.ifname.is_empty() {
             return bad("pod: container_id and ifname are required".into());
         }
+        let mut asked = Vec::new();
+        for r in requested {
+            let parsed = r.split_once('/').and_then(|(a, l)| Some((a.parse::<IpAddr>().ok()?, l.parse::<u8>().ok()?)));
+            let Some(a) = parsed else {
+                return bad(format!("addresses: {r:?} is not ADDR/LEN"));
+            };
+            if asked.iter().any(|(b, _): &(IpAddr, u8)| b.is_ipv4() == a.0.is_ipv4()) {
+                return bad(format!(
+                    "addresses: more than one {} address",
+                    if a.0.is_ipv4() { "IPv4" } else { "IPv6" }
+                ));
+            }
+            asked.push(a);
+        }
         if let Some(p) = self.desired.pod_port(&pod) {
             if p.name == port
                 && p.network.as_deref() == Some(network)
                 && p.macs.first().map(String::as_str) == Some(mac)
+                && (asked.is_empty() || asked.iter().map(|(a, _)| *a).eq(p.addresses.iter().copied()))
             {
                 let a = Applied { generation: self.desired.generation, changed: false, seq: None };
                 return Ok((p.clone(), a));
@@ -512,9 +530,33 @@ impl Engine {
             _ => vec![],
         };
         let mut addresses = Vec::new();
+        for (a, len) in &asked {
+            let (family, subnet) = match a {
+                IpAddr::V4(_) => ("IPv4", gw.subnet4().map(|s| s.len())),
+                IpAddr::V6(_) => ("IPv6", gw.subnet6().map(|s| s.len())),
+            };
+            let Some(want) = subnet else {
+                return Err(Refusal::Conflict(format!(
+                    "addresses: {a}/{len}: network {network:?} has no {family} gateway to route it"
+                )));
+            };
+            if *len != want || !crate::config::in_subnet(&gw, *a) || crate::config::gw_owns(&gw, *a) {
+                return Err(Refusal::Conflict(format!(
+                    "addresses: {a}/{len} is not a host address of network {network:?}'s {family} subnet (/{want}): \
+                     give the IPAM plugin that subnet's range, without the gateway"
+                )));
+            }
+            if host.contains(a) {
+                return Err(Refusal::Conflict(format!("addresses: {a} is the node's own (the host port's)")));
+            }
+            if let Some(other) = self.desired.claimed_by(network, *a) {
+                return Err(Refusal::Conflict(format!("addresses: {a} is already port {other:?}'s")));
+            }
+            addresses.push(*a);
+        }
         for v4 in [true, false] {
             let has = if v4 { gw.v4.is_some() } else { gw.v6.is_some() };
-            if has {
+            if has && asked.is_empty() {
                 let a = self.desired.free_address(network, &gw, v4, |a| host.contains(&a)).ok_or_else(|| {
                     Refusal::Conflict(format!(
                         "network {network:?} has no free {} address",

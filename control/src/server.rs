@@ -583,7 +583,7 @@ impl pb::pods_server::Pods for Api {
         let r = r.into_inner();
         let pod = pod_ref(r.pod)?;
         self.change(move |e| {
-            let (p, a) = e.attach_pod(pod, &r.port, &r.network, &r.mac)?;
+            let (p, a) = e.attach_pod(pod, &r.port, &r.network, &r.mac, &r.addresses)?;
             Ok((attachment(e, &p, a.generation, a.changed), a.seq))
         })
         .await

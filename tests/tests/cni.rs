@@ -26,7 +26,7 @@ fn cni_args(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str, ar
         .env("CNI_CONTAINERID", container)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_PATH", "/opt/cni/bin:/usr/lib/cni")
         .env("CNI_ARGS", args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -134,7 +134,8 @@ fn version_status_and_errors_answer_in_the_specs_json() {
         ("{not json".to_string(), 6),
         (conf(&node, "9.9.9", ""), 1),
         (conf(&node, "1.0.0", r#","mode":"tap""#), 7),
-        (conf(&node, "1.0.0", r#","ipam":{"type":"host-local"}"#), 2),
+        (conf(&node, "1.0.0", r#","ipam":{"subnet":"198.18.7.0/24"}"#), 7),
+        (conf(&node, "1.0.0", r#","ipam":{"type":"no-such-ipam"}"#), 7),
     ] {
         let (rc, e) = cni(&node, "ADD", "ctr-x", &path, &text);
         assert_eq!((rc, e["code"].as_u64()), (1, Some(want)), "{text}: {e}");
@@ -242,5 +243,62 @@ fn gc_keeps_the_valid_attachments_and_removes_the_rest() {
     for i in [0, 2] {
         assert_eq!(cni(&node, "DEL", &format!("gc-{i}"), &path(i), &c).0, 0);
     }
+    assert!(!links(&node).contains("ps"), "{}", links(&node));
+}
+
+#[test]
+fn delegated_ipam_hands_out_the_addresses_and_gets_them_back() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cniipam").unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.11.1/24"]).unwrap();
+    let pods: Vec<NetNs> = (0..2).map(|i| NetNs::new(&format!("ps-cniipam{i}")).unwrap()).collect();
+    let path = |i: usize| format!("/run/netns/{}", pods[i].name());
+    let data = node.state_dir.join("ipam");
+    let ipam = |subnet: &str| {
+        format!(
+            r#","ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}","rangeStart":"{}100","rangeEnd":"{}110"}}]],"dataDir":"{}"}}"#,
+            &subnet[..subnet.len() - 4],
+            &subnet[..subnet.len() - 4],
+            data.display()
+        )
+    };
+    let c = conf(&node, "1.0.0", &ipam("198.18.11.0/24"));
+    let leases = || -> Vec<String> {
+        std::fs::read_dir(data.join("k8s-pod-network"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("198.")).collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let (rc, r) = cni(&node, "ADD", "ipam-0", &path(0), &c);
+    assert_eq!(rc, 0, "{r}");
+    assert_eq!(r["ips"][0]["address"], "198.18.11.100/24", "host-local's first address: {r}");
+    assert_eq!(r["ips"][0]["gateway"], "198.18.11.1", "the switch is the gateway");
+    assert_eq!(leases(), vec!["198.18.11.100".to_string()]);
+    let list = node.ctl_ok(&["--json", "pod", "list"]).unwrap();
+    assert!(list.contains("198.18.11.100/24"), "the daemon keeps the lease's address: {list}");
+    assert!(pods[0].exec("ping", &["-c", "1", "-W", "2", "-q", "198.18.11.1"]).unwrap().status.success());
+    assert_eq!(cni(&node, "CHECK", "ipam-0", &path(0), &c).0, 0);
+
+    // A range outside the network's subnet: the daemon refuses, the lease is given back
+    // and nothing is left in the pod or the node.
+    let wrong = conf(&node, "1.0.0", &ipam("198.18.12.0/24"));
+    let (rc, e) = cni(&node, "ADD", "ipam-1", &path(1), &wrong);
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(7)), "{e}");
+    assert!(e["details"].as_str().unwrap_or("").contains("198.18.12.100/24"), "{e}");
+    assert_eq!(leases(), vec!["198.18.11.100".to_string()], "the refused lease was released");
+    assert!(!pods[1].exec("ip", &["link", "show", "eth0"]).unwrap().status.success());
+
+    // DEL gives the lease back; the next pod gets it again.
+    assert_eq!(cni(&node, "DEL", "ipam-0", &path(0), &c).0, 0);
+    assert!(leases().is_empty(), "{:?}", leases());
+    assert_eq!(cni(&node, "DEL", "ipam-0", "", &c).0, 0, "DEL again: host-local's DEL is idempotent too");
+    let (rc, r) = cni(&node, "ADD", "ipam-1", &path(1), &c);
+    assert_eq!((rc, r["ips"][0]["address"].as_str()), (0, Some("198.18.11.100/24")), "{r}");
+    assert_eq!(cni(&node, "DEL", "ipam-1", &path(1), &c).0, 0);
     assert!(!links(&node).contains("ps"), "{}", links(&node));
 }

@@ -153,6 +153,10 @@ enum PodCmd {
         /// The pod interface's MAC.
         #[arg(long)]
         mac: String,
+        /// An address the pod brings, ADDR/LEN (repeat for each family); without, the
+        /// daemon allocates.
+        #[arg(long = "address")]
+        addresses: Vec<String>,
     },
     /// Detaches a pod (frees its addresses).
     Detach { container: String, ifname: String },
@@ -463,9 +467,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                     table(&headers, l.pods.iter().map(row).collect());
                 }
-                PodCmd::Attach { container, ifname, port, network, mac } => {
-                    let req =
-                        pb::PodAttach { pod: Some(pb::PodRef { container_id: container, ifname }), port, network, mac };
+                PodCmd::Attach { container, ifname, port, network, mac, addresses } => {
+                    let pod = Some(pb::PodRef { container_id: container, ifname });
+                    let req = pb::PodAttach { pod, port, network, mac, addresses };
                     let a = client.attach(req).await?.into_inner();
                     if j {
                         json(&a);
