@@ -110,7 +110,11 @@ async fn add(env: &Env, conf: &NetConf, input: &[u8]) -> Result<Value, CniError>
         Some(_) => Some(ipam::add(conf, env, input)?),
         None => None,
     };
-    let r = add_veth(env, conf, ch, status.workers, mac, lease.as_ref()).await;
+    let r = if conf.mode == "vhostuser" {
+        add_vhost(env, conf, ch, mac, lease.as_ref()).await
+    } else {
+        add_veth(env, conf, ch, status.workers, mac, lease.as_ref()).await
+    };
     if r.is_err() && lease.is_some() {
         let _ = ipam::exec(conf, env, "DEL", input);
     }
@@ -145,6 +149,54 @@ async fn add_veth(
     r
 }
 
+/// ADD in vhostuser mode: no kernel interface; the daemon serves the pod's vhost-user
+/// socket and the result names it (CNI 1.1 `socketPath`) with the addresses and routes
+/// the pod's DPDK application is to use.
+async fn add_vhost(
+    env: &Env,
+    conf: &NetConf,
+    ch: tonic::transport::Channel,
+    mac: Option<[u8; 6]>,
+    lease: Option<&ipam::Lease>,
+) -> Result<Value, CniError> {
+    let port = if_name("vh", env);
+    // No device to read a MAC from: a stable, locally administered one unless asked.
+    let mac = mac.unwrap_or_else(|| {
+        let h = u64::from_str_radix(&port[2..], 16).unwrap_or(0).to_be_bytes();
+        [0x02, h[3], h[4], h[5], h[6], h[7]]
+    });
+    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let owner = conf.vhostuser.unwrap_or_default();
+    let req = pb::PodAttach {
+        pod: Some(pb::PodRef { container_id: env.container_id.clone(), ifname: env.ifname.clone() }),
+        port: port.clone(),
+        network: conf.network.clone(),
+        mac: mac.clone(),
+        addresses: lease.map(|l| l.addresses.clone()).unwrap_or_default(),
+        mode: "vhostuser".into(),
+        socket_uid: owner.uid,
+        socket_gid: owner.gid,
+    };
+    let a = pb::pods_client::PodsClient::new(ch).attach(req).await.map_err(|s| grpc("attach the pod", s))?.into_inner();
+    let mut ips = Vec::new();
+    let mut routes = Vec::new();
+    for addr in &a.addresses {
+        let (ip, _) = parse_cidr(addr)?;
+        let gw = a.gateways.iter().find(|g| g.contains(':') == ip.is_ipv6()).cloned().unwrap_or_default();
+        ips.push(json!({ "address": addr, "gateway": gw, "interface": 0 }));
+        if !gw.is_empty() {
+            routes.push(json!({ "dst": if ip.is_ipv6() { "::/0" } else { "0.0.0.0/0" }, "gw": gw }));
+        }
+    }
+    Ok(json!({
+        "cniVersion": conf.cni_version,
+        "interfaces": [ { "name": port, "mac": mac, "socketPath": a.socket_path } ],
+        "ips": ips,
+        "routes": routes,
+        "dns": {},
+    }))
+}
+
 /// ADD once the veth exists; sets `attached` once the daemon holds the pod.
 #[allow(clippy::too_many_arguments)]
 async fn add_rest(
@@ -170,6 +222,9 @@ async fn add_rest(
         network: conf.network.clone(),
         mac: inside.mac.clone(),
         addresses: lease.map(|l| l.addresses.clone()).unwrap_or_default(),
+        mode: "afxdp".into(),
+        socket_uid: 0,
+        socket_gid: 0,
     };
     let a = pb::pods_client::PodsClient::new(ch).attach(req).await.map_err(|s| grpc("attach the pod", s))?.into_inner();
     *attached = true;
@@ -240,8 +295,14 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             format!("{}/{} is not attached to podswitchd", env.container_id, env.ifname),
         ));
     };
-    let pod = links::Pod::open(&env.netns)?;
     let wrong = |m: String| Err(CniError::new(code::IO, m));
+    if p.mode == "vhostuser" {
+        if !std::path::Path::new(&p.socket_path).exists() {
+            return wrong(format!("the pod's vhost-user socket {} is gone", p.socket_path));
+        }
+        return Ok(());
+    }
+    let pod = links::Pod::open(&env.netns)?;
     let Some(inside) = pod.find(&env.ifname).await? else {
         return wrong(format!("{} has no interface {}", env.netns, env.ifname));
     };

@@ -12,6 +12,7 @@ pub mod code {
     /// Incompatible CNI version.
     pub const INCOMPATIBLE_VERSION: u32 = 1;
     /// Unsupported field in the network configuration.
+    #[allow(dead_code)] // the spec's table; nothing the plugin reads is unsupported now
     pub const UNSUPPORTED_FIELD: u32 = 2;
     /// Container unknown or does not exist.
     pub const UNKNOWN_CONTAINER: u32 = 3;
@@ -85,6 +86,9 @@ pub struct NetConf {
     /// A delegated IPAM plugin's configuration.
     #[serde(default)]
     pub ipam: Option<Value>,
+    /// vhostuser mode: who owns the pod's socket (the pod's user); root when absent.
+    #[serde(default)]
+    pub vhostuser: Option<SocketOwner>,
     /// What the runtime passes per call (capabilities: `mac`, `portMappings`, ...);
     /// keys are matched without regard to case, unknown ones ignored.
     #[serde(rename = "runtimeConfig", default)]
@@ -92,6 +96,18 @@ pub struct NetConf {
     /// GC: the attachments that are still in use.
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Value>>,
+}
+
+/// `"vhostuser": {"uid": 1000, "gid": 1000}`.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SocketOwner {
+    /// Owner uid.
+    #[serde(default)]
+    pub uid: u32,
+    /// Owner gid.
+    #[serde(default)]
+    pub gid: u32,
 }
 
 fn default_socket() -> String {
@@ -123,12 +139,13 @@ impl NetConf {
         }
         match c.mode.as_str() {
             "afxdp" => {}
-            "vhostuser" => {
+            "vhostuser" if c.cni_version != "1.1.0" => {
                 return Err(CniError::new(
-                    code::UNSUPPORTED_FIELD,
-                    "mode \"vhostuser\" is not available yet; use \"afxdp\"",
+                    code::INCOMPATIBLE_VERSION,
+                    "mode \"vhostuser\" answers the socket as CNI 1.1's socketPath: set cniVersion to 1.1.0",
                 ))
             }
+            "vhostuser" => {}
             m => {
                 return Err(CniError::new(
                     code::INVALID_CONFIG,
@@ -307,6 +324,14 @@ mod tests {
         assert_eq!(code(br#"{"cniVersion":"9.9.9","type":"podswitch"}"#), code::INCOMPATIBLE_VERSION);
         assert_eq!(code(br#"{"cniVersion":"1.0.0","type":"bridge"}"#), code::INVALID_CONFIG);
         assert_eq!(code(br#"{"cniVersion":"1.0.0","type":"podswitch","mode":"tap"}"#), code::INVALID_CONFIG);
+        assert_eq!(
+            code(br#"{"cniVersion":"1.0.0","type":"podswitch","mode":"vhostuser"}"#),
+            code::INCOMPATIBLE_VERSION
+        );
+        assert_eq!(
+            code(br#"{"cniVersion":"1.1.0","type":"podswitch","mode":"vhostuser","vhostuser":{"user":1}}"#),
+            code::DECODE
+        );
         assert!(NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podswitch","ipam":{"type":"host-local"}}"#).is_ok());
         assert_eq!(
             code(br#"{"cniVersion":"1.0.0","type":"podswitch","ipam":{"subnet":"198.18.0.0/24"}}"#),

@@ -53,6 +53,10 @@ pub struct Config {
     /// Where the desired state is kept across restarts.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Where vhost-user pods' sockets go: `DIR/PORT/sock`, one directory per pod (so
+    /// a runtime can mount exactly the pod's own into it).
+    #[serde(default = "default_vhost_user_dir")]
+    pub vhost_user_dir: PathBuf,
     /// Stable ids for networks and ports (from the saved state); file order when None.
     #[serde(skip)]
     pub ids: Option<Ids>,
@@ -74,6 +78,20 @@ fn default_socket() -> PathBuf {
 
 fn default_state_dir() -> PathBuf {
     "/var/lib/podswitch".into()
+}
+
+fn default_vhost_user_dir() -> PathBuf {
+    "/run/podswitch/vhost".into()
+}
+
+/// The longest Unix socket path (sun_path without its terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+impl Config {
+    /// A vhost-user port's socket: `vhost_user_dir/PORT/sock`.
+    pub fn vhost_user_socket(&self, port: &str) -> PathBuf {
+        self.vhost_user_dir.join(port).join("sock")
+    }
 }
 
 /// `[node]`
@@ -266,6 +284,19 @@ pub struct PortConfig {
     /// The pod this port attaches (set by the pods API; absent for other ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// A vhost-user port (no kernel interface): the daemon serves its socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost_user: Option<VhostUserConfig>,
+}
+
+/// A vhost-user port's socket owner: the pod's user, who alone (with root) may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostUserConfig {
+    /// Owner uid of the socket and its directory.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
 }
 
 /// A pod's attachment, as the CNI names it: the container and its interface.

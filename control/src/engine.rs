@@ -317,6 +317,61 @@ pub struct Engine {
     changes: tokio::sync::broadcast::Sender<Change>,
     /// Changes applied but not yet published.
     dirty: bool,
+    /// The sockets of vhost-user ports, by port.
+    vhost: BTreeMap<String, VhostSocket>,
+}
+
+/// Why a vhost-user port is in the state but not in the dataplane.
+const VHOST_NO_DATAPATH: &str = "vhost-user: the socket is served; its data path comes with the vhost-user issue";
+
+/// A vhost-user port's listening socket, in a directory of its own; both removed when
+/// dropped. Connections wait in the backlog: the protocol comes with the data path.
+#[derive(Debug)]
+struct VhostSocket {
+    _listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl VhostSocket {
+    /// Makes `DIR/PORT/` (mode 0700) and binds `sock` in it (mode 0600), both owned by
+    /// the pod's user. A stale socket from a previous run is replaced.
+    fn serve(base: &Config, port: &str, owner: crate::config::VhostUserConfig) -> Result<VhostSocket, Refusal> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let path = base.vhost_user_socket(port);
+        let shown = path.display().to_string();
+        let fail = |what: &str, e: std::io::Error| {
+            Refusal::Conflict(format!("port {port:?}: vhost-user socket {shown}: {what}: {e}"))
+        };
+        if path.as_os_str().len() > crate::config::MAX_SOCKET_PATH {
+            return Err(Refusal::Invalid(format!(
+                "port {port:?}: the vhost-user socket path {} is longer than a Unix socket allows ({} bytes): \
+                 shorten vhost_user_dir",
+                path.display(),
+                crate::config::MAX_SOCKET_PATH
+            )));
+        }
+        let dir = path.parent().unwrap_or(&base.vhost_user_dir).to_path_buf();
+        std::fs::create_dir_all(&base.vhost_user_dir).map_err(|e| fail("creating the directory", e))?;
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| fail("creating the pod's directory", e))?;
+        let listener = std::os::unix::net::UnixListener::bind(&path).map_err(|e| fail("binding", e))?;
+        let me = VhostSocket { _listener: listener, path };
+        std::fs::set_permissions(&me.path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail("chmod", e))?;
+        for p in [&me.path, &dir] {
+            std::os::unix::fs::chown(p, Some(owner.uid), Some(owner.gid)).map_err(|e| fail("chown", e))?;
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for VhostSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl Engine {
@@ -332,10 +387,34 @@ impl Engine {
         strict: bool,
     ) -> anyhow::Result<Engine> {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
-        let mut e = Engine { base, desired, store, live, dp, missing: BTreeMap::new(), view, changes, dirty: false };
+        let mut e = Engine {
+            base,
+            desired,
+            store,
+            live,
+            dp,
+            missing: BTreeMap::new(),
+            view,
+            changes,
+            dirty: false,
+            vhost: BTreeMap::new(),
+        };
         let all = e.desired.config(&e.base, |_| false);
         let (_, specs) = all.specs()?;
         for spec in &specs {
+            if let Some(owner) = e.desired.ports.get(&spec.name).and_then(|p| p.vhost_user) {
+                match VhostSocket::serve(&e.base, &spec.name, owner) {
+                    Ok(v) => {
+                        e.vhost.insert(spec.name.clone(), v);
+                        e.missing.insert(spec.name.clone(), VHOST_NO_DATAPATH.into());
+                    }
+                    Err(r) => {
+                        tracing::warn!(port = %spec.name, "vhost-user socket not served: {r}");
+                        e.missing.insert(spec.name.clone(), r.to_string());
+                    }
+                }
+                continue;
+            }
             if let Err(r) = e.dp.attach(spec) {
                 // On a first start the ports come from the config file: a missing
                 // interface is the file's mistake. The host port is always ours.
@@ -415,11 +494,17 @@ impl Engine {
         }
         // A new port is attached before anything is written; a failure undoes it.
         let mut attached_new = None;
+        let mut vhost_new = None;
         if let Mutation::PutPort(p) = m {
             if !self.desired.ports.contains_key(&p.name) {
-                let spec = self.new_port_spec(p)?;
-                self.dp.attach(&spec)?;
-                attached_new = Some(spec.id);
+                match p.vhost_user {
+                    Some(owner) => vhost_new = Some(VhostSocket::serve(&self.base, &p.name, owner)?),
+                    None => {
+                        let spec = self.new_port_spec(p)?;
+                        self.dp.attach(&spec)?;
+                        attached_new = Some(spec.id);
+                    }
+                }
             }
         }
         let generation = self.desired.generation + 1;
@@ -443,6 +528,12 @@ impl Engine {
         self.desired.generation = generation;
         if let Mutation::DeletePort(name) = m {
             self.missing.remove(name);
+            self.vhost.remove(name);
+        }
+        if let (Some(v), Mutation::PutPort(p)) = (vhost_new, m) {
+            tracing::warn!(port = %p.name, socket = %v.path.display(), "{VHOST_NO_DATAPATH}");
+            self.vhost.insert(p.name.clone(), v);
+            self.missing.insert(p.name.clone(), VHOST_NO_DATAPATH.into());
         }
         self.dirty = true;
         if let Some(id) = removed {
@@ -478,6 +569,7 @@ impl Engine {
         network: &str,
         mac: &str,
         requested: &[String],
+        vhost_user: Option<crate::config::VhostUserConfig>,
     ) -> Result<(PortConfig, Applied), Refusal> {
         let bad = |m: String| Err(Refusal::Invalid(m));
         if pod.container_id.is_empty() || pod.ifname.is_empty() {
@@ -502,6 +594,7 @@ impl Engine {
                 && p.network.as_deref() == Some(network)
                 && p.macs.first().map(String::as_str) == Some(mac)
                 && (asked.is_empty() || asked.iter().map(|(a, _)| *a).eq(p.addresses.iter().copied()))
+                && p.vhost_user == vhost_user
             {
                 let a = Applied { generation: self.desired.generation, changed: false, seq: None };
                 return Ok((p.clone(), a));
@@ -574,6 +667,7 @@ impl Engine {
             macs: vec![mac.to_string()],
             addresses,
             pod: Some(pod),
+            vhost_user,
         };
         let a = self.apply(&Mutation::PutPort(pc.clone()))?;
         Ok((pc, a))
@@ -622,7 +716,7 @@ impl Engine {
         let mut changed = false;
         let all = self.desired.config(&self.base, |_| false);
         let Ok((_, specs)) = all.specs() else { return false };
-        for spec in &specs {
+        for spec in specs.iter().filter(|s| !self.vhost.contains_key(&s.name)) {
             let exists = netdev::ifindex(&spec.name).is_ok();
             if self.missing.contains_key(&spec.name) && exists {
                 match self.dp.attach(spec) {

@@ -246,7 +246,16 @@ fn port_in(p: pb::Port) -> Result<PortConfig, Refusal> {
         })?;
         addresses.push(ip);
     }
-    Ok(PortConfig { name: p.name, network: p.network, vlans, native: p.native, macs: p.macs, addresses, pod: None })
+    Ok(PortConfig {
+        name: p.name,
+        network: p.network,
+        vlans,
+        native: p.native,
+        macs: p.macs,
+        addresses,
+        pod: None,
+        vhost_user: None,
+    })
 }
 
 fn route_in(r: pb::Route) -> Result<RouteConfig, Refusal> {
@@ -574,6 +583,12 @@ fn attachment(e: &Engine, p: &PortConfig, generation: u64, changed: bool) -> pb:
         gateways,
         generation,
         changed,
+        mode: if p.vhost_user.is_some() { "vhostuser" } else { "afxdp" }.into(),
+        socket_path: if p.vhost_user.is_some() {
+            e.base().vhost_user_socket(&p.name).display().to_string()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -583,7 +598,12 @@ impl pb::pods_server::Pods for Api {
         let r = r.into_inner();
         let pod = pod_ref(r.pod)?;
         self.change(move |e| {
-            let (p, a) = e.attach_pod(pod, &r.port, &r.network, &r.mac, &r.addresses)?;
+            let vhost = match r.mode.as_str() {
+                "" | "afxdp" => None,
+                "vhostuser" => Some(crate::config::VhostUserConfig { uid: r.socket_uid, gid: r.socket_gid }),
+                m => return Err(Refusal::Invalid(format!("mode {m:?} is unknown: use \"afxdp\" or \"vhostuser\""))),
+            };
+            let (p, a) = e.attach_pod(pod, &r.port, &r.network, &r.mac, &r.addresses, vhost)?;
             Ok((attachment(e, &p, a.generation, a.changed), a.seq))
         })
         .await

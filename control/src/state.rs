@@ -473,6 +473,7 @@ mod tests {
             macs: vec![],
             addresses: vec![],
             pod: None,
+            vhost_user: None,
         })
     }
 
@@ -586,6 +587,7 @@ mod tests {
                                 macs: (0..macs).map(|i| format!("02:00:00:00:01:{i:02x}")).collect(),
                                 addresses: addr.iter().map(|a| a.parse().unwrap()).collect(),
                                 pod: None,
+                                vhost_user: None,
                             };
                             let m = Mutation::PutPort(p);
                             let fast = check(&base, &d, &m, |_| false);

@@ -18,6 +18,7 @@ fn pod(i: u32) -> PortConfig {
         macs: vec![format!("02:00:00:{:02x}:{:02x}:{:02x}", i >> 16, (i >> 8) & 0xff, i & 0xff)],
         addresses: vec![IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i + 2))],
         pod: None,
+        vhost_user: None,
     }
 }
 

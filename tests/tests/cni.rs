@@ -302,3 +302,52 @@ fn delegated_ipam_hands_out_the_addresses_and_gets_them_back() {
     assert_eq!(cni(&node, "DEL", "ipam-1", &path(1), &c).0, 0);
     assert!(!links(&node).contains("ps"), "{}", links(&node));
 }
+
+#[test]
+fn vhostuser_pods_get_a_socket_of_their_own_that_outlives_a_restart() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cnivh").unwrap();
+    let dir = node.state_dir.with_extension("vh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = format!("vhost_user_dir = \"{}\"\n{}", dir.display(), dataplane());
+    node.start(&config).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.13.1/24", "--gateway", "2001:db8:13::1/64"]).unwrap();
+    let pod = NetNs::new("ps-cnivh-a").unwrap();
+    let path = format!("/run/netns/{}", pod.name());
+    let c = conf(&node, "1.1.0", r#","mode":"vhostuser","vhostuser":{"uid":1234,"gid":5678}"#);
+
+    let (rc, r) = cni(&node, "ADD", "vh-0", &path, &c);
+    assert_eq!(rc, 0, "{r}");
+    let socket = r["interfaces"][0]["socketPath"].as_str().unwrap().to_string();
+    assert!(socket.starts_with(&dir.display().to_string()) && socket.len() < 108, "{socket}");
+    assert_eq!(r["ips"][0]["address"], "198.18.13.2/24");
+    assert_eq!(r["ips"][1]["address"], "2001:db8:13::2/64");
+    assert_eq!(r["routes"][0]["gw"], "198.18.13.1");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (1234, 5678, 0o600), "the pod's user owns it");
+    let parent = std::fs::metadata(std::path::Path::new(&socket).parent().unwrap()).unwrap();
+    assert_eq!((parent.uid(), parent.mode() & 0o777), (1234, 0o700), "a directory of its own");
+    std::os::unix::net::UnixStream::connect(&socket).expect("the daemon listens on it");
+    assert!(!pod.exec("ip", &["link", "show", "eth0"]).unwrap().status.success(), "no kernel interface in the pod");
+    assert!(node.ctl_ok(&["pod", "list"]).unwrap().contains(&socket));
+    assert_eq!(cni(&node, "CHECK", "vh-0", &path, &c).0, 0);
+    let (rc, e) = cni(&node, "ADD", "vh-1", &path, &conf(&node, "1.0.0", r#","mode":"vhostuser""#));
+    assert_eq!((rc, e["code"].as_u64()), (1, Some(1)), "socketPath needs 1.1.0: {e}");
+
+    // A restart serves the socket again, from the state.
+    node.stop().unwrap();
+    assert!(!std::path::Path::new(&socket).exists(), "a stopped daemon leaves no socket behind");
+    node.start(&config).unwrap();
+    std::os::unix::net::UnixStream::connect(&socket).expect("served again after the restart");
+    assert_eq!(cni(&node, "CHECK", "vh-0", &path, &c).0, 0);
+
+    assert_eq!(cni(&node, "DEL", "vh-0", &path, &c).0, 0);
+    assert!(!std::path::Path::new(&socket).parent().unwrap().exists(), "DEL removes the pod's directory");
+    assert!(!node.ctl_ok(&["--json", "pod", "list"]).unwrap().contains("vh-0"));
+    assert_eq!(cni(&node, "DEL", "vh-0", "", &c).0, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -157,6 +157,14 @@ enum PodCmd {
         /// daemon allocates.
         #[arg(long = "address")]
         addresses: Vec<String>,
+        /// "afxdp" (PORT is an interface) or "vhostuser" (the daemon serves a socket).
+        #[arg(long, default_value = "afxdp")]
+        mode: String,
+        /// vhostuser: the socket's owner uid and gid (the pod's user).
+        #[arg(long, default_value_t = 0)]
+        socket_uid: u32,
+        #[arg(long, default_value_t = 0)]
+        socket_gid: u32,
     },
     /// Detaches a pod (frees its addresses).
     Detach { container: String, ifname: String },
@@ -455,9 +463,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     p.mac.clone(),
                     or_dash(&p.addresses.join(",")),
                     or_dash(&p.gateways.join(",")),
+                    or_dash(&p.socket_path),
                 ]
             };
-            let headers = ["CONTAINER", "IFNAME", "PORT", "NETWORK", "MAC", "ADDRESSES", "GATEWAYS"];
+            let headers =
+                ["CONTAINER", "IFNAME", "PORT", "NETWORK", "MAC", "ADDRESSES", "GATEWAYS", "VHOST-USER SOCKET"];
             match c {
                 PodCmd::List => {
                     let l = client.list(list()).await?.into_inner();
@@ -467,9 +477,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                     table(&headers, l.pods.iter().map(row).collect());
                 }
-                PodCmd::Attach { container, ifname, port, network, mac, addresses } => {
+                PodCmd::Attach { container, ifname, port, network, mac, addresses, mode, socket_uid, socket_gid } => {
                     let pod = Some(pb::PodRef { container_id: container, ifname });
-                    let req = pb::PodAttach { pod, port, network, mac, addresses };
+                    let req = pb::PodAttach { pod, port, network, mac, addresses, mode, socket_uid, socket_gid };
                     let a = client.attach(req).await?.into_inner();
                     if j {
                         json(&a);
