@@ -75,6 +75,11 @@ fn add_check_del_through_the_plugin() {
     assert_eq!(ra["interfaces"][1]["name"], "eth0");
     assert_eq!(ra["interfaces"][1]["sandbox"], path(&pa));
     assert!(ra["ips"][0].get("version").is_none(), "1.0 results carry no IP version");
+    let k = pa.exec("ethtool", &["-k", "eth0"]).unwrap();
+    let k = String::from_utf8_lossy(&k.stdout);
+    for off in ["tx-checksumming: off", "tcp-segmentation-offload: off", "generic-segmentation-offload: off"] {
+        assert!(k.contains(off), "the pod's offloads AF_XDP cannot carry are off: {off}\n{k}");
+    }
 
     let ping = |ns: &NetNs, dst: &str| {
         ns.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", "-q", dst]).unwrap().status.success()

@@ -119,24 +119,6 @@ pub const fn exit() -> Insn {
     Insn { code: BPF_JMP | BPF_EXIT, regs: 0, off: 0, imm: 0 }
 }
 
-/// The steering program:
-///
-/// ```text
-/// r2 = ctx->rx_queue_index
-/// r1 = xskmap
-/// r3 = fallback verdict      ; low bits of flags: returned when the slot is empty
-/// r0 = bpf_redirect_map(r1, r2, r3)
-/// exit
-/// ```
-pub fn redirect_to_xsk(map_fd: i32, fallback: super::Fallback) -> Vec<Insn> {
-    let verdict = match fallback {
-        super::Fallback::Pass => XDP_PASS,
-        super::Fallback::Drop => XDP_DROP,
-    };
-    let [ld0, ld1] = ld_map_fd(1, map_fd);
-    vec![ldx_w(2, 1, XDP_MD_RX_QUEUE_INDEX), ld0, ld1, mov64_imm(3, verdict), call(HELPER_REDIRECT_MAP), exit()]
-}
-
 /// `struct xdp_md` offset of `ingress_ifindex`.
 pub const XDP_MD_INGRESS_IFINDEX: i16 = 12;
 
@@ -217,8 +199,8 @@ mod tests {
 
     #[test]
     fn encodings_match_the_kernel_headers() {
-        // Checked against `bpftool prog dump xlated`-style encodings of the same program.
-        let p = redirect_to_xsk(7, crate::xdp::Fallback::Pass);
+        // Checked against the kernel's encodings of the same instructions.
+        let p = redirect_by_ifindex(7, 8, 2, crate::xdp::Fallback::Pass);
         let bytes: Vec<[u8; 8]> = p
             .iter()
             .map(|i| {
@@ -230,12 +212,16 @@ mod tests {
                 b
             })
             .collect();
-        assert_eq!(bytes[0], [0x61, 0x12, 16, 0, 0, 0, 0, 0]); // r2 = *(u32 *)(r1 + 16)
-        assert_eq!(bytes[1], [0x18, 0x11, 0, 0, 7, 0, 0, 0]); // r1 = map[fd 7]
-        assert_eq!(bytes[2], [0; 8]);
-        assert_eq!(bytes[3], [0xb7, 0x03, 0, 0, 2, 0, 0, 0]); // r3 = XDP_PASS
-        assert_eq!(bytes[4], [0x85, 0x00, 0, 0, 51, 0, 0, 0]); // call bpf_redirect_map
-        assert_eq!(bytes[5], [0x95, 0, 0, 0, 0, 0, 0, 0]); // exit
+        assert_eq!(bytes[0], [0xbf, 0x16, 0, 0, 0, 0, 0, 0]); // r6 = r1
+        assert_eq!(bytes[1], [0x61, 0x12, 12, 0, 0, 0, 0, 0]); // r2 = *(u32 *)(r1 + 12)
+        assert_eq!(bytes[2], [0x63, 0x2a, 0xfc, 0xff, 0, 0, 0, 0]); // *(u32 *)(r10 - 4) = r2
+        assert_eq!(bytes[5], [0x18, 0x11, 0, 0, 7, 0, 0, 0]); // r1 = map[fd 7]
+        assert_eq!(bytes[6], [0; 8]);
+        assert_eq!(bytes[7], [0x85, 0x00, 0, 0, 1, 0, 0, 0]); // call bpf_map_lookup_elem
+        assert_eq!(bytes[12], [0x0f, 0x32, 0, 0, 0, 0, 0, 0]); // r2 += r3
+        assert_eq!(bytes[15], [0xb7, 0x03, 0, 0, 2, 0, 0, 0]); // r3 = XDP_PASS
+        assert_eq!(bytes[16], [0x85, 0x00, 0, 0, 51, 0, 0, 0]); // call bpf_redirect_map
+        assert_eq!(bytes[17], [0x95, 0, 0, 0, 0, 0, 0, 0]); // exit
         assert_eq!(core::mem::size_of::<Insn>(), 8);
     }
 

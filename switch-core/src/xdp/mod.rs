@@ -4,16 +4,16 @@
 //! `BPF_PROG_LOAD`, and attached with `BPF_LINK_CREATE` so that the kernel detaches it
 //! when the link's descriptor closes — including when the daemon crashes.
 //!
-//! The program, per frame: look up the socket for the frame's rx queue in the XSKMAP
-//! and redirect to it; if that queue has no socket, return the fallback action (pass,
-//! for uplinks whose other traffic belongs to the kernel; drop, for pod ports).
+//! The program, per frame: find the interface's slots in the XSKMAP, look up the
+//! socket for the frame's rx queue and redirect to it; if there is none, return the
+//! fallback action (pass, for uplinks whose other traffic belongs to the kernel; drop,
+//! for pod ports).
 //!
-//! Two shapes: [`XdpRedirect`], a program and XSKMAP of one interface's own, and
-//! [`XdpShared`], one program and XSKMAP for many interfaces (the ports of a daemon).
-//! The shared one is what makes attaching a port cheap: native XDP programs enter the
-//! kernel's XDP dispatcher, and every program the dispatcher has not seen yet costs a
-//! `synchronize_rcu()` on attach and on detach (8–20 ms measured here); attaching a
-//! program that is already in it costs 20 µs.
+//! One program and one XSKMAP serve every port of a daemon ([`XdpShared`]): that is
+//! what makes attaching a port cheap. Native XDP programs enter the kernel's XDP
+//! dispatcher, and every program the dispatcher has not seen yet costs a
+//! `synchronize_rcu()` on attach and on detach (8–20 ms measured here, when each port
+//! had a program of its own); attaching a program already in it costs 20 µs.
 #![allow(unsafe_code)]
 
 pub mod bpf;
@@ -60,34 +60,10 @@ pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native attach.
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
-/// The redirect program, its XSKMAP and its link on one interface. Dropping it detaches
-/// the program.
-#[derive(Debug)]
-pub struct XdpRedirect {
-    // Field order is drop order: the link goes first, so the program stops redirecting
-    // before the map and program are released.
-    link: OwnedFd,
-    _prog: OwnedFd,
-    map: OwnedFd,
-    ifname: String,
-    mode: AttachedMode,
-    queues: u32,
-}
-
-impl Drop for XdpRedirect {
-    fn drop(&mut self) {
-        // The XSKMAP holds a reference on each socket in it, and the kernel frees the
-        // map only after a grace period: empty it now, so that a socket closed next is
-        // released at once and its queue can be bound again (else bind says EBUSY).
-        for q in 0..self.queues {
-            let _ = bpf::map_delete(&self.map, q);
-        }
-    }
-}
-
 /// One redirect program for up to `ports` interfaces of `queues` queues each: interface
 /// `slot`'s queue `q` is XSKMAP entry `slot * queues + q`, found through a hash of
-/// ifindex → `slot * queues` (one lookup per frame more than [`XdpRedirect`]).
+/// ifindex → `slot * queues` (one hash lookup per frame more than a program of the
+/// interface's own would do; not measurable end to end, perf/RESULTS.md).
 #[derive(Debug)]
 pub struct XdpShared {
     prog: OwnedFd,
@@ -176,8 +152,9 @@ impl XdpMember {
 impl Drop for XdpMember {
     fn drop(&mut self) {
         // The program off the interface first (its frames go to the kernel), then the
-        // entries: an emptied XSKMAP slot releases its socket's reference at once, so
-        // that the socket's queue can be bound again (see XdpRedirect's Drop).
+        // entries. The XSKMAP holds a reference on each socket in it, and the kernel
+        // frees a map only after a grace period: an emptied slot releases its socket
+        // at once, so a socket closed next can have its queue bound again (else EBUSY).
         drop(self.link.take());
         let _ = bpf::map_delete(&self.shared.ports, self.ifindex);
         for q in 0..self.shared.queues {
@@ -226,39 +203,4 @@ pub enum XdpError {
         #[source]
         source: io::Error,
     },
-}
-
-impl XdpRedirect {
-    /// Loads the program with an XSKMAP of `queues` entries and attaches it to `ifname`.
-    /// Sockets are inserted afterwards with [`insert`](Self::insert).
-    pub fn attach(ifname: &str, queues: u32, fallback: Fallback, mode: XdpMode) -> Result<XdpRedirect, XdpError> {
-        let ifindex = sys::netdev::ifindex(ifname)
-            .map_err(|source| XdpError::NoInterface { ifname: ifname.to_string(), source })?;
-        let wrap = |source| XdpError::Bpf { ifname: ifname.to_string(), source };
-        let map = bpf::create_xskmap(queues.max(1)).map_err(wrap)?;
-        let prog = bpf::load_xdp(&insn::redirect_to_xsk(map.as_raw_fd(), fallback), "podswitch_xsk").map_err(wrap)?;
-        let (link, mode) = attach_link(&prog, ifname, ifindex, mode)?;
-        Ok(XdpRedirect { link, _prog: prog, map, ifname: ifname.to_string(), mode, queues: queues.max(1) })
-    }
-
-    /// Steers `queue` to the AF_XDP socket `xsk_fd`.
-    pub fn insert(&self, queue: u32, xsk_fd: i32) -> Result<(), XdpError> {
-        bpf::map_update(&self.map, queue, xsk_fd as u32)
-            .map_err(|source| XdpError::Bpf { ifname: self.ifname.clone(), source })
-    }
-
-    /// The interface it is attached to.
-    pub fn ifname(&self) -> &str {
-        &self.ifname
-    }
-
-    /// Native or generic.
-    pub fn mode(&self) -> AttachedMode {
-        self.mode
-    }
-
-    /// The link's descriptor (kept open for as long as the program should stay).
-    pub fn link_fd(&self) -> i32 {
-        self.link.as_raw_fd()
-    }
 }
