@@ -104,6 +104,23 @@ async fn add(env: &Env, conf: &NetConf, input: &[u8]) -> Result<Value, CniError>
         .map_err(|s| grpc("report its status", s))?
         .into_inner();
     let mac = conf.mac(env)?;
+    // The daemon derives the pod MTU and knows the largest it carries.
+    let mtu = match conf.mtu {
+        Some(m) if status.max_mtu > 0 && m > status.max_mtu => {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "mtu {m} is above what podswitchd carries ({}): lower it, or raise dataplane.frame_size",
+                    status.max_mtu
+                ),
+            ))
+        }
+        Some(m) if (1..1280).contains(&m) => {
+            return Err(CniError::new(code::INVALID_CONFIG, format!("mtu {m} is below 1280, IPv6's minimum")))
+        }
+        Some(0) | None => (status.pod_mtu > 0).then_some(status.pod_mtu),
+        Some(m) => Some(m),
+    };
     // A delegated IPAM plugin's lease first (as the bridge plugin does); given back if
     // anything after fails.
     let lease = match conf.ipam {
@@ -113,7 +130,7 @@ async fn add(env: &Env, conf: &NetConf, input: &[u8]) -> Result<Value, CniError>
     let r = if conf.mode == "vhostuser" {
         add_vhost(env, conf, ch, mac, lease.as_ref()).await
     } else {
-        add_veth(env, conf, ch, status.workers, mac, lease.as_ref()).await
+        add_veth(env, conf, ch, status.workers, mtu, mac, lease.as_ref()).await
     };
     if r.is_err() && lease.is_some() {
         let _ = ipam::exec(conf, env, "DEL", input);
@@ -126,6 +143,7 @@ async fn add_veth(
     conf: &NetConf,
     ch: tonic::transport::Channel,
     workers: u32,
+    mtu: Option<u32>,
     mac: Option<[u8; 6]>,
     lease: Option<&ipam::Lease>,
 ) -> Result<Value, CniError> {
@@ -133,7 +151,7 @@ async fn add_veth(
     let pod = links::Pod::open(&env.netns)?;
     let name = if_name("ps", env);
     // One queue per worker on both ends: each worker binds its own.
-    host.add_veth(&name, &pod, &env.ifname, workers.max(1), conf.mtu, mac).await?;
+    host.add_veth(&name, &pod, &env.ifname, workers.max(1), mtu, mac).await?;
     let mut attached = false;
     let r = add_rest(env, conf, ch.clone(), &host, &pod, &name, lease, &mut attached).await;
     if r.is_err() {

@@ -87,7 +87,21 @@ fn default_vhost_user_dir() -> PathBuf {
 /// The longest Unix socket path (sun_path without its terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// The largest MTU native XDP allows on a veth (copy mode; the kernel refuses more).
+pub const VETH_XDP_MAX_MTU: u32 = 3506;
+
 impl Config {
+    /// The largest MTU a pod interface may have: what a UMEM frame holds after the
+    /// headroom and the Ethernet header, and what native XDP on a veth allows.
+    pub fn max_pod_mtu(&self) -> u32 {
+        (self.dataplane.frame_size.saturating_sub(switch_core::xsk::FRAME_HEADROOM) - 14).min(VETH_XDP_MAX_MTU)
+    }
+
+    /// The MTU pods get by default: Ethernet's 1500, within [`max_pod_mtu`](Self::max_pod_mtu).
+    pub fn pod_mtu(&self) -> u32 {
+        1500.min(self.max_pod_mtu())
+    }
+
     /// A vhost-user port's socket: `vhost_user_dir/PORT/sock`.
     pub fn vhost_user_socket(&self, port: &str) -> PathBuf {
         self.vhost_user_dir.join(port).join("sock")

@@ -490,6 +490,8 @@ impl pb::switch_server::Switch for Api {
             uptime_s: self.view.started.elapsed().as_secs(),
             state_dir: e.store().dir().display().to_string(),
             missing_ports: e.missing().keys().cloned().collect(),
+            pod_mtu: e.base().pod_mtu(),
+            max_mtu: e.base().max_pod_mtu(),
         }))
     }
 

@@ -110,7 +110,13 @@ fn add_check_del_through_the_plugin() {
         (r4["ips"][0]["address"].as_str(), r4["ips"][0]["version"].as_str()),
         (Some("198.18.6.2/24"), Some("4"))
     );
+    // The interface already gone (the pod's namespace was torn down first): DEL still
+    // detaches and answers success.
+    let host = r4["interfaces"][0]["name"].as_str().unwrap();
+    node.ns.ip(&["link", "del", host]).unwrap();
     assert_eq!(cni(&node, "DEL", "ctr-c", &path(&pa), &c).0, 0);
+    let pods = node.ctl_ok(&["--json", "pod", "list"]).unwrap();
+    assert!(!pods.contains("ctr-c"), "{pods}");
 }
 
 #[test]
@@ -141,6 +147,8 @@ fn version_status_and_errors_answer_in_the_specs_json() {
         (conf(&node, "1.0.0", r#","mode":"tap""#), 7),
         (conf(&node, "1.0.0", r#","ipam":{"subnet":"198.18.7.0/24"}"#), 7),
         (conf(&node, "1.0.0", r#","ipam":{"type":"no-such-ipam"}"#), 7),
+        (conf(&node, "1.0.0", r#","mtu":9000"#), 7),
+        (conf(&node, "1.0.0", "").replace(&node.socket.display().to_string(), ""), 7),
     ] {
         let (rc, e) = cni(&node, "ADD", "ctr-x", &path, &text);
         assert_eq!((rc, e["code"].as_u64()), (1, Some(want)), "{text}: {e}");
