@@ -33,9 +33,23 @@ fn plugin(conf: &NetConf, env: &Env) -> Result<(String, PathBuf), CniError> {
 
 /// Runs the IPAM plugin with `command` on `input`; its parsed stdout when it printed any.
 pub fn exec(conf: &NetConf, env: &Env, command: &str, input: &[u8]) -> Result<Option<Value>, CniError> {
+    exec_for(conf, env, command, input, &env.container_id, &env.ifname)
+}
+
+/// [`exec`] for another attachment than the runtime's (GC releasing a stale lease).
+pub fn exec_for(
+    conf: &NetConf,
+    env: &Env,
+    command: &str,
+    input: &[u8],
+    container_id: &str,
+    ifname: &str,
+) -> Result<Option<Value>, CniError> {
     let (ty, path) = plugin(conf, env)?;
     let mut child = Command::new(&path)
         .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_IFNAME", ifname)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

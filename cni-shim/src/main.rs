@@ -55,7 +55,7 @@ fn run(env: &Env, input: &[u8]) -> Result<Option<Value>, CniError> {
             "DEL" => del(env, &conf, input).await.map(|()| None),
             "CHECK" => check(env, &conf).await.map(|()| None),
             "STATUS" => status(&conf).await.map(|()| None),
-            "GC" => gc(&conf).await.map(|()| None),
+            "GC" => gc(env, &conf, input).await.map(|()| None),
             c => Err(CniError::new(code::INVALID_ENV, format!("CNI_COMMAND {c:?} is unknown"))),
         }
     })
@@ -346,10 +346,11 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     Ok(())
 }
 
-/// GC: detaches this network's pods that are not in the valid list and deletes the
-/// veths the plugin made for them (interfaces it did not make are left alone). Goes on
-/// past a failure and reports the first.
-async fn gc(conf: &NetConf) -> Result<(), CniError> {
+/// GC: detaches this network's pods that are not in the valid list, deletes the veths
+/// the plugin made for them (interfaces it did not make are left alone) and, with a
+/// delegated IPAM, releases their leases (an IPAM DEL each: any IPAM plugin takes
+/// that, where few take GC). Goes on past a failure and reports the first.
+async fn gc(env: &Env, conf: &NetConf, input: &[u8]) -> Result<(), CniError> {
     if !matches!(conf.cni_version.as_str(), "1.1.0") {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
@@ -374,6 +375,9 @@ async fn gc(conf: &NetConf) -> Result<(), CniError> {
                 if let Some(l) = host.find(&p.port).await? {
                     host.delete(l.index).await?;
                 }
+            }
+            if conf.ipam.is_some() {
+                ipam::exec_for(conf, env, "DEL", input, &r.container_id, &r.ifname)?;
             }
             Ok::<(), CniError>(())
         }

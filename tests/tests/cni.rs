@@ -18,6 +18,11 @@ fn cni(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str) -> (i32
 
 /// [`cni`] with CNI_ARGS.
 fn cni_args(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str, args: &str) -> (i32, Value) {
+    cni_env(node, cmd, container, netns, conf, &[("CNI_ARGS", args)])
+}
+
+/// [`cni`] with more environment (set last, so it overrides).
+fn cni_env(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str, env: &[(&str, &str)]) -> (i32, Value) {
     let plugin = podswitch_tests::podswitchd_path().with_file_name("podswitch");
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.ns.name()])
@@ -27,7 +32,7 @@ fn cni_args(node: &Node, cmd: &str, container: &str, netns: &str, conf: &str, ar
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin:/usr/lib/cni")
-        .env("CNI_ARGS", args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -362,5 +367,51 @@ fn vhostuser_pods_get_a_socket_of_their_own_that_outlives_a_restart() {
     assert!(!std::path::Path::new(&socket).parent().unwrap().exists(), "DEL removes the pod's directory");
     assert!(!node.ctl_ok(&["--json", "pod", "list"]).unwrap().contains("vh-0"));
     assert_eq!(cni(&node, "DEL", "vh-0", "", &c).0, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gc_gives_a_stale_pods_lease_back_to_its_ipam_plugin() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-cnigci").unwrap();
+    node.start(&dataplane()).unwrap();
+    node.ctl_ok(&["network", "put", "pods", "--gateway", "198.18.14.1/24"]).unwrap();
+    let pod = NetNs::new("ps-cnigci-a").unwrap();
+    // Debian's IPAM plugins (1.1.1) speak CNI up to 1.0.0 and GC is 1.1.0: a minimal
+    // IPAM plugin of the test's own stands in, one lease, every call written down.
+    let dir = node.state_dir.with_extension("ipam");
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = dir.join("calls");
+    let plugin = dir.join("rec-ipam");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME\" >> {}\n\
+             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.1.0\",\"ips\":[{{\"address\":\"198.18.14.50/24\"}}]}}'\n\
+             exit 0\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path_env = format!("{}:/usr/lib/cni", dir.display());
+    let env = [("CNI_PATH", path_env.as_str())];
+    let c = conf(&node, "1.1.0", r#","ipam":{"type":"rec-ipam"}"#);
+
+    let (rc, r) = cni_env(&node, "ADD", "gci-0", &format!("/run/netns/{}", pod.name()), &c, &env);
+    assert_eq!((rc, r["ips"][0]["address"].as_str()), (0, Some("198.18.14.50/24")), "{r}");
+    let gc = conf(&node, "1.1.0", r#","ipam":{"type":"rec-ipam"},"cni.dev/valid-attachments":[]"#);
+    let (rc, e) = cni_env(&node, "GC", "", "", &gc, &env);
+    assert_eq!(rc, 0, "{e}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["ADD gci-0 eth0", "DEL gci-0 eth0"],
+        "the stale pod's lease, by its own ids"
+    );
+    assert!(!node.ctl_ok(&["--json", "pod", "list"]).unwrap().contains("gci-0"));
+    assert!(!links(&node).contains("ps"), "{}", links(&node));
     let _ = std::fs::remove_dir_all(&dir);
 }
