@@ -212,6 +212,7 @@ impl Daemon {
             fdb: Live::empty_fdb(),
             routes: Arc::new(Routes::empty()),
             neigh: Arc::new(Resolver::new(cfg.neigh_config()).build()),
+            tunnel: Arc::new(switch_core::tables::Tunnel::empty()),
         });
         let clock = Clock::new();
         let xsk_cfg = XskConfig {

@@ -117,6 +117,8 @@ pub fn render(view: &View) -> String {
             w.free_frames.get()
         }),
         ("podswitch_l3_routed_total", "counter", "Packets routed.", |w| w.l3.routed.get()),
+        ("podswitch_tunnel_tx_total", "counter", "Packets sent to remote nodes.", |w| w.l3.to_peers.get()),
+        ("podswitch_tunnel_rx_total", "counter", "Packets received from remote nodes.", |w| w.l3.from_peers.get()),
         ("podswitch_l3_arp_replies_total", "counter", "ARP replies for gateway addresses.", |w| w.l3.arp_replies.get()),
         ("podswitch_l3_nd_adverts_total", "counter", "Neighbour advertisements for gateway addresses.", |w| {
             w.l3.nd_adverts.get()

@@ -679,6 +679,7 @@ fn decision(step: &switch_core::debug::Step, nets: &[Option<String>], ports: &[O
     match step.next {
         Next::L2 => format!("network {net}"),
         Next::Port(p) => format!("send on {}", port_name(ports, p)),
+        Next::Raw(p) => format!("to a remote node, on {}", port_name(ports, p)),
         Next::Flood => format!("flood in network {net}"),
         Next::L3 => format!("to network {net}'s gateway"),
         Next::Consumed => "answered by the switch".into(),

@@ -171,6 +171,7 @@ pub fn routed_worker(frames: Vec<Vec<u8>>, routes: &[switch_core::tables::Prefix
         fdb: Arc::new(learner.build()),
         routes: Arc::new(Routes::build(&topo, &specs).expect("valid routes")),
         neigh: Arc::new(resolver.build()),
+        tunnel: Arc::new(switch_core::tables::Tunnel::empty()),
     });
     let queues = WorkerQueues::new(1024);
     let umem =

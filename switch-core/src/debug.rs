@@ -102,6 +102,8 @@ pub enum Stage {
     L2,
     /// Route, answer, resolve.
     L3,
+    /// Underlay checks and VXLAN decapsulation (frames from the uplink).
+    Tunnel,
 }
 
 impl Stage {
@@ -111,6 +113,7 @@ impl Stage {
             Stage::Classify => "classify",
             Stage::L2 => "l2",
             Stage::L3 => "l3",
+            Stage::Tunnel => "tunnel",
         }
     }
 }

@@ -91,6 +91,17 @@ drop_reasons! {
     NeighTimeout => "neigh_timeout", "Waited too long for its next hop to resolve.";
     FragNeeded => "frag_needed", "Larger than the next hop's MTU (fragmentation needed / packet too big sent if DF or IPv6).";
     NoFrame => "no_frame", "No free frame to build a packet the switch sends itself.";
+    UnderlayUnsupported => "underlay_unsupported", "On the uplink, neither IPv4 nor IPv6 (the uplink's XDP program passes those to the kernel).";
+    UnderlayNotOurs => "underlay_not_ours", "On the uplink, not to this node's VTEP address and VXLAN port.";
+    VxlanFragment => "vxlan_fragment", "A fragment of a VXLAN packet (senders set DF; fragments are not reassembled).";
+    VxlanTruncated => "vxlan_truncated", "UDP or VXLAN header, or the inner Ethernet frame, cut short.";
+    VxlanBadChecksum => "vxlan_bad_checksum", "Outer UDP checksum present and wrong.";
+    VxlanBadFlags => "vxlan_bad_flags", "VXLAN header without the I flag, or with bits of an extension set.";
+    VxlanWrongVni => "vxlan_wrong_vni", "VXLAN network identifier this node does not serve.";
+    VxlanInnerMac => "vxlan_inner_mac", "Inner frame not addressed to this node's VTEP MAC.";
+    VxlanInnerUnsupported => "vxlan_inner_unsupported", "Inner frame neither IPv4 nor IPv6 (an L3 overlay carries only those).";
+    PeerUnresolved => "peer_unresolved", "The remote node's underlay next hop has no MAC yet (the kernel is resolving it).";
+    EncapNoRoom => "encap_no_room", "No headroom in the frame for the outer headers.";
 }
 
 /// Counters of one port on one worker.
@@ -167,6 +178,10 @@ pub struct L3Counters {
     pub released: Counter,
     /// Neighbour events lost because the queue to control was full.
     pub neigh_events_lost: Counter,
+    /// Packets sent to a remote node (VXLAN-encapsulated, or routed over the underlay).
+    pub to_peers: Counter,
+    /// Packets received from remote nodes (decapsulated, or routed in from the underlay).
+    pub from_peers: Counter,
 }
 
 /// Everything one worker counts. Sized for `max_ports` when the worker is created.

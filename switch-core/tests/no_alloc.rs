@@ -186,6 +186,7 @@ fn routing_loop_allocates_nothing_once_started() {
         fdb: Arc::new(learner.build()),
         routes: Arc::new(Routes::build(&topo, &[]).unwrap()),
         neigh: Arc::new(resolver.build()),
+        tunnel: Arc::new(switch_core::tables::Tunnel::empty()),
     });
     let queues = WorkerQueues::new(64);
     let umem = Umem::new(&UmemConfig { frames: 1024, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();

@@ -12,7 +12,7 @@ const SRC_MAC: usize = 6;
 /// Checks the L3 header the EtherType announces, so that malformed frames are dropped
 /// at the edge. Other EtherTypes are switched as they are.
 #[inline]
-fn check_l3(ethertype: u16, l3: &[u8]) -> Option<DropReason> {
+pub(super) fn check_l3(ethertype: u16, l3: &[u8]) -> Option<DropReason> {
     match EtherType(ethertype) {
         EtherType::ARP if l3.len() < arp::PACKET_LEN => Some(DropReason::ArpTruncated),
         EtherType::IPV4 => match Ipv4Packet::new_checked(l3) {
@@ -43,6 +43,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
         m.next = Next::L2;
         m.tagged = false;
         m.routed = false;
+        m.tunnel = false;
         if b.len() < ethernet::HEADER_LEN {
             m.next = Next::Drop(DropReason::Runt);
             continue;

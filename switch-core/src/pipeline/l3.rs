@@ -6,11 +6,17 @@
 //! packet it quotes, so no payload is copied (rate limited per worker, never in answer
 //! to an error, a fragment other than the first, or a multicast).
 //!
+//! Routes to a remote node (a peer of the tunnel table) go through the same checks,
+//! then to the tunnel stage's encapsulation. Packets that came from a remote node are
+//! routed like any other, but nothing is answered back in place on the uplink: a
+//! gateway address they are sent to does not answer them, and their ICMP errors are
+//! routed back to the remote node like any packet.
+//!
 //! A packet whose next hop is not resolved yet is parked in the worker's
 //! [`Pending`](super::Pending) queue, and control is told once; `release` finishes it
 //! when the neighbour table changes.
 
-use super::{Ctx, Meta, Next, Outputs};
+use super::{tunnel, Ctx, Meta, Next, Outputs};
 use crate::port::Desc;
 use crate::stats::DropReason;
 use crate::tables::topology::{Gateway, NetworkEntry, NOT_MEMBER, UNTAGGED};
@@ -209,6 +215,7 @@ fn ipv4(
         }
         Some(Hop::Via { network, ip: std::net::IpAddr::V4(ip) }) => (network, None, ip),
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
+        Some(Hop::Peer(i)) => return to_peer(ctx, d, m, l2, i, false),
     };
     to_next_hop(ctx, out, d, m, NeighKey::v4(network, nh), port, dst_key, memo)
 }
@@ -257,7 +264,9 @@ fn ipv6(
         return Next::Drop(DropReason::L3Unsupported);
     }
     if dst.is_multicast() || gw.owns6(&dst) {
-        return if ip[6] == IpProtocol::ICMPV6.0 {
+        return if m.tunnel {
+            Next::Drop(if dst.is_multicast() { DropReason::L3Multicast } else { DropReason::GatewayUnsupported })
+        } else if ip[6] == IpProtocol::ICMPV6.0 {
             local6(ctx, d, m, l2, gw)
         } else if dst.is_multicast() {
             Next::Drop(DropReason::L3Multicast)
@@ -281,12 +290,16 @@ fn ipv6(
         Some(Hop::Connected { network, port }) => {
             let other = ctx.tables.topology.network(network).and_then(|n| n.spec.gateway.as_ref());
             if other.and_then(|g| g.v6).is_some_and(|(a, _)| a == dst) {
+                if m.tunnel {
+                    return Next::Drop(DropReason::GatewayUnsupported);
+                }
                 return local6_other(ctx, d, l2, dst, gw);
             }
             (network, port, dst)
         }
         Some(Hop::Via { network, ip: std::net::IpAddr::V6(ip) }) => (network, None, ip),
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
+        Some(Hop::Peer(i)) => return to_peer(ctx, d, m, l2, i, true),
     };
     to_next_hop(ctx, out, d, m, NeighKey::v6(network, nh), port, dst_key, memo)
 }
@@ -343,33 +356,11 @@ fn adjacency(
 #[inline]
 fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: bool) -> Next {
     let l2 = l2_len(m);
+    if let Some(error) = too_big(ctx, d, m, l2, v6, adj.mtu) {
+        return error;
+    }
     let b = ctx.umem.data_mut(d.addr, d.len);
-    let (len, df) = if v6 {
-        (40 + u32::from(read_u16(b, l2 + 4)), true)
-    } else {
-        (u32::from(read_u16(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
-    };
-    if len > adj.mtu {
-        let tables = ctx.tables;
-        let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
-        return match (v6, df, in_gw) {
-            (true, _, Some(gw)) => {
-                error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, adj.mtu, gw, DropReason::FragNeeded)
-            }
-            (false, true, Some(_)) => {
-                error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, adj.mtu as u16, DropReason::FragNeeded)
-            }
-            _ => Next::Drop(DropReason::FragNeeded),
-        };
-    }
-    if v6 {
-        b[l2 + 7] -= 1;
-    } else {
-        let old = read_u16(b, l2 + 8);
-        b[l2 + 8] -= 1;
-        let check = checksum::update(read_u16(b, l2 + 10), old, read_u16(b, l2 + 8));
-        b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
-    }
+    decrement_ttl(b, l2, v6);
     b[0..6].copy_from_slice(&adj.mac.0);
     b[6..12].copy_from_slice(&adj.src.0);
     m.network = adj.egress.0;
@@ -378,6 +369,90 @@ fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: boo
     match adj.port {
         Some(p) => Next::Port(p),
         None => Next::Flood,
+    }
+}
+
+/// If the packet is larger than `mtu`, what becomes of it: fragmentation needed or
+/// packet too big to its sender, or a drop. None if it fits.
+#[inline]
+fn too_big(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: u32) -> Option<Next> {
+    let b = ctx.umem.data(d.addr, d.len);
+    let (len, df) = if v6 {
+        (40 + u32::from(read_u16(b, l2 + 4)), true)
+    } else {
+        (u32::from(read_u16(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
+    };
+    if len <= mtu {
+        return None;
+    }
+    let tables = ctx.tables;
+    let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
+    Some(match (v6, df, in_gw) {
+        (true, _, Some(gw)) => error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, mtu, gw, DropReason::FragNeeded),
+        (false, true, Some(_)) => {
+            error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, mtu as u16, DropReason::FragNeeded)
+        }
+        _ => Next::Drop(DropReason::FragNeeded),
+    })
+}
+
+/// Decrements the TTL (with an incremental checksum update) or the hop limit.
+#[inline]
+fn decrement_ttl(b: &mut [u8], l2: usize, v6: bool) {
+    if v6 {
+        b[l2 + 7] -= 1;
+    } else {
+        let old = read_u16(b, l2 + 8);
+        b[l2 + 8] -= 1;
+        let check = checksum::update(read_u16(b, l2 + 10), old, read_u16(b, l2 + 8));
+        b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
+    }
+}
+
+/// Routes the packet to remote node `i`: MTU (the peer's, after the tunnel's
+/// overhead), TTL, then encapsulation.
+fn to_peer(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, l2: usize, i: u16, v6: bool) -> Next {
+    let tables = ctx.tables;
+    let (Some(local), Some(peer)) = (tables.tunnel.local.as_ref(), tables.tunnel.peer(i)) else {
+        return Next::Drop(DropReason::NoRoute);
+    };
+    if peer.header.is_none() {
+        return Next::Drop(DropReason::PeerUnresolved);
+    }
+    if let Some(error) = too_big(ctx, d, m, l2, v6, peer.mtu) {
+        return error;
+    }
+    decrement_ttl(ctx.umem.data_mut(d.addr, d.len), l2, v6);
+    m.routed = true;
+    ctx.stats.l3.routed.add(1);
+    ctx.stats.l3.to_peers.add(1);
+    tunnel::encap(ctx, d, l2, local, peer, v6)
+}
+
+/// For an ICMP error about a packet from a remote node: the peer its sender is
+/// behind, if that peer can be sent to now.
+#[inline]
+fn peer_of(ctx: &Ctx<'_>, sender: std::net::IpAddr) -> Option<u16> {
+    let hop = match sender {
+        std::net::IpAddr::V4(a) => ctx.tables.routes.lookup4(a),
+        std::net::IpAddr::V6(a) => ctx.tables.routes.lookup6(a),
+    };
+    match hop {
+        Some(Hop::Peer(i)) if ctx.tables.tunnel.peer(i).is_some_and(|p| p.header.is_some()) => Some(i),
+        _ => None,
+    }
+}
+
+/// Sends a packet the switch made (an ICMP error, its L3 header at `l2`) to remote node
+/// `i`, which [`peer_of`] found.
+fn error_to_peer(ctx: &mut Ctx<'_>, d: &mut Desc, l2: usize, i: u16, v6: bool) -> Next {
+    let tables = ctx.tables;
+    match (tables.tunnel.local.as_ref(), tables.tunnel.peer(i)) {
+        (Some(local), Some(peer)) => {
+            ctx.stats.l3.to_peers.add(1);
+            tunnel::encap(ctx, d, l2, local, peer, v6)
+        }
+        _ => Next::Drop(DropReason::NoRoute),
     }
 }
 
@@ -400,6 +475,9 @@ pub(super) fn finish(
 }
 
 fn local4(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, gw4: Ipv4Addr, gw: &Gateway) -> Next {
+    if m.tunnel {
+        return Next::Drop(DropReason::GatewayUnsupported);
+    }
     let b = ctx.umem.data_mut(d.addr, d.len);
     let ip = &mut b[l2..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -624,6 +702,14 @@ fn error4(
     if bad_src || dst.is_multicast() || dst.is_broadcast() || !first_fragment || is_error {
         return Next::Drop(reason);
     }
+    let peer = if m.tunnel {
+        match peer_of(ctx, src.into()) {
+            Some(i) => Some(i),
+            None => return Next::Drop(reason),
+        }
+    } else {
+        None
+    };
     if !ctx.icmp.take(ctx.now_s) {
         ctx.stats.l3.icmp_rate_limited.add(1);
         return Next::Drop(reason);
@@ -645,7 +731,10 @@ fn error4(
     write_ipv4(&mut b[l2..], gw4, src, 8 + quote, IpProtocol::ICMP.0, 0xc0);
     ctx.stats.drop(reason);
     ctx.stats.l3.icmp_errors.add(1);
-    Next::Port(ctx.in_port)
+    match peer {
+        Some(i) => error_to_peer(ctx, d, l2, i, false),
+        None => Next::Port(ctx.in_port),
+    }
 }
 
 /// Turns the IPv6 packet into an ICMPv6 error to its sender (`param`: MTU for packet
@@ -662,7 +751,6 @@ fn error6(
     gw: &Gateway,
     reason: DropReason,
 ) -> Next {
-    let _ = m;
     let Some((gw6, _)) = gw.v6 else {
         return Next::Drop(reason);
     };
@@ -679,6 +767,14 @@ fn error6(
     {
         return Next::Drop(reason);
     }
+    let peer = if m.tunnel {
+        match peer_of(ctx, src.into()) {
+            Some(i) => Some(i),
+            None => return Next::Drop(reason),
+        }
+    } else {
+        None
+    };
     if !ctx.icmp.take(ctx.now_s) {
         ctx.stats.l3.icmp_rate_limited.add(1);
         return Next::Drop(reason);
@@ -700,7 +796,10 @@ fn error6(
     msg[2..4].copy_from_slice(&c.to_be_bytes());
     ctx.stats.drop(reason);
     ctx.stats.l3.icmp_errors.add(1);
-    Next::Port(ctx.in_port)
+    match peer {
+        Some(i) => error_to_peer(ctx, d, l2, i, true),
+        None => Next::Port(ctx.in_port),
+    }
 }
 
 /// The ICMP error for a parked packet whose neighbour failed.

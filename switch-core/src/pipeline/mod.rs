@@ -6,9 +6,12 @@
 //!             (network,    (learn,  │         ▲ (VLAN tag edit,
 //!              sanity)      lookup) │         │  flood copies)
 //!                       to a gateway└─▶ l3 ───┘
-//!                                       (ARP/ND/echo answers, route, neighbour,
-//!                                        TTL, MTU, ICMP errors; parks packets
-//!                                        whose next hop is resolving)
+//!                                     ▲ (ARP/ND/echo answers, route, neighbour,
+//!                                     │  TTL, MTU, ICMP errors; parks packets
+//!                                     │  whose next hop is resolving; VXLAN
+//!                                     │  encapsulation to remote nodes)
+//! uplink rx burst ─▶ tunnel ──────────┘
+//!                    (underlay checks, VXLAN decapsulation)
 //! ```
 //!
 //! Stages never return errors per packet: a dropped packet gets `Next::Drop(reason)` and
@@ -20,6 +23,7 @@ mod control;
 mod l2;
 mod l3;
 mod output;
+mod tunnel;
 
 pub use control::{emit, release, IcmpLimiter, Pending};
 pub use l2::LearnDedup;
@@ -42,6 +46,9 @@ pub enum Next {
     L2,
     /// Send on this port.
     Port(PortId),
+    /// Send on this port as it is, outside any network (to a remote node, on the
+    /// uplink).
+    Raw(PortId),
     /// Send on every port of its network but the one it came from (routed packets:
     /// every port of the egress network).
     Flood,
@@ -64,6 +71,9 @@ pub struct Meta {
     pub tagged: bool,
     /// Routed by the switch: `network` is the egress network now.
     pub routed: bool,
+    /// Came from a remote node (decapsulated, or routed in over the underlay):
+    /// `network` is the tunnel's network, and nothing is answered back in place.
+    pub tunnel: bool,
     /// The next step.
     pub next: Next,
 }
@@ -112,11 +122,23 @@ pub struct Ctx<'a> {
 /// Runs the batch through every stage; frames to send end up in `out`.
 #[inline]
 pub fn process(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
-    classify::run(batch, ctx);
-    if l2::run(batch, ctx) {
-        l3::run(batch, ctx, out);
+    if is_uplink(ctx) {
+        if tunnel::receive(batch, ctx) {
+            l3::run(batch, ctx, out);
+        }
+    } else {
+        classify::run(batch, ctx);
+        if l2::run(batch, ctx) {
+            l3::run(batch, ctx, out);
+        }
     }
     output::run(batch, ctx, out);
+}
+
+/// True if the batch came in on the uplink.
+#[inline]
+fn is_uplink(ctx: &Ctx<'_>) -> bool {
+    ctx.tables.tunnel.local.as_ref().is_some_and(|t| t.uplink == ctx.in_port)
 }
 
 /// [`process`], recording each stage's decision for the first packets that `trace`
@@ -129,16 +151,26 @@ pub fn process_traced(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs, t
         let d = batch.desc[i];
         *r = TracedPacket::new(ctx.in_port, ctx.umem.data(d.addr, d.len));
     }
-    classify::run(batch, ctx);
-    for (i, r) in recs.iter_mut().enumerate().take(n) {
-        r.step(Stage::Classify, &batch.meta[i]);
-    }
-    let to_l3 = l2::run(batch, ctx);
     let mut routed = [false; BATCH_SIZE];
-    for (i, r) in recs.iter_mut().enumerate().take(n) {
-        r.step(Stage::L2, &batch.meta[i]);
-        routed[i] = batch.meta[i].next == Next::L3;
-    }
+    let to_l3 = if is_uplink(ctx) {
+        let to_l3 = tunnel::receive(batch, ctx);
+        for (i, r) in recs.iter_mut().enumerate().take(n) {
+            r.step(Stage::Tunnel, &batch.meta[i]);
+            routed[i] = batch.meta[i].next == Next::L3;
+        }
+        to_l3
+    } else {
+        classify::run(batch, ctx);
+        for (i, r) in recs.iter_mut().enumerate().take(n) {
+            r.step(Stage::Classify, &batch.meta[i]);
+        }
+        let to_l3 = l2::run(batch, ctx);
+        for (i, r) in recs.iter_mut().enumerate().take(n) {
+            r.step(Stage::L2, &batch.meta[i]);
+            routed[i] = batch.meta[i].next == Next::L3;
+        }
+        to_l3
+    };
     if to_l3 {
         l3::run(batch, ctx, out);
         for (i, r) in recs.iter_mut().enumerate().take(n) {
@@ -157,3 +189,5 @@ pub fn process_traced(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs, t
 mod tests;
 #[cfg(test)]
 mod tests_l3;
+#[cfg(test)]
+mod tests_tunnel;

@@ -140,6 +140,14 @@ pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
         Next::Port(p) => {
             emit(ctx, out, p, d, m.network, m.tagged);
         }
+        Next::Raw(p) => {
+            if d.len > out.max_frame[p.0 as usize] {
+                ctx.stats.drop(DropReason::TooBig);
+                ctx.umem.free(d.addr);
+            } else {
+                out.push(p, d);
+            }
+        }
         Next::Flood => {
             let tables = ctx.tables;
             let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);

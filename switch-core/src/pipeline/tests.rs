@@ -4,7 +4,7 @@ use crate::port::{MemoryPort, Port};
 use crate::stats::DropReason;
 use crate::tables::{
     Learner, NeighConfig, NeighEvent, NetworkId, NetworkSpec, Parts, PortId, PortMode, PortSpec, Publisher, Resolver,
-    RouteSpec, Routes, TablesReader, Topology,
+    RouteSpec, Routes, TablesReader, Topology, Tunnel,
 };
 use crate::wire::{EtherType, EthernetAddress, VlanId};
 use crate::worker::{Clock, IdlePolicy, Worker, WorkerConfig, WorkerQueues};
@@ -19,6 +19,7 @@ pub(super) struct Rig {
     queues: WorkerQueues,
     topo: Arc<Topology>,
     routes: Arc<Routes>,
+    tunnel: Arc<Tunnel>,
     pub resolver: Resolver,
     t0: Instant,
     pub now_s: u32,
@@ -69,6 +70,7 @@ impl Rig {
             fdb: Arc::new(learner.build()),
             routes: routes.clone(),
             neigh: Arc::new(resolver.build()),
+            tunnel: Arc::new(Tunnel::empty()),
         });
         let queues = WorkerQueues::new(1024);
         let umem = Umem::new(&UmemConfig { frames: 512, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();
@@ -77,7 +79,8 @@ impl Rig {
         for p in ports {
             worker.add_port(p.id, Port::Memory(MemoryPort::new(&p.name).with_max_frame(1514)));
         }
-        Rig { worker, publisher, learner, queues, topo, routes, resolver, t0: Instant::now(), now_s: 0 }
+        let tunnel = Arc::new(Tunnel::empty());
+        Rig { worker, publisher, learner, queues, topo, routes, tunnel, resolver, t0: Instant::now(), now_s: 0 }
     }
 
     pub(super) fn mem(&mut self, port: u16) -> &mut MemoryPort {
@@ -116,27 +119,33 @@ impl Rig {
             self.queues.emit.push(e).unwrap();
         }
         if changed {
-            self.publisher.publish(Parts {
-                topology: self.topo.clone(),
-                fdb: Arc::new(self.learner.build()),
-                routes: self.routes.clone(),
-                neigh: Arc::new(self.resolver.build()),
-            });
+            self.publish();
         }
         if changed || !self.queues.emit.is_empty() {
             self.worker.poll_once(self.now_s);
         }
     }
 
-    /// Publishes new routes (connected ones stay), as control does on a change.
-    pub(super) fn set_routes(&mut self, routes: &[RouteSpec]) {
-        self.routes = Arc::new(Routes::build(&self.topo, routes).unwrap());
+    fn publish(&mut self) {
         self.publisher.publish(Parts {
             topology: self.topo.clone(),
             fdb: Arc::new(self.learner.build()),
             routes: self.routes.clone(),
             neigh: Arc::new(self.resolver.build()),
+            tunnel: self.tunnel.clone(),
         });
+    }
+
+    /// Publishes new routes (connected ones stay), as control does on a change.
+    pub(super) fn set_routes(&mut self, routes: &[RouteSpec]) {
+        self.routes = Arc::new(Routes::build(&self.topo, routes).unwrap());
+        self.publish();
+    }
+
+    /// Publishes a new tunnel table.
+    pub(super) fn set_tunnel(&mut self, tunnel: Tunnel) {
+        self.tunnel = Arc::new(tunnel);
+        self.publish();
     }
 
     pub(super) fn sent(&mut self, port: u16) -> Vec<Vec<u8>> {

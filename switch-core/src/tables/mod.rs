@@ -12,12 +12,14 @@ pub mod fib;
 pub mod neigh;
 pub mod route;
 pub mod topology;
+pub mod tunnel;
 
 pub use fdb::{Fdb, FdbEntry, LearnEvent, Learner};
 pub use fib::{Fib4, Fib6, Ipv4Prefix, Ipv6Prefix, PrefixError};
 pub use neigh::{Emit, NeighConfig, NeighEvent, NeighKey, NeighState, Neighbours, Resolver};
 pub use route::{Hop, Prefix, RouteError, RouteSpec, RouteTarget, Routes};
 pub use topology::{Gateway, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Topology, TopologyError};
+pub use tunnel::{PeerEntry, PeerSpec, Tunnel, TunnelError, TunnelMode, TunnelSpec};
 
 use arc_swap::ArcSwap;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,8 @@ pub struct Tables {
     pub routes: Arc<Routes>,
     /// Resolved next hops.
     pub neigh: Arc<Neighbours>,
+    /// The uplink and remote nodes.
+    pub tunnel: Arc<Tunnel>,
 }
 
 /// The parts of a snapshot, which control builds separately and publishes together.
@@ -50,16 +54,31 @@ pub struct Parts {
     pub routes: Arc<Routes>,
     /// Neighbours.
     pub neigh: Arc<Neighbours>,
+    /// The uplink and remote nodes.
+    pub tunnel: Arc<Tunnel>,
 }
 
 impl Parts {
     /// A switch without routing.
     pub fn l2(topology: Arc<Topology>, fdb: Arc<Fdb>) -> Parts {
-        Parts { topology, fdb, routes: Arc::new(Routes::empty()), neigh: Arc::new(Neighbours::empty()) }
+        Parts {
+            topology,
+            fdb,
+            routes: Arc::new(Routes::empty()),
+            neigh: Arc::new(Neighbours::empty()),
+            tunnel: Arc::new(Tunnel::empty()),
+        }
     }
 
     fn into_tables(self, generation: u64) -> Tables {
-        Tables { generation, topology: self.topology, fdb: self.fdb, routes: self.routes, neigh: self.neigh }
+        Tables {
+            generation,
+            topology: self.topology,
+            fdb: self.fdb,
+            routes: self.routes,
+            neigh: self.neigh,
+            tunnel: self.tunnel,
+        }
     }
 }
 

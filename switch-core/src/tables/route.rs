@@ -4,7 +4,8 @@
 //! Every network with a gateway contributes a connected route for each of its subnets
 //! (destinations there are resolved directly on the network). A configured route points
 //! at a network, a port, a next-hop address (which must sit in some network's connected
-//! subnet, so the switch knows where to resolve it) or a drop. A configured route for
+//! subnet, so the switch knows where to resolve it), a remote node (a peer of the
+//! tunnel table, which control keeps consistent with these routes) or a drop. A configured route for
 //! exactly a connected prefix replaces the connected one.
 
 use super::fib::{Fib4, Fib6, Ipv4Prefix, Ipv6Prefix};
@@ -53,6 +54,9 @@ pub enum RouteTarget {
     Via(IpAddr),
     /// Drop silently (a blackhole route), counted as `route_drop`.
     Drop,
+    /// Send to remote node `i` of the tunnel table (through VXLAN, or straight over
+    /// the underlay in direct-routing mode).
+    Peer(u16),
 }
 
 /// A route as control asks for it.
@@ -84,6 +88,8 @@ pub enum Hop {
     },
     /// Drop.
     Drop,
+    /// To remote node `i` of [`Tunnel::peers`](super::Tunnel::peers).
+    Peer(u16),
 }
 
 /// A route that cannot be installed, and why.
@@ -219,6 +225,7 @@ impl Routes {
                     }
                 }
                 RouteTarget::Drop => Hop::Drop,
+                RouteTarget::Peer(i) => Hop::Peer(i),
             };
             // A route for exactly a connected prefix replaces it.
             match connected_at.get(&r.prefix) {

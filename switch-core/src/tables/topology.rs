@@ -30,6 +30,9 @@ pub enum PortMode {
         /// Network of untagged frames.
         native: Option<NetworkId>,
     },
+    /// The node's NIC: in no network. What arrives is underlay traffic for the tunnel
+    /// stage; what leaves was encapsulated or routed to a remote node.
+    Uplink,
 }
 
 /// A network as control describes it.
@@ -316,6 +319,7 @@ impl Topology {
             };
             let mut egress = vec![NOT_MEMBER; net_slots].into_boxed_slice();
             let (untagged, vid_to_network) = match &p.mode {
+                PortMode::Uplink => (NOT_MEMBER, Box::default()),
                 PortMode::Access { network } => {
                     let n = known(*network)?;
                     egress[n as usize] = UNTAGGED;

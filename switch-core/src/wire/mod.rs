@@ -6,7 +6,7 @@
 //! A small `Copy` `Repr` with `parse` and `emit` serves the slow path and the tests.
 //!
 //! Protocols: Ethernet, 802.1Q, ARP, IPv4, IPv6, ICMP, ICMPv6 with neighbour discovery,
-//! UDP, TCP; checksums full and incremental (RFC 1624) in `checksum`.
+//! UDP, TCP, VXLAN; checksums full and incremental (RFC 1624) in `checksum`.
 //!
 //! The hot path uses the views directly with fixed offsets; it never builds a `Repr`.
 
@@ -20,6 +20,7 @@ pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
+pub mod vxlan;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr};
@@ -30,6 +31,7 @@ pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use tcp::TcpPacket;
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{VlanId, VlanTag};
+pub use vxlan::VxlanPacket;
 
 /// Why a packet could not be parsed. Small and `Copy`, so the slow path can count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
