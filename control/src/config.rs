@@ -43,6 +43,11 @@ pub struct Config {
     pub node: NodeConfig,
     /// The veth pair into the node's own namespace.
     pub host_port: Option<HostPortConfig>,
+    /// The node's NIC, which carries traffic to and from other nodes.
+    pub uplink: Option<UplinkConfig>,
+    /// Remote nodes and their pod CIDRs.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
     /// The gRPC API's Unix socket.
     #[serde(default = "default_socket")]
     pub control_socket: PathBuf,
@@ -112,9 +117,74 @@ impl Config {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// The node's name (default: the host name); its VTEP MAC is derived from it.
+    pub name: Option<String>,
     /// The pod CIDRs this node owns: the node's own namespace routes them to the host
-    /// port.
+    /// port, and remote nodes route them here.
     #[serde(default)]
+    pub pod_cidrs: Vec<String>,
+    /// This node's underlay addresses (on the uplink, owned by the kernel): the VTEP
+    /// addresses VXLAN is sent from and accepted on. One per family at most.
+    #[serde(default)]
+    pub underlay: Vec<IpAddr>,
+    /// The VTEP MAC (inner source of encapsulated frames, and the inner destination
+    /// accepted). Default: derived from the node name, as peers derive it.
+    pub vtep_mac: Option<String>,
+}
+
+/// How pods reach pods on other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlay {
+    /// VXLAN to each peer's VTEP (the underlay routes only node addresses).
+    #[default]
+    Vxlan,
+    /// Plain routing to each peer's underlay address (the nodes share an L2 segment,
+    /// or the fabric routes pod CIDRs).
+    Direct,
+}
+
+/// `[uplink]`: the NIC (every queue, one per worker). Its XDP program takes only what
+/// is the switch's; everything else stays the kernel's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The interface.
+    pub interface: String,
+    /// `vxlan` (default) or `direct`.
+    #[serde(default)]
+    pub mode: Overlay,
+    /// The VNI of the pod overlay.
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// VXLAN's UDP port.
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+    /// The network (with a gateway) that routes what comes from remote nodes: its
+    /// gateway is where ICMP errors about their packets come from.
+    pub network: String,
+}
+
+fn default_vni() -> u32 {
+    1
+}
+
+fn default_vxlan_port() -> u16 {
+    switch_core::wire::vxlan::PORT
+}
+
+/// `[[peers]]`: a remote node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its name (its VTEP MAC is derived from it unless given).
+    pub name: String,
+    /// Its underlay addresses; the first of a family this node has an underlay
+    /// address in is used.
+    pub underlay: Vec<IpAddr>,
+    /// Its VTEP MAC (a Linux `vxlan` device's MAC, for a kernel peer).
+    pub vtep_mac: Option<String>,
+    /// Its pod CIDRs: routed to it.
     pub pod_cidrs: Vec<String>,
 }
 
@@ -613,6 +683,23 @@ impl Config {
             };
             ports.push(PortSpec { id: PortId(id), name: p.name.clone(), mode, static_macs: macs });
         }
+        if let Some(u) = &self.uplink {
+            if u.interface.is_empty() || u.interface.len() > 15 {
+                return Err(bad(format!("uplink.interface {:?} must be 1 to 15 characters", u.interface)));
+            }
+            if ports.iter().any(|p| p.name == u.interface) {
+                return Err(bad(format!("uplink: {:?} is also configured as a port", u.interface)));
+            }
+            if self.dataplane.max_ports < 3 {
+                return Err(bad("dataplane.max_ports must be at least 3 with an uplink".into()));
+            }
+            ports.push(PortSpec {
+                id: PortId(self.uplink_port_id()),
+                name: u.interface.clone(),
+                mode: PortMode::Uplink,
+                static_macs: vec![],
+            });
+        }
         if let Some(h) = &self.host_port {
             if h.name.is_empty() || h.name.len() > 12 {
                 return Err(bad(format!(
@@ -623,6 +710,7 @@ impl Config {
             let network = net_id("host_port", &h.network)?;
             let name = h.switch_side();
             if ports.iter().any(|p| p.name == name || p.name == h.name) {
+                // (The uplink is in `ports` by now, so a clash with it is caught too.)
                 return Err(bad(format!("host_port: a port named {name:?} or {:?} is already configured", h.name)));
             }
             // The last id is the host port's, so the API's ports never take it.
@@ -718,6 +806,7 @@ impl Config {
                 c.parse::<Prefix>().map_err(|e| bad(format!("node.pod_cidrs: {e}")))?;
             }
         }
+        routes.extend(self.peer_routes(topology)?);
         Routes::build(topology, &routes).map_err(|e| bad(e.to_string()))?;
 
         let mut neighbours = Vec::new();

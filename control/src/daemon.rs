@@ -106,6 +106,7 @@ pub struct Daemon {
     metrics: Option<crate::metrics::Server>,
     api: Option<crate::server::Server>,
     engine: Option<Arc<Mutex<Engine>>>,
+    underlay: Option<crate::underlay::UnderlayWatch>,
     // Deleted in `stop`, after XDP is detached from it.
     host: Option<crate::host::HostPort>,
     view: Arc<View>,
@@ -222,7 +223,8 @@ impl Daemon {
             comp_size: cfg.dataplane.ring_size,
             mode: BindMode::Copy,
         };
-        let frames = umem_frames(cfg, desired.ports.len() + usize::from(host.is_some()));
+        let frames =
+            umem_frames(cfg, desired.ports.len() + usize::from(host.is_some()) + usize::from(cfg.uplink.is_some()));
         let mut workers = Vec::new();
         let mut sides = Vec::new();
         let mut umems = Vec::new();
@@ -277,9 +279,13 @@ impl Daemon {
             resolver: Resolver::new(cfg.neigh_config()),
             topology: Arc::new(Topology::empty()),
             routes: Arc::new(Routes::empty()),
+            tunnel_parts: None,
+            next_hops: Default::default(),
+            tunnel: Arc::new(switch_core::tables::Tunnel::empty()),
         }));
         let queues: Vec<WorkerQueues> = sides.iter().map(|s| s.queues.clone()).collect();
-        let dp = Dataplane::new(sides, xsk_cfg, cfg.xdp_mode(), cfg.dataplane.max_ports, cfg.dataplane.frame_size);
+        let mut dp = Dataplane::new(sides, xsk_cfg, cfg.xdp_mode(), cfg.dataplane.max_ports, cfg.dataplane.frame_size);
+        dp.uplink_filter = cfg.uplink_filter();
         let control = {
             let (stop, view, live) = (stop.clone(), view.clone(), live.clone());
             let state = Control { live, queues, clock };
@@ -297,10 +303,15 @@ impl Daemon {
             metrics: None,
             api: None,
             engine: None,
+            underlay: None,
             host,
             view: view.clone(),
         };
-        let engine = Engine::start(cfg.clone(), desired, store.clone(), live, dp, view.clone(), first_start)?;
+        let engine = Engine::start(cfg.clone(), desired, store.clone(), live.clone(), dp, view.clone(), first_start)?;
+        // After the engine published the peers, so the first look finds them.
+        if let Some(u) = &cfg.uplink {
+            daemon.underlay = Some(crate::underlay::UnderlayWatch::start(u.interface.clone(), live, other_cpus(cfg))?);
+        }
         if first_start {
             store.write_snapshot(engine.desired()).context("writing the first state snapshot")?;
         }
@@ -340,6 +351,7 @@ impl Daemon {
         if let Some(a) = self.api.take() {
             a.stop();
         }
+        self.underlay.take();
         let detached = match self.engine.take() {
             Some(e) => e.lock().map(|mut e| e.detach_xdp()).unwrap_or_default(),
             None => Vec::new(),

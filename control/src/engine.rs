@@ -14,7 +14,7 @@ use crate::config::{Config, Ids, PodRef, PortConfig};
 use crate::daemon::{PortView, View};
 use crate::state::{self, Desired, Mutation, Refusal};
 use crate::store::Store;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -23,10 +23,12 @@ use switch_core::pipeline::BATCH_SIZE;
 use switch_core::port::{Port, XskPort};
 use switch_core::sys::netdev;
 use switch_core::tables::{
-    Fdb, Learner, NeighKey, Parts, PortId, PortMode, PortSpec, Publisher, Resolver, Routes, Topology,
+    Fdb, Learner, NeighKey, Parts, PeerSpec, PortId, PortMode, PortSpec, Publisher, Resolver, Routes, Topology, Tunnel,
+    TunnelSpec,
 };
 use switch_core::wire::EthernetAddress;
 use switch_core::worker::{PortCommand, PortDone, WorkerQueues};
+use switch_core::xdp::insn::UplinkFilter;
 use switch_core::xdp::{Fallback, XdpMember, XdpMode, XdpShared};
 use switch_core::xsk::{UmemRegion, XskConfig, XskSocket, FRAME_HEADROOM};
 
@@ -49,6 +51,13 @@ pub struct Live {
     pub topology: Arc<Topology>,
     /// The current routes.
     pub routes: Arc<Routes>,
+    /// The uplink and the peers, without their next hops' MACs.
+    pub tunnel_parts: Option<(TunnelSpec, Vec<PeerSpec>)>,
+    /// The peers' underlay next hops' MACs (by peer underlay address), as the
+    /// underlay watcher last found them.
+    pub next_hops: HashMap<IpAddr, EthernetAddress>,
+    /// The current tunnel table.
+    pub tunnel: Arc<Tunnel>,
 }
 
 impl Live {
@@ -59,16 +68,57 @@ impl Live {
             fdb: Arc::new(self.learner.build()),
             routes: self.routes.clone(),
             neigh: Arc::new(self.resolver.build()),
+            tunnel: self.tunnel.clone(),
         })
     }
 
-    /// Replaces topology, routes and static neighbours, and publishes.
-    pub fn set(&mut self, topology: Topology, routes: Routes, statics: &[(NeighKey, EthernetAddress)]) -> u64 {
+    /// Replaces topology, routes, static neighbours and the tunnel's parts, and
+    /// publishes.
+    pub fn set(
+        &mut self,
+        topology: Topology,
+        routes: Routes,
+        statics: &[(NeighKey, EthernetAddress)],
+        tunnel: Option<(TunnelSpec, Vec<PeerSpec>)>,
+    ) -> u64 {
         self.learner.sync_topology(&topology);
         self.resolver.set_statics(statics);
         self.topology = Arc::new(topology);
         self.routes = Arc::new(routes);
+        self.tunnel_parts = tunnel;
+        self.build_tunnel();
         self.publish()
+    }
+
+    /// Takes the underlay next hops' MACs; publishes if they changed anything.
+    pub fn set_next_hops(&mut self, next_hops: HashMap<IpAddr, EthernetAddress>) {
+        if next_hops != self.next_hops {
+            self.next_hops = next_hops;
+            self.build_tunnel();
+            self.publish();
+        }
+    }
+
+    /// The peers' underlay addresses (what the underlay watcher resolves).
+    pub fn peer_addresses(&self) -> Vec<IpAddr> {
+        self.tunnel_parts.as_ref().map_or_else(Vec::new, |(_, p)| p.iter().map(|p| p.underlay).collect())
+    }
+
+    fn build_tunnel(&mut self) {
+        let Some((local, peers)) = &self.tunnel_parts else {
+            self.tunnel = Arc::new(Tunnel::empty());
+            return;
+        };
+        let peers: Vec<PeerSpec> = peers
+            .iter()
+            .map(|p| PeerSpec { next_hop: self.next_hops.get(&p.underlay).copied(), ..p.clone() })
+            .collect();
+        self.tunnel = Arc::new(Tunnel::new(local.clone(), &peers).unwrap_or_else(|e| {
+            // The configuration was checked; an uplink whose MTU changed under us can
+            // still get here. Say so; the peers are unreachable until it is fixed.
+            tracing::error!("tunnel table: {e}");
+            Tunnel::empty()
+        }));
     }
 
     /// An empty FDB (before the first publish).
@@ -109,6 +159,8 @@ pub struct Dataplane {
     xdp: Option<Arc<XdpShared>>,
     max_ports: u16,
     frame_size: u32,
+    /// What the uplink's own program takes (see XdpShared::attach_uplink).
+    pub uplink_filter: Option<UplinkFilter>,
 }
 
 impl Dataplane {
@@ -120,7 +172,16 @@ impl Dataplane {
         max_ports: u16,
         frame_size: u32,
     ) -> Dataplane {
-        Dataplane { workers, attached: BTreeMap::new(), xsk, xdp_mode, xdp: None, max_ports, frame_size }
+        Dataplane {
+            workers,
+            attached: BTreeMap::new(),
+            xsk,
+            xdp_mode,
+            xdp: None,
+            max_ports,
+            frame_size,
+            uplink_filter: None,
+        }
     }
 
     /// The attached ports, for the metrics.
@@ -201,7 +262,12 @@ impl Dataplane {
                 Arc::clone(self.xdp.insert(Arc::new(x)))
             }
         };
-        let xdp = shared.attach(name, u32::from(spec.id.0), self.xdp_mode).map_err(|e| fail(e.to_string()))?;
+        let slot = u32::from(spec.id.0);
+        let xdp = match (&spec.mode, &self.uplink_filter) {
+            (PortMode::Uplink, Some(f)) => shared.attach_uplink(name, slot, self.xdp_mode, f),
+            _ => shared.attach(name, slot, self.xdp_mode),
+        }
+        .map_err(|e| fail(e.to_string()))?;
         let t2 = Instant::now();
         for (w, s) in sockets.iter().enumerate() {
             xdp.insert(w as u32, s.raw_fd()).map_err(|e| fail(e.to_string()))?;
@@ -419,7 +485,8 @@ impl Engine {
                 // On a first start the ports come from the config file: a missing
                 // interface is the file's mistake. The host port is always ours.
                 let host = e.base.host_port.as_ref().is_some_and(|h| h.switch_side() == spec.name);
-                if host || strict {
+                let uplink = spec.mode == PortMode::Uplink;
+                if host || uplink || strict {
                     anyhow::bail!("{r}");
                 }
                 tracing::warn!(port = %spec.name, "not attached: {r}; kept in the state, attached when it appears");
@@ -476,7 +543,19 @@ impl Engine {
         let topology = c.topology().map_err(|e| Refusal::Conflict(e.to_string()))?;
         let routing = c.routing(&topology).map_err(|e| Refusal::Conflict(e.to_string()))?;
         let routes = Routes::build(&topology, &routing.routes).map_err(|e| Refusal::Conflict(e.to_string()))?;
-        let generation = self.live.lock().unwrap_or_else(|e| e.into_inner()).set(topology, routes, &routing.neighbours);
+        let tunnel = match &c.uplink {
+            // Without the uplink in the dataplane there is no tunnel: routes to peers
+            // drop (no_route) until it comes back.
+            Some(u) if !self.missing.contains_key(&u.interface) => {
+                let iface = |e: std::io::Error| Refusal::Conflict(format!("uplink {:?}: {e}", u.interface));
+                let mac = EthernetAddress(netdev::mac(&u.interface).map_err(iface)?);
+                let mtu = netdev::mtu(&u.interface).map_err(iface)?;
+                c.tunnel_parts(&topology, mac, mtu).map_err(|e| Refusal::Conflict(e.to_string()))?
+            }
+            _ => None,
+        };
+        let generation =
+            self.live.lock().unwrap_or_else(|e| e.into_inner()).set(topology, routes, &routing.neighbours, tunnel);
         if let Ok(mut p) = self.view.ports.lock() {
             *p = self.dp.views();
         }

@@ -102,7 +102,7 @@ pub fn render(view: &View) -> String {
         }
     }
     type WorkerField = fn(&switch_core::stats::WorkerStats) -> u64;
-    let worker_counters: [(&str, &str, &str, WorkerField); 19] = [
+    let worker_counters: [(&str, &str, &str, WorkerField); 21] = [
         ("podswitch_worker_busy_loops_total", "counter", "Poll loops that found packets.", |w| w.busy_loops.get()),
         ("podswitch_worker_idle_loops_total", "counter", "Poll loops that found none.", |w| w.idle_loops.get()),
         ("podswitch_worker_batches_total", "counter", "Batches processed.", |w| w.batches.get()),

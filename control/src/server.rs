@@ -440,6 +440,13 @@ impl pb::routes_server::Routes for Api {
                         e.via = ip.to_string();
                     }
                     Hop::Drop => e.kind = "drop".into(),
+                    Hop::Peer(i) => {
+                        e.kind = "peer".into();
+                        if let Some(p) = tables.tunnel.peer(*i) {
+                            e.peer = p.spec.name.clone();
+                            e.via = p.spec.underlay.to_string();
+                        }
+                    }
                 }
                 e
             })
@@ -490,7 +497,10 @@ impl pb::switch_server::Switch for Api {
             uptime_s: self.view.started.elapsed().as_secs(),
             state_dir: e.store().dir().display().to_string(),
             missing_ports: e.missing().keys().cloned().collect(),
-            pod_mtu: e.base().pod_mtu(),
+            // Over a tunnel, what it leaves of the uplink's MTU.
+            pod_mtu: e
+                .base()
+                .pod_mtu_over(e.base().uplink.as_ref().and_then(|u| switch_core::sys::netdev::mtu(&u.interface).ok())),
             max_mtu: e.base().max_pod_mtu(),
         }))
     }

@@ -419,7 +419,7 @@ pub fn check(base: &Config, cur: &Desired, m: &Mutation, skip: impl Fn(&str) -> 
             )));
         }
     }
-    let limit = base.dataplane.max_ports - u16::from(base.host_port.is_some());
+    let limit = base.first_reserved_port_id();
     if let Mutation::PutPort(p) = m {
         let id = cur.ids.ports.get(&p.name).copied().unwrap_or_else(|| cur.next_port_id());
         if id >= limit {

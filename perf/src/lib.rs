@@ -218,3 +218,138 @@ pub fn random_v4_prefixes(n: usize) -> Vec<switch_core::tables::Prefix> {
     }
     out
 }
+
+/// This node's VTEP MAC in [`tunnel_worker`].
+pub const VTEP: [u8; 6] = [2, 0xcc, 0, 0, 0, 1];
+/// The peer's VTEP MAC in [`tunnel_worker`].
+pub const PEER_VTEP: [u8; 6] = [2, 0xcc, 0, 0, 0, 2];
+/// The uplink's MAC in [`tunnel_worker`].
+pub const UPLINK: [u8; 6] = [2, 0xee, 0, 0, 0, 1];
+
+/// A worker with a tunnel: network "a" (198.18.1.0/24, 2001:db8:1::/64, gateway `GW_A`)
+/// on port 0 with hosts 10-73 resolved to `SRC`; the uplink on port 1 (VTEP
+/// 198.19.0.1 and 2001:db8:ff::1, VNI 1); one peer owning 198.18.2.0/24 and
+/// 2001:db8:2::/64, reached over IPv6 if `v6_underlay`, its next hop resolved to
+/// `KNOWN`. Port `rx` receives `frames` over and over.
+pub fn tunnel_worker(frames: Vec<Vec<u8>>, rx: u16, v6_underlay: bool) -> Worker {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use switch_core::tables::{
+        Gateway, NeighKey, PeerSpec, Resolver, RouteSpec, RouteTarget, Routes, Tunnel, TunnelMode, TunnelSpec,
+    };
+    use switch_core::wire::EthernetAddress;
+    let nets = [NetworkSpec {
+        id: NetworkId(0),
+        name: "a".into(),
+        ageing_s: 300,
+        gateway: Some(Gateway {
+            mac: EthernetAddress(GW_A),
+            v4: Some((Ipv4Addr::new(198, 18, 1, 1), 24)),
+            v6: Some((Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1), 64)),
+            router_advertisements: false,
+        }),
+    }];
+    let ports = [
+        PortSpec {
+            id: PortId(0),
+            name: "p0".into(),
+            mode: PortMode::Access { network: NetworkId(0) },
+            static_macs: vec![EthernetAddress(SRC)],
+        },
+        PortSpec { id: PortId(1), name: "uplink".into(), mode: PortMode::Uplink, static_macs: vec![] },
+    ];
+    let topo = Arc::new(Topology::new(&nets, &ports, 8).expect("valid topology"));
+    let mut learner = Learner::new(1024);
+    learner.sync_topology(&topo);
+    let mut resolver = Resolver::new(Default::default());
+    let a = NetworkId(0);
+    for h in 10..74 {
+        resolver.set_static(NeighKey::v4(a, Ipv4Addr::new(198, 18, 1, h)), EthernetAddress(SRC));
+        resolver.set_static(
+            NeighKey::v6(a, Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(h))),
+            EthernetAddress(SRC),
+        );
+    }
+    let specs = [
+        RouteSpec { prefix: "198.18.2.0/24".parse().expect("prefix"), target: RouteTarget::Peer(0) },
+        RouteSpec { prefix: "2001:db8:2::/64".parse().expect("prefix"), target: RouteTarget::Peer(0) },
+    ];
+    let local = TunnelSpec {
+        uplink: PortId(1),
+        mode: TunnelMode::Vxlan,
+        uplink_mac: EthernetAddress(UPLINK),
+        uplink_mtu: 1500,
+        vtep_mac: EthernetAddress(VTEP),
+        local4: Some(Ipv4Addr::new(198, 19, 0, 1)),
+        local6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1)),
+        udp_port: 4789,
+        vni: 1,
+        network: a,
+    };
+    let peer = PeerSpec {
+        name: "b".into(),
+        underlay: if v6_underlay {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2))
+        },
+        vtep_mac: EthernetAddress(PEER_VTEP),
+        next_hop: Some(EthernetAddress(KNOWN)),
+    };
+    let publisher = Publisher::new(Parts {
+        topology: topo.clone(),
+        fdb: Arc::new(learner.build()),
+        routes: Arc::new(Routes::build(&topo, &specs).expect("valid routes")),
+        neigh: Arc::new(resolver.build()),
+        tunnel: Arc::new(Tunnel::new(local, &[peer]).expect("valid tunnel")),
+    });
+    let queues = WorkerQueues::new(1024);
+    let umem =
+        Umem::new(&UmemConfig { frames: 4096, frame_size: 4096, hugepages: HugepagePolicy::Auto }).expect("UMEM");
+    let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8, pending: 64 };
+    let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues, Clock::new());
+    for p in 0..2u16 {
+        let replay = if p == rx { frames.clone() } else { vec![] };
+        w.add_port(PortId(p), Port::Memory(MemoryPort::replaying(&format!("p{p}"), replay)));
+    }
+    drop(publisher);
+    w
+}
+
+/// `inner` (an Ethernet frame for `VTEP`) in VXLAN (VNI 1) from the peer of
+/// [`tunnel_worker`] to this node, over IPv6 if `v6`, with a zero UDP checksum over
+/// IPv4 and a real one over IPv6, as Linux sends them.
+pub fn vxlan_frame(inner: &[u8], v6: bool) -> Vec<u8> {
+    use switch_core::wire::checksum;
+    let mut f = Vec::new();
+    f.extend_from_slice(&UPLINK);
+    f.extend_from_slice(&KNOWN);
+    let udp_len = 8 + 8 + inner.len();
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&50000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&4789u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    udp.extend_from_slice(inner);
+    if v6 {
+        let (src, dst) = (
+            [0x20, 1, 0xd, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0x20, 1, 0xd, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[17, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        let c = checksum::l4(std::net::Ipv6Addr::from(src).into(), std::net::Ipv6Addr::from(dst).into(), 17, &udp);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+    } else {
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 19, 0, 2, 198, 19, 0, 1];
+        ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+        let c = checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+    }
+    f.extend_from_slice(&udp);
+    f
+}

@@ -8,9 +8,11 @@
 pub mod metrics;
 pub mod node;
 pub mod raw;
+pub mod udp;
 
 pub use control::netns::{pod_veth, NetNs};
 pub use node::{podswitchd_path, Node, Pod};
+pub use udp::udp_exact;
 
 /// True if the test can run; false (after saying why) if it should skip. Panics under
 /// CI=true when not root, so CI never passes by skipping.

@@ -505,7 +505,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 l.entries
                     .iter()
                     .map(|e| {
-                        vec![e.prefix.clone(), e.kind.clone(), or_dash(&e.network), or_dash(&e.port), or_dash(&e.via)]
+                        let via = if e.peer.is_empty() { e.via.clone() } else { format!("{} ({})", e.peer, e.via) };
+                        vec![e.prefix.clone(), e.kind.clone(), or_dash(&e.network), or_dash(&e.port), or_dash(&via)]
                     })
                     .collect(),
             );

@@ -1,4 +1,4 @@
-//! What the dataplane reads about a network interface: index, MTU, queue count.
+//! What the dataplane reads about a network interface: index, MTU, MAC, queue count.
 //!
 //! Through ioctls on a socket of the calling thread's network namespace, not sysfs:
 //! /sys/class/net shows the namespace sysfs was mounted in, which is not the daemon's
@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 const SIOCGIFMTU: u64 = 0x8921;
+const SIOCGIFHWADDR: u64 = 0x8927;
 const SIOCETHTOOL: u64 = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_STXCSUM: u32 = 0x17;
@@ -58,6 +59,15 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     let mut r = IfReq::new(name)?;
     r.call(SIOCGIFMTU)?;
     Ok(i32::from_ne_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as u32)
+}
+
+/// The interface's hardware address (a `struct sockaddr`: family, then the bytes).
+pub fn mac(name: &str) -> io::Result<[u8; 6]> {
+    let mut r = IfReq::new(name)?;
+    r.call(SIOCGIFHWADDR)?;
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&r.data[2..8]);
+    Ok(m)
 }
 
 /// How many receive queues the interface has (ethtool channels: rx or combined). An

@@ -237,6 +237,20 @@ pub fn test_run_live(prog: &OwnedFd, ifindex: u32, frame: &[u8], repeat: u32, ba
     Ok(a.duration)
 }
 
+/// Runs `prog` once over a copy of `frame` (nothing is sent) and returns its verdict.
+pub fn test_run(prog: &OwnedFd, frame: &[u8]) -> Result<u32, BpfError> {
+    let mut a = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf { cmd: BPF_PROG_TEST_RUN, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("running the program on a test frame", e))?;
+    Ok(a.retval)
+}
+
 /// `map[key] = value`.
 pub(crate) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfError> {
     let mut a = MapElemAttr {

@@ -168,6 +168,213 @@ pub fn redirect_by_ifindex(ports_fd: i32, xsks_fd: i32, queues: u32, fallback: s
     ]
 }
 
+/// What the uplink's program steers to the switch; everything else goes to the
+/// kernel's stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkFilter {
+    /// VXLAN: UDP to this port on one of these addresses (IPv4 without options, IPv6
+    /// without extension headers, as VXLAN senders send).
+    pub vxlan: Option<(Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>, u16)>,
+    /// Direct routing: IPv4 to these prefixes (address, length).
+    pub prefixes4: Vec<(std::net::Ipv4Addr, u8)>,
+    /// Direct routing: IPv6 to these prefixes.
+    pub prefixes6: Vec<(std::net::Ipv6Addr, u8)>,
+}
+
+// More opcodes, for the uplink program.
+const BPF_JMP32: u8 = 0x06;
+const BPF_ALU: u8 = 0x04;
+const BPF_H: u8 = 0x08;
+const BPF_B: u8 = 0x10;
+const BPF_X: u8 = 0x08;
+const BPF_JEQ: u8 = 0x10;
+const BPF_JGT: u8 = 0x20;
+const BPF_JNE: u8 = 0x50;
+const BPF_AND: u8 = 0x50;
+
+/// An instruction list with named jump targets, resolved by [`Asm::finish`].
+#[derive(Debug, Default)]
+struct Asm {
+    insns: Vec<Insn>,
+    labels: Vec<(String, usize)>,
+    fixups: Vec<(usize, String)>,
+}
+
+impl Asm {
+    fn op(&mut self, i: Insn) -> &mut Self {
+        self.insns.push(i);
+        self
+    }
+
+    fn ops(&mut self, i: &[Insn]) -> &mut Self {
+        self.insns.extend_from_slice(i);
+        self
+    }
+
+    fn label(&mut self, name: &str) -> &mut Self {
+        self.labels.push((name.to_string(), self.insns.len()));
+        self
+    }
+
+    /// A jump instruction whose offset `to` fills in.
+    fn jump(&mut self, i: Insn, to: &str) -> &mut Self {
+        self.fixups.push((self.insns.len(), to.to_string()));
+        self.insns.push(i);
+        self
+    }
+
+    /// `if w(dst) == imm goto to` (32-bit compare).
+    fn jeq32(&mut self, dst: u8, imm: u32, to: &str) -> &mut Self {
+        self.jump(Insn { code: BPF_JMP32 | BPF_JEQ | BPF_K, regs: regs(dst, 0), off: 0, imm: imm as i32 }, to)
+    }
+
+    /// `if w(dst) != imm goto to` (32-bit compare).
+    fn jne32(&mut self, dst: u8, imm: u32, to: &str) -> &mut Self {
+        self.jump(Insn { code: BPF_JMP32 | BPF_JNE | BPF_K, regs: regs(dst, 0), off: 0, imm: imm as i32 }, to)
+    }
+
+    /// `if data + len > data_end goto to` (r2 = data, r3 = data_end; clobbers r1).
+    fn need(&mut self, len: i32, to: &str) -> &mut Self {
+        self.op(mov64_reg(1, 2)).op(add64_imm(1, len));
+        self.jump(Insn { code: BPF_JMP | BPF_JGT | BPF_X, regs: regs(1, 3), off: 0, imm: 0 }, to)
+    }
+
+    /// `goto to`
+    fn ja(&mut self, to: &str) -> &mut Self {
+        self.jump(Insn { code: BPF_JMP, regs: 0, off: 0, imm: 0 }, to)
+    }
+
+    fn finish(mut self) -> Vec<Insn> {
+        for (at, to) in &self.fixups {
+            let target = self.labels.iter().find(|(n, _)| n == to).map(|(_, i)| *i).expect("every jump has a label");
+            self.insns[*at].off = (target as i64 - *at as i64 - 1) as i16;
+        }
+        self.insns
+    }
+}
+
+/// `dst = *(u16 *)(src + off)`
+const fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
+    Insn { code: BPF_LDX | BPF_MEM | BPF_H, regs: regs(dst, src), off, imm: 0 }
+}
+
+/// `dst = *(u8 *)(src + off)`
+const fn ldx_b(dst: u8, src: u8, off: i16) -> Insn {
+    Insn { code: BPF_LDX | BPF_MEM | BPF_B, regs: regs(dst, src), off, imm: 0 }
+}
+
+/// `w(dst) &= imm`
+const fn and32_imm(dst: u8, imm: u32) -> Insn {
+    Insn { code: BPF_ALU | BPF_AND | BPF_K, regs: regs(dst, 0), off: 0, imm: imm as i32 }
+}
+
+/// A 32-bit word of packet bytes as a little-endian load sees it.
+fn le(b: [u8; 4]) -> u32 {
+    u32::from_le_bytes(b)
+}
+
+/// The uplink's program: frames `filter` selects go to `on_match` (which ends the
+/// program), every other frame to the kernel (XDP_PASS). Registers: r6 = ctx, r2 =
+/// data, r3 = data_end.
+///
+/// ```text
+/// ethernet too short or not IPv4/IPv6     → pass
+/// IPv4 dst in a prefix (direct routing)   → match
+/// IPv4 dst = VTEP, UDP, no options, port  → match
+/// IPv6 dst in a prefix                    → match
+/// IPv6 dst = VTEP, next header UDP, port  → match
+/// else                                    → pass
+/// ```
+fn uplink_program(filter: &UplinkFilter, on_match: &[Insn]) -> Vec<Insn> {
+    if filter.vxlan.is_none() && filter.prefixes4.is_empty() && filter.prefixes6.is_empty() {
+        // Nothing is the switch's (and the verifier refuses unreachable code).
+        return verdict(XDP_PASS);
+    }
+    let mut a = Asm::default();
+    a.op(mov64_reg(6, 1)).op(ldx_w(2, 1, 0)).op(ldx_w(3, 1, 4));
+    a.need(14, "pass").op(ldx_h(4, 2, 12));
+    a.jeq32(4, le([0x08, 0x00, 0, 0]), "v4").jeq32(4, le([0x86, 0xdd, 0, 0]), "v6").ja("pass");
+
+    a.label("v4").need(34, "pass").op(ldx_w(4, 2, 30));
+    for (addr, len) in &filter.prefixes4 {
+        let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0).to_be_bytes();
+        let net = (u32::from(*addr) & u32::from_be_bytes(mask)).to_be_bytes();
+        a.op(mov64_reg(5, 4)).op(and32_imm(5, le(mask))).jeq32(5, le(net), "match");
+    }
+    match filter.vxlan {
+        Some((Some(v4), _, port)) => {
+            let p = port.to_be_bytes();
+            a.jne32(4, le(v4.octets()), "pass");
+            a.op(ldx_b(5, 2, 14 + 9)).jne32(5, 17, "pass");
+            a.op(ldx_b(5, 2, 14)).jne32(5, 0x45, "pass");
+            a.need(42, "pass").op(ldx_h(5, 2, 36)).jne32(5, le([p[0], p[1], 0, 0]), "pass");
+            a.ja("match");
+        }
+        _ => {
+            a.ja("pass");
+        }
+    }
+
+    a.label("v6").need(54, "pass");
+    for (i, (addr, len)) in filter.prefixes6.iter().enumerate() {
+        let next = format!("v6_next_{i}");
+        let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0).to_be_bytes();
+        let net = (u128::from(*addr) & u128::from_be_bytes(mask)).to_be_bytes();
+        for w in 0..4 {
+            let m: [u8; 4] = mask[w * 4..w * 4 + 4].try_into().expect("4 bytes");
+            if m == [0; 4] {
+                continue;
+            }
+            let n: [u8; 4] = net[w * 4..w * 4 + 4].try_into().expect("4 bytes");
+            a.op(ldx_w(5, 2, 38 + 4 * w as i16)).op(and32_imm(5, le(m))).jne32(5, le(n), &next);
+        }
+        a.ja("match").label(&next);
+    }
+    match filter.vxlan {
+        Some((_, Some(v6), port)) => {
+            let o = v6.octets();
+            for w in 0..4 {
+                let b: [u8; 4] = o[w * 4..w * 4 + 4].try_into().expect("4 bytes");
+                a.op(ldx_w(5, 2, 38 + 4 * w as i16)).jne32(5, le(b), "pass");
+            }
+            let p = port.to_be_bytes();
+            a.op(ldx_b(5, 2, 14 + 6)).jne32(5, 17, "pass");
+            a.need(62, "pass").op(ldx_h(5, 2, 56)).jne32(5, le([p[0], p[1], 0, 0]), "pass");
+            a.ja("match");
+        }
+        _ => {
+            a.ja("pass");
+        }
+    }
+
+    a.label("match").ops(on_match);
+    a.label("pass").op(mov64_imm(0, XDP_PASS)).op(exit());
+    a.finish()
+}
+
+/// The uplink's steering program: what `filter` selects goes to XSKMAP slot
+/// `base + rx queue` (queues beyond `queues`, or without a socket, to the kernel).
+pub fn uplink_redirect(filter: &UplinkFilter, xsks_fd: i32, base: u32, queues: u32) -> Vec<Insn> {
+    let [x0, x1] = ld_map_fd(1, xsks_fd);
+    let tail = [
+        ldx_w(2, 6, XDP_MD_RX_QUEUE_INDEX),
+        jge_imm(2, queues as i32, 6), // → pass (the six instructions below)
+        add64_imm(2, base as i32),
+        x0,
+        x1,
+        mov64_imm(3, XDP_PASS),
+        call(HELPER_REDIRECT_MAP),
+        exit(),
+    ];
+    uplink_program(filter, &tail)
+}
+
+/// The uplink's filter with a verdict instead of the redirect (for tests through
+/// `BPF_PROG_TEST_RUN`, which cannot tell a redirect from its fallback).
+pub fn uplink_verdict(filter: &UplinkFilter, on_match: i32) -> Vec<Insn> {
+    uplink_program(filter, &[mov64_imm(0, on_match), exit()])
+}
+
 /// `return verdict` for every frame.
 pub fn verdict(v: i32) -> Vec<Insn> {
     vec![mov64_imm(0, v), exit()]
@@ -223,6 +430,64 @@ mod tests {
         assert_eq!(bytes[16], [0x85, 0x00, 0, 0, 51, 0, 0, 0]); // call bpf_redirect_map
         assert_eq!(bytes[17], [0x95, 0, 0, 0, 0, 0, 0, 0]); // exit
         assert_eq!(core::mem::size_of::<Insn>(), 8);
+    }
+
+    /// The uplink filter, loaded into the kernel (the verifier accepts it) and run on
+    /// frames: only what is the switch's matches.
+    #[test]
+    fn the_uplink_filter_takes_only_the_switchs_traffic() {
+        use crate::xdp::bpf;
+        use etherparse::PacketBuilder;
+        let filter = UplinkFilter {
+            vxlan: Some((Some("198.19.0.1".parse().unwrap()), Some("2001:db8:ff::1".parse().unwrap()), 4789)),
+            prefixes4: vec![("198.18.4.0".parse().unwrap(), 22)],
+            prefixes6: vec![("2001:db8:4::".parse().unwrap(), 48)],
+        };
+        let prog =
+            bpf::load_xdp(&uplink_verdict(&filter, XDP_DROP), "ps_test_uplink").expect("the verifier accepts it");
+        let udp4 = |dst: [u8; 4], port: u16| {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4([198, 19, 0, 2], dst, 64)
+                .udp(50000, port)
+                .write(&mut f, &[0; 30])
+                .unwrap();
+            f
+        };
+        let udp6 = |dst: &str, port: u16| {
+            let mut f = Vec::new();
+            let d: std::net::Ipv6Addr = dst.parse().unwrap();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv6([0x20, 1, 0xd, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], d.octets(), 64)
+                .udp(50000, port)
+                .write(&mut f, &[0; 30])
+                .unwrap();
+            f
+        };
+        let run = |f: &[u8]| bpf::test_run(&prog, f).unwrap() as i32;
+        assert_eq!(run(&udp4([198, 19, 0, 1], 4789)), XDP_DROP, "VXLAN to the VTEP");
+        assert_eq!(run(&udp4([198, 19, 0, 1], 4790)), XDP_PASS, "another port");
+        assert_eq!(run(&udp4([198, 19, 0, 9], 4789)), XDP_PASS, "another address");
+        assert_eq!(run(&udp4([198, 18, 7, 200], 53)), XDP_DROP, "in 198.18.4.0/22");
+        assert_eq!(run(&udp4([198, 18, 8, 1], 53)), XDP_PASS, "outside it");
+        assert_eq!(run(&udp6("2001:db8:ff::1", 4789)), XDP_DROP, "VXLAN over IPv6");
+        assert_eq!(run(&udp6("2001:db8:ff::1", 22)), XDP_PASS);
+        assert_eq!(run(&udp6("2001:db8:ff::2", 4789)), XDP_PASS);
+        assert_eq!(run(&udp6("2001:db8:4:9::1", 80)), XDP_DROP, "in 2001:db8:4::/48");
+        assert_eq!(run(&udp6("2001:db8:5::1", 80)), XDP_PASS);
+        let mut arp = udp4([198, 19, 0, 1], 4789);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(run(&arp), XDP_PASS, "ARP is the kernel's");
+        assert_eq!(run(&arp[..20]), XDP_PASS, "short frames too");
+        let with_options = {
+            let mut f = udp4([198, 19, 0, 1], 4789);
+            f[14] = 0x46;
+            f
+        };
+        assert_eq!(run(&with_options), XDP_PASS, "IPv4 options: not a VXLAN sender's");
+        // Without VXLAN (direct mode) and without prefixes, nothing is the switch's.
+        let none = bpf::load_xdp(&uplink_verdict(&UplinkFilter::default(), XDP_DROP), "ps_test_none").unwrap();
+        assert_eq!(bpf::test_run(&none, &udp4([198, 19, 0, 1], 4789)).unwrap() as i32, XDP_PASS);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! fallback action (pass, for uplinks whose other traffic belongs to the kernel; drop,
 //! for pod ports).
 //!
+//! The uplink has a program of its own ([`XdpShared::attach_uplink`]): it steers only
+//! VXLAN to this node's VTEP, or IP to its pod CIDRs, and passes the rest to the
+//! kernel. It redirects into the same XSKMAP.
+//!
 //! One program and one XSKMAP serve every port of a daemon ([`XdpShared`]): that is
 //! what makes attaching a port cheap. Native XDP programs enter the kernel's XDP
 //! dispatcher, and every program the dispatcher has not seen yet costs a
@@ -111,6 +115,42 @@ impl XdpShared {
         member.link = Some(link);
         member.mode = mode;
         Ok(member)
+    }
+}
+
+impl XdpShared {
+    /// Attaches a program of the uplink's own to `ifname` as `slot`: it steers to the
+    /// switch only what `filter` selects and passes everything else to the kernel, so
+    /// the node keeps its own traffic (and keeps it when the daemon stops: the link
+    /// goes with the process). Its sockets share this program's XSKMAP.
+    pub fn attach_uplink(
+        self: &std::sync::Arc<Self>,
+        ifname: &str,
+        slot: u32,
+        mode: XdpMode,
+        filter: &insn::UplinkFilter,
+    ) -> Result<XdpMember, XdpError> {
+        let ifindex = sys::netdev::ifindex(ifname)
+            .map_err(|source| XdpError::NoInterface { ifname: ifname.to_string(), source })?;
+        let wrap = |source| XdpError::Bpf { ifname: ifname.to_string(), source };
+        if slot >= self.slots {
+            return Err(wrap(BpfError {
+                what: "choosing the uplink's XSKMAP slots",
+                source: io::Error::from_raw_os_error(libc::E2BIG),
+                hint: format!(": slot {slot} is beyond the {} the program was made for", self.slots),
+            }));
+        }
+        let insns = insn::uplink_redirect(filter, self.xsks.as_raw_fd(), slot * self.queues, self.queues);
+        let prog = bpf::load_xdp(&insns, "podswitch_uplink").map_err(wrap)?;
+        let (link, mode) = attach_link(&prog, ifname, ifindex, mode)?;
+        Ok(XdpMember {
+            link: Some(link),
+            shared: std::sync::Arc::clone(self),
+            ifindex,
+            slot,
+            ifname: ifname.to_string(),
+            mode,
+        })
     }
 }
 

@@ -1,0 +1,277 @@
+//! The node's uplink and its peers, from the configuration: the uplink's port, the
+//! routes to every peer's pod CIDRs, the tunnel table's parts and the uplink's XDP
+//! filter, each validated with a message that says what to change.
+
+use crate::config::{derived_mac, Config, ConfigError, Overlay, PeerConfig};
+use std::net::IpAddr;
+use switch_core::tables::{PeerSpec, Prefix, RouteSpec, RouteTarget, Topology, TunnelMode, TunnelSpec};
+use switch_core::wire::{vxlan, EthernetAddress};
+use switch_core::xdp::insn::UplinkFilter;
+
+fn bad(m: String) -> ConfigError {
+    ConfigError::Invalid(m)
+}
+
+/// True if the two prefixes share an address.
+fn overlap(a: &Prefix, b: &Prefix) -> bool {
+    match (a, b) {
+        (Prefix::V4(a), Prefix::V4(b)) => a.contains(b.addr()) || b.contains(a.addr()),
+        (Prefix::V6(a), Prefix::V6(b)) => a.contains(b.addr()) || b.contains(a.addr()),
+        _ => false,
+    }
+}
+
+/// The host name, for a node without `node.name`.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer it is given.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if r == 0 && end > 0 {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "node".into()
+    }
+}
+
+/// The VTEP MAC a node named `name` derives (the same on every node, so that peers
+/// agree without configuring it).
+pub fn vtep_mac_of(name: &str) -> EthernetAddress {
+    derived_mac(&format!("vtep/{name}"))
+}
+
+fn parse_mac(what: &str, s: &str) -> Result<EthernetAddress, ConfigError> {
+    let mac: EthernetAddress = s.parse().map_err(|e| bad(format!("{what}: {e}")))?;
+    if !mac.is_unicast() || mac.0 == [0; 6] {
+        return Err(bad(format!("{what}: {s} must be a unicast address")));
+    }
+    Ok(mac)
+}
+
+impl Config {
+    /// The uplink port's id: the one below the host port's, so the API's ports never
+    /// take it.
+    pub fn uplink_port_id(&self) -> u16 {
+        self.dataplane.max_ports - 2
+    }
+
+    /// The lowest port id the daemon keeps for itself (host port, uplink); the API's
+    /// ports get ids below it.
+    pub fn first_reserved_port_id(&self) -> u16 {
+        if self.uplink.is_some() {
+            self.uplink_port_id()
+        } else {
+            self.dataplane.max_ports - u16::from(self.host_port.is_some())
+        }
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(hostname)
+    }
+
+    /// This node's VTEP MAC.
+    pub fn vtep_mac(&self) -> Result<EthernetAddress, ConfigError> {
+        match &self.node.vtep_mac {
+            Some(m) => parse_mac("node.vtep_mac", m),
+            None => Ok(vtep_mac_of(&self.node_name())),
+        }
+    }
+
+    /// The address `p` is reached at: its first underlay address of a family this
+    /// node has one in (in direct mode, its first).
+    fn peer_underlay(&self, p: &PeerConfig) -> Result<IpAddr, ConfigError> {
+        let direct = self.uplink.as_ref().is_some_and(|u| u.mode == Overlay::Direct);
+        p.underlay
+            .iter()
+            .copied()
+            .find(|a| direct || self.node.underlay.iter().any(|l| l.is_ipv4() == a.is_ipv4()))
+            .ok_or_else(|| {
+                bad(format!(
+                    "peer {:?}: none of its underlay addresses {:?} is of a family this node has an underlay \
+                     address in (node.underlay = {:?})",
+                    p.name, p.underlay, self.node.underlay
+                ))
+            })
+    }
+
+    /// Checks `[uplink]`, `node.underlay` and `[[peers]]`; returns the routes to the
+    /// peers' pod CIDRs (peer `i` of the file is tunnel peer `i`).
+    pub(crate) fn peer_routes(&self, topology: &Topology) -> Result<Vec<RouteSpec>, ConfigError> {
+        let Some(u) = &self.uplink else {
+            if !self.peers.is_empty() {
+                return Err(bad("peers need an [uplink]: the interface that reaches them".into()));
+            }
+            return Ok(vec![]);
+        };
+        let net = topology
+            .network_by_name(&u.network)
+            .ok_or_else(|| bad(format!("uplink.network: network {:?} is not defined", u.network)))?;
+        if net.spec.gateway.is_none() {
+            return Err(bad(format!(
+                "uplink.network: network {:?} has no gateway; packets from remote nodes are routed by it, so give it one",
+                u.network
+            )));
+        }
+        if u.vni > vxlan::MAX_VNI {
+            return Err(bad(format!("uplink.vni = {}: a VNI has 24 bits (at most {})", u.vni, vxlan::MAX_VNI)));
+        }
+        if u.vxlan_port == 0 {
+            return Err(bad("uplink.vxlan_port must not be 0".into()));
+        }
+        if self.dataplane.max_ports < 3 {
+            return Err(bad("dataplane.max_ports must be at least 3 with an uplink".into()));
+        }
+        let fams = (
+            self.node.underlay.iter().filter(|a| a.is_ipv4()).count(),
+            self.node.underlay.iter().filter(|a| a.is_ipv6()).count(),
+        );
+        if fams.0 > 1 || fams.1 > 1 {
+            return Err(bad("node.underlay: at most one address per family".into()));
+        }
+        if u.mode == Overlay::Vxlan && self.node.underlay.is_empty() {
+            return Err(bad(
+                "node.underlay is empty: VXLAN needs this node's address on the uplink, e.g. underlay = [\"198.19.0.1\"]"
+                    .into(),
+            ));
+        }
+        let own: Vec<Prefix> = self
+            .node
+            .pod_cidrs
+            .iter()
+            .map(|c| c.parse().map_err(|e| bad(format!("node.pod_cidrs: {e}"))))
+            .collect::<Result<_, _>>()?;
+        if u.mode == Overlay::Direct && own.is_empty() {
+            return Err(bad(
+                "node.pod_cidrs is empty: in direct mode the uplink takes traffic for this node's pod CIDRs only"
+                    .into(),
+            ));
+        }
+        self.vtep_mac()?;
+        let mut routes = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return Err(bad(format!("peers[{i}]: name {:?} is empty or given twice", p.name)));
+            }
+            self.peer_underlay(p)?;
+            if let Some(m) = &p.vtep_mac {
+                parse_mac(&format!("peer {:?}: vtep_mac", p.name), m)?;
+            }
+            if p.pod_cidrs.is_empty() {
+                return Err(bad(format!("peer {:?}: pod_cidrs is empty: nothing would be routed to it", p.name)));
+            }
+            for c in &p.pod_cidrs {
+                let prefix: Prefix = c.parse().map_err(|e| bad(format!("peer {:?}: pod_cidrs: {e}", p.name)))?;
+                if let Some(o) = own.iter().find(|o| overlap(o, &prefix)) {
+                    return Err(bad(format!(
+                        "peer {:?}: pod CIDR {prefix} overlaps this node's own {o}: every node needs its own",
+                        p.name
+                    )));
+                }
+                routes.push(RouteSpec { prefix, target: RouteTarget::Peer(i as u16) });
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The tunnel table's parts (peers without their next hops' MACs), given the
+    /// uplink's MAC and MTU; None without an uplink.
+    pub fn tunnel_parts(
+        &self,
+        topology: &Topology,
+        uplink_mac: EthernetAddress,
+        uplink_mtu: u32,
+    ) -> Result<Option<(TunnelSpec, Vec<PeerSpec>)>, ConfigError> {
+        let Some(u) = &self.uplink else { return Ok(None) };
+        let network = topology
+            .network_by_name(&u.network)
+            .map(|n| n.spec.id)
+            .ok_or_else(|| bad(format!("uplink.network: network {:?} is not defined", u.network)))?;
+        let local = TunnelSpec {
+            uplink: switch_core::tables::PortId(self.uplink_port_id()),
+            mode: match u.mode {
+                Overlay::Vxlan => TunnelMode::Vxlan,
+                Overlay::Direct => TunnelMode::Direct,
+            },
+            uplink_mac,
+            uplink_mtu,
+            vtep_mac: self.vtep_mac()?,
+            local4: self.node.underlay.iter().find_map(|a| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            }),
+            local6: self.node.underlay.iter().find_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            }),
+            udp_port: u.vxlan_port,
+            vni: u.vni,
+            network,
+        };
+        let mut peers = Vec::new();
+        for p in &self.peers {
+            peers.push(PeerSpec {
+                name: p.name.clone(),
+                underlay: self.peer_underlay(p)?,
+                vtep_mac: match &p.vtep_mac {
+                    Some(m) => parse_mac("vtep_mac", m)?,
+                    None => vtep_mac_of(&p.name),
+                },
+                next_hop: None,
+            });
+        }
+        Ok(Some((local, peers)))
+    }
+
+    /// What the uplink's XDP program steers to the switch.
+    pub fn uplink_filter(&self) -> Option<UplinkFilter> {
+        let u = self.uplink.as_ref()?;
+        let mut f = UplinkFilter::default();
+        match u.mode {
+            Overlay::Vxlan => {
+                let v4 = self.node.underlay.iter().find_map(|a| match a {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                });
+                let v6 = self.node.underlay.iter().find_map(|a| match a {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                });
+                f.vxlan = Some((v4, v6, u.vxlan_port));
+            }
+            Overlay::Direct => {
+                for c in &self.node.pod_cidrs {
+                    match c.parse::<Prefix>() {
+                        Ok(Prefix::V4(p)) => f.prefixes4.push((p.addr(), p.len())),
+                        Ok(Prefix::V6(p)) => f.prefixes6.push((p.addr(), p.len())),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        Some(f)
+    }
+
+    /// The pod MTU with the uplink's MTU known: the uplink's minus VXLAN's overhead
+    /// (70 bytes if any peer is reached over IPv6, else 50; none in direct mode),
+    /// within what a pod port carries.
+    pub fn pod_mtu_over(&self, uplink_mtu: Option<u32>) -> u32 {
+        let (Some(u), Some(mtu)) = (&self.uplink, uplink_mtu) else { return self.pod_mtu() };
+        let overhead = match u.mode {
+            Overlay::Direct => 0,
+            Overlay::Vxlan => {
+                let v6 = self.peers.iter().any(|p| self.peer_underlay(p).is_ok_and(|a| a.is_ipv6()))
+                    || (self.peers.is_empty() && self.node.underlay.iter().any(|a| a.is_ipv6()));
+                // Outer IP, UDP and VXLAN headers, and the inner Ethernet header.
+                if v6 {
+                    vxlan::OVERHEAD_V6 as u32
+                } else {
+                    vxlan::OVERHEAD_V4 as u32
+                }
+            }
+        };
+        mtu.saturating_sub(overhead).min(self.max_pod_mtu())
+    }
+}
