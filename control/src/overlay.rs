@@ -275,3 +275,73 @@ impl Config {
         mtu.saturating_sub(overhead).min(self.max_pod_mtu())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: &str = r#"
+        [dataplane]
+        cores = [0]
+        [node]
+        name = "a"
+        pod_cidrs = ["198.18.1.0/24", "2001:db8:1::/64"]
+        underlay = ["198.19.0.1"]
+        [uplink]
+        interface = "eth0"
+        network = "pods"
+        [[networks]]
+        name = "pods"
+        gateway = ["198.18.1.1/24", "2001:db8:1::1/64"]
+        [[peers]]
+        name = "b"
+        underlay = ["2001:db8:ff::2", "198.19.0.2"]
+        pod_cidrs = ["198.18.2.0/24", "2001:db8:2::/64"]
+    "#;
+
+    fn err(from: &str, to: &str) -> String {
+        assert!(NODE.contains(from), "{from}");
+        Config::parse(&NODE.replace(from, to)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn peers_compile_into_routes_and_tunnel_parts() {
+        let c = Config::parse(NODE).unwrap();
+        let t = c.topology().unwrap();
+        assert!(t.ports().any(|p| p.spec.name == "eth0" && p.spec.mode == switch_core::tables::PortMode::Uplink));
+        let r = c.routing(&t).unwrap();
+        let peer_routes: Vec<_> = r.routes.iter().filter(|r| r.target == RouteTarget::Peer(0)).collect();
+        assert_eq!(peer_routes.len(), 2, "both of b's pod CIDRs");
+        let (local, peers) = c.tunnel_parts(&t, EthernetAddress([2, 0, 0, 0, 0, 1]), 1500).unwrap().unwrap();
+        assert_eq!(local.vtep_mac, vtep_mac_of("a"));
+        assert_eq!(local.vni, 1);
+        assert_eq!(peers[0].underlay, "198.19.0.2".parse::<IpAddr>().unwrap(), "the family this node has");
+        assert_eq!(peers[0].vtep_mac, vtep_mac_of("b"), "derived from its name, as b derives it");
+        assert_eq!(c.pod_mtu_over(Some(1500)), 1450);
+        assert_eq!(c.pod_mtu_over(Some(9000)), c.max_pod_mtu(), "never above what a pod port carries");
+        assert_eq!(c.first_reserved_port_id(), c.dataplane.max_ports - 2);
+        let f = c.uplink_filter().unwrap();
+        assert_eq!(f.vxlan, Some((Some("198.19.0.1".parse().unwrap()), None, 4789)));
+    }
+
+    #[test]
+    fn bad_overlays_are_refused_with_the_reason() {
+        let e = err("[uplink]\n        interface = \"eth0\"\n        network = \"pods\"", "");
+        assert!(e.contains("peers need an [uplink]"), "{e}");
+        let e = err(
+            "network = \"pods\"\n        [[networks]]",
+            "network = \"pods\"\n        vni = 16777216\n        [[networks]]",
+        );
+        assert!(e.contains("24 bits"), "{e}");
+        let e = err("pod_cidrs = [\"198.18.2.0/24\"", "pod_cidrs = [\"198.18.1.128/25\"");
+        assert!(e.contains("overlaps this node's own"), "{e}");
+        let e = err("underlay = [\"2001:db8:ff::2\", \"198.19.0.2\"]", "underlay = [\"2001:db8:ff::2\"]");
+        assert!(e.contains("none of its underlay addresses"), "{e}");
+        let e = err("underlay = [\"198.19.0.1\"]", "");
+        assert!(e.contains("node.underlay is empty"), "{e}");
+        let e = err("network = \"pods\"\n        [[networks]]", "network = \"nope\"\n        [[networks]]");
+        assert!(e.contains("network \"nope\" is not defined"), "{e}");
+        let e = err("name = \"b\"", "name = \"b\"\n        vtep_mac = \"01:00:5e:00:00:01\"");
+        assert!(e.contains("unicast"), "{e}");
+    }
+}

@@ -396,6 +396,14 @@ impl pb::ports_server::Ports for Api {
                 ..Default::default()
             });
         }
+        if let Some(u) = &e.base().uplink {
+            // In no network: it carries the tunnel (`podswitchctl fib` shows the peers).
+            ports.push(pb::Port {
+                name: u.interface.clone(),
+                status: Some(status(&u.interface, e.base().uplink_port_id(), true)),
+                ..Default::default()
+            });
+        }
         Ok(Response::new(pb::PortList { ports, generation: d.generation }))
     }
 }

@@ -2,7 +2,9 @@
 //! 64-byte inner frames. Encap: a pod's packet routed to a remote node's pod CIDR,
 //! encapsulated and sent on the uplink. Decap: VXLAN from the remote node checked,
 //! decapsulated, routed and sent to the pod. Beside them, the same packets routed
-//! between two local networks (the l3 bench's case) as the baseline the tunnel adds to.
+//! between two local networks (the l3 bench's case), and to and from the peer in
+//! direct-routing mode (the same path without the outer headers: the difference is
+//! what encapsulation and decapsulation cost).
 //!
 //! `cargo bench -p perf --bench tunnel`; results and how to read them: perf/RESULTS.md.
 
@@ -37,12 +39,30 @@ fn tunnel(c: &mut Criterion) {
         // The l3 bench's network "b" is 198.18.2.0/24 with hosts 10-73 resolved: the same
         // packets, routed locally.
         ("baseline_routed_ipv4_64_flows", routed_worker(to_remote4.clone(), &[])),
-        ("encap_ipv4_in_ipv4_64_flows", tunnel_worker(to_remote4.clone(), 0, false)),
-        ("encap_ipv6_in_ipv4_64_flows", tunnel_worker(to_remote6, 0, false)),
-        ("encap_ipv4_in_ipv6_64_flows", tunnel_worker(to_remote4, 0, true)),
-        ("decap_ipv4_in_ipv4_64_flows", tunnel_worker(from_remote4(false), 1, false)),
-        ("decap_ipv6_in_ipv4_64_flows", tunnel_worker(from_remote6(false), 1, false)),
-        ("decap_ipv4_in_ipv6_64_flows", tunnel_worker(from_remote4(true), 1, true)),
+        // The same routes to the peer in direct-routing mode: everything but the outer
+        // headers, so the difference is what encapsulation and decapsulation cost.
+        ("direct_out_ipv4_64_flows", tunnel_worker(to_remote4.clone(), 0, false, true)),
+        (
+            "direct_in_ipv4_64_flows",
+            tunnel_worker(
+                (0..64)
+                    .map(|i| {
+                        let mut f = ipv4_frame(remote4(10 + i), pod4(10 + i));
+                        f[0..6].copy_from_slice(&perf::UPLINK);
+                        f
+                    })
+                    .collect(),
+                1,
+                false,
+                true,
+            ),
+        ),
+        ("encap_ipv4_in_ipv4_64_flows", tunnel_worker(to_remote4.clone(), 0, false, false)),
+        ("encap_ipv6_in_ipv4_64_flows", tunnel_worker(to_remote6, 0, false, false)),
+        ("encap_ipv4_in_ipv6_64_flows", tunnel_worker(to_remote4, 0, true, false)),
+        ("decap_ipv4_in_ipv4_64_flows", tunnel_worker(from_remote4(false), 1, false, false)),
+        ("decap_ipv6_in_ipv4_64_flows", tunnel_worker(from_remote6(false), 1, false, false)),
+        ("decap_ipv4_in_ipv6_64_flows", tunnel_worker(from_remote4(true), 1, true, false)),
     ];
     for (name, mut w) in cases {
         g.bench_function(name, |b| b.iter(|| w.poll_once(0)));

@@ -230,8 +230,9 @@ pub const UPLINK: [u8; 6] = [2, 0xee, 0, 0, 0, 1];
 /// on port 0 with hosts 10-73 resolved to `SRC`; the uplink on port 1 (VTEP
 /// 198.19.0.1 and 2001:db8:ff::1, VNI 1); one peer owning 198.18.2.0/24 and
 /// 2001:db8:2::/64, reached over IPv6 if `v6_underlay`, its next hop resolved to
-/// `KNOWN`. Port `rx` receives `frames` over and over.
-pub fn tunnel_worker(frames: Vec<Vec<u8>>, rx: u16, v6_underlay: bool) -> Worker {
+/// `KNOWN`; VXLAN, or direct routing if `direct`. Port `rx` receives `frames` over and
+/// over.
+pub fn tunnel_worker(frames: Vec<Vec<u8>>, rx: u16, v6_underlay: bool, direct: bool) -> Worker {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use switch_core::tables::{
         Gateway, NeighKey, PeerSpec, Resolver, RouteSpec, RouteTarget, Routes, Tunnel, TunnelMode, TunnelSpec,
@@ -275,7 +276,7 @@ pub fn tunnel_worker(frames: Vec<Vec<u8>>, rx: u16, v6_underlay: bool) -> Worker
     ];
     let local = TunnelSpec {
         uplink: PortId(1),
-        mode: TunnelMode::Vxlan,
+        mode: if direct { TunnelMode::Direct } else { TunnelMode::Vxlan },
         uplink_mac: EthernetAddress(UPLINK),
         uplink_mtu: 1500,
         vtep_mac: EthernetAddress(VTEP),

@@ -1,6 +1,10 @@
 //! `podswitch-bench l2`: pod-to-pod L2 forwarding, podswitchd beside the Linux bridge
 //! on the same topology, interleaved rounds, medians.
 //!
+//! `podswitch-bench vxlan`: pod to pod across two nodes over a VXLAN underlay, two
+//! podswitchd nodes beside two Linux nodes (a `vxlan` device and routes each); see
+//! [`vx_topo`].
+//!
 //! ```text
 //!  [gen ns] gen0 ── dut0 [dut ns: podswitchd | br0] dut1 ── sink0 [sink ns]
 //!   podswitch-pktgen send (core 0)                 drops as other-host, counts
@@ -33,8 +37,8 @@ struct Topo {
 const SINK_MAC: &str = "02:00:00:00:00:99";
 
 /// Frames that reached the sink's veth (the veth's own receive counter).
-fn sink_count(t: &Topo) -> Result<u64> {
-    let out = t.sink.exec("cat", &["/sys/class/net/sink0/statistics/rx_packets"])?;
+fn sink_count(sink: &NetNs) -> Result<u64> {
+    let out = sink.exec("cat", &["/sys/class/net/sink0/statistics/rx_packets"])?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
@@ -74,14 +78,20 @@ struct Trial {
 }
 
 fn trial(t: &Topo, seconds: f64) -> Result<Trial> {
-    let before = sink_count(t)?;
+    trial_between(&t.gen, &t.sink, &["--dst-mac", &t.sink_mac], seconds)
+}
+
+/// Runs the generator in `gen` (out of gen0, with `args`) for `seconds`; counts what
+/// reaches sink0 in `sink`.
+fn trial_between(gen: &NetNs, sink: &NetNs, args: &[&str], seconds: f64) -> Result<Trial> {
+    let before = sink_count(sink)?;
     let c0 = cpu_times()?;
     let start = Instant::now();
     let child = Command::new("ip")
-        .args(["netns", "exec", t.gen.name()])
+        .args(["netns", "exec", gen.name()])
         .arg(perf::sibling_bin("podswitch-pktgen")?)
         .args(["send", "--dev", "gen0", "--seconds", &seconds.to_string(), "--core", &GEN_CORE.to_string()])
-        .args(["--dst-mac", &t.sink_mac])
+        .args(args)
         .stdout(Stdio::null())
         .spawn()?;
     let mut status = 0;
@@ -96,7 +106,7 @@ fn trial(t: &Topo, seconds: f64) -> Result<Trial> {
     let wall = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(100));
     let c1 = cpu_times()?;
-    let got = sink_count(t)? - before;
+    let got = sink_count(sink)? - before;
     let hz = 100.0; // USER_HZ
     let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.0 - a.0) as f64 / hz).collect();
     let gen_cpu = (ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6)
@@ -110,53 +120,80 @@ fn trial(t: &Topo, seconds: f64) -> Result<Trial> {
     })
 }
 
+/// A podswitchd this benchmark started in a namespace, with a state directory of its
+/// own (the config's topology, never a saved one); stopped with SIGTERM on drop.
+struct Podswitchd {
+    child: std::process::Child,
+    state: std::path::PathBuf,
+}
+
+impl Podswitchd {
+    fn start(ns: &NetNs, tag: &str, config: &str) -> Result<Podswitchd> {
+        let base = std::env::temp_dir().join(format!("psb-{}-{tag}", std::process::id()));
+        let (cfg, state, log) = (base.with_extension("toml"), base.with_extension("state"), base.with_extension("log"));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n{config}",
+                state.display(),
+                state.join("podswitchd.sock").display()
+            ),
+        )?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(perf::sibling_bin("podswitchd")?)
+            .arg("--config")
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)?.contains("podswitchd ready") {
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("podswitchd did not start:\n{}", std::fs::read_to_string(&log)?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Podswitchd { child, state })
+    }
+}
+
+impl Drop for Podswitchd {
+    fn drop(&mut self) {
+        // SAFETY: kill on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM)
+        };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
 fn with_podswitch(t: &Topo, seconds: f64) -> Result<Trial> {
-    let cfg = std::env::temp_dir().join(format!("psb-{}.toml", std::process::id()));
-    // A state directory of the run's own: the config's topology, never a saved one.
-    let state = std::env::temp_dir().join(format!("psb-{}.state", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n\
-             [dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = 2048\n\
+    let _d = Podswitchd::start(
+        &t.dut,
+        "l2",
+        &format!(
+            "[dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = 2048\n\
              [[networks]]\nname = \"pods\"\n[[ports]]\nname = \"dut0\"\nnetwork = \"pods\"\n\
              [[ports]]\nname = \"dut1\"\nnetwork = \"pods\"\nmacs = [\"{}\"]\n",
-            state.display(),
-            state.join("podswitchd.sock").display(),
             t.sink_mac
         ),
     )?;
-    let log = std::env::temp_dir().join(format!("psb-{}.log", std::process::id()));
-    let mut d = Command::new("ip")
-        .args(["netns", "exec", t.dut.name()])
-        .arg(perf::sibling_bin("podswitchd")?)
-        .arg("--config")
-        .arg(&cfg)
-        .env("NO_COLOR", "1")
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)?.contains("podswitchd ready") {
-        if Instant::now() > deadline || d.try_wait()?.is_some() {
-            let _ = d.kill();
-            bail!("podswitchd did not start:\n{}", std::fs::read_to_string(&log)?);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let r = trial(t, seconds);
-    // SAFETY: kill on our own child's pid.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(d.id() as i32, libc::SIGTERM)
-    };
-    d.wait()?;
-    let _ = std::fs::remove_dir_all(&state);
-    r
+    trial(t, seconds)
 }
 
 fn pin_napi_thread(t: &Topo, dev: &str) -> Result<()> {
-    t.dut.run("sh", &["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")])?;
+    pin_napi(&t.dut, dev)
+}
+
+/// Makes `dev`'s receive NAPI (in `ns`) a thread of its own, pinned to the DUT core.
+fn pin_napi(ns: &NetNs, dev: &str) -> Result<()> {
+    ns.run("sh", &["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")])?;
     std::thread::sleep(Duration::from_millis(50));
     let want = format!("napi/{dev}-");
     for e in std::fs::read_dir("/proc")?.flatten() {
@@ -276,6 +313,142 @@ fn with_ovs(t: &Topo, seconds: f64) -> Result<Trial> {
     result
 }
 
+/// Node a's gateway MAC (the generator sends to it), the VTEP MACs, for both DUTs.
+const GW_A: &str = "02:00:00:00:aa:01";
+const VTEP_A: &str = "02:00:00:00:aa:02";
+const VTEP_B: &str = "02:00:00:00:bb:02";
+
+/// Two nodes, a pod on each:
+///
+/// ```text
+///  [gen] gen0 ── a0 [node a] ua ══ ub [node b] b1 ── sink0 [sink]
+///  198.18.1.10     gw 198.18.1.1   198.19.0.1/.2 gw 198.18.2.1    198.18.2.20 (SINK_MAC)
+/// ```
+///
+/// The generator sends UDP from 198.18.1.10 to 198.18.2.20 to node a's gateway; node a
+/// routes it into VXLAN (VNI 1) to node b, which decapsulates and routes it to the
+/// sink's MAC. Both nodes' forwarding runs on the DUT core: both podswitchd workers
+/// there, or both Linux nodes' receive NAPI threads (a0 and ub) pinned there.
+struct VxTopo {
+    gen: NetNs,
+    a: NetNs,
+    b: NetNs,
+    sink: NetNs,
+}
+
+fn vx_topo() -> Result<VxTopo> {
+    let t = VxTopo {
+        gen: NetNs::new("psb-gen")?,
+        a: NetNs::new("psb-a")?,
+        b: NetNs::new("psb-b")?,
+        sink: NetNs::new("psb-sink")?,
+    };
+    ip(&["-n", t.gen.name(), "link", "add", "gen0", "type", "veth", "peer", "name", "a0", "netns", t.a.name()])?;
+    ip(&["-n", t.a.name(), "link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", t.b.name()])?;
+    ip(&["-n", t.b.name(), "link", "add", "b1", "type", "veth", "peer", "name", "sink0", "netns", t.sink.name()])?;
+    for (ns, dev) in [(&t.gen, "gen0"), (&t.a, "a0"), (&t.a, "ua"), (&t.b, "ub"), (&t.b, "b1"), (&t.sink, "sink0")] {
+        ns.run("sysctl", &["-qw", &format!("net.ipv6.conf.{dev}.disable_ipv6=1")])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    for (ns, dev, addr) in [(&t.a, "ua", "198.19.0.1/24"), (&t.b, "ub", "198.19.0.2/24")] {
+        ns.ip(&["addr", "add", addr, "dev", dev])?;
+        ns.run("ethtool", &["-K", dev, "tx", "off"])?;
+    }
+    Ok(t)
+}
+
+fn vx_trial(t: &VxTopo, seconds: f64) -> Result<Trial> {
+    let args = ["--dst-mac", GW_A, "--src-ip", "198.18.1.10", "--dst-ip", "198.18.2.20"];
+    trial_between(&t.gen, &t.sink, &args, seconds)
+}
+
+fn vx_podswitch(t: &VxTopo, seconds: f64) -> Result<Trial> {
+    let dataplane = format!("[dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = 2048\n");
+    let _a = Podswitchd::start(
+        &t.a,
+        "a",
+        &format!(
+            "{dataplane}[node]\nname = \"a\"\npod_cidrs = [\"198.18.1.0/24\"]\nunderlay = [\"198.19.0.1\"]\n\
+             vtep_mac = \"{VTEP_A}\"\n[uplink]\ninterface = \"ua\"\nnetwork = \"pods\"\n\
+             [[networks]]\nname = \"pods\"\ngateway = [\"198.18.1.1/24\"]\ngateway_mac = \"{GW_A}\"\n\
+             [[ports]]\nname = \"a0\"\nnetwork = \"pods\"\n\
+             [[peers]]\nname = \"b\"\nunderlay = [\"198.19.0.2\"]\nvtep_mac = \"{VTEP_B}\"\n\
+             pod_cidrs = [\"198.18.2.0/24\"]\n"
+        ),
+    )?;
+    let _b = Podswitchd::start(
+        &t.b,
+        "b",
+        &format!(
+            "{dataplane}[node]\nname = \"b\"\npod_cidrs = [\"198.18.2.0/24\"]\nunderlay = [\"198.19.0.2\"]\n\
+             vtep_mac = \"{VTEP_B}\"\n[uplink]\ninterface = \"ub\"\nnetwork = \"pods\"\n\
+             [[networks]]\nname = \"pods\"\ngateway = [\"198.18.2.1/24\"]\n\
+             [[ports]]\nname = \"b1\"\nnetwork = \"pods\"\nmacs = [\"{SINK_MAC}\"]\naddresses = [\"198.18.2.20\"]\n\
+             [[peers]]\nname = \"a\"\nunderlay = [\"198.19.0.1\"]\nvtep_mac = \"{VTEP_A}\"\n\
+             pod_cidrs = [\"198.18.1.0/24\"]\n"
+        ),
+    )?;
+    // The underlay next hops resolve within milliseconds; leave them a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    vx_trial(t, seconds)
+}
+
+fn vx_linux(t: &VxTopo, seconds: f64) -> Result<Trial> {
+    let (a, b) = (&t.a, &t.b);
+    let setup = || -> Result<()> {
+        for (ns, mac, local, dev) in [(a, VTEP_A, "198.19.0.1", "ua"), (b, VTEP_B, "198.19.0.2", "ub")] {
+            ns.ip(&[
+                "link",
+                "add",
+                "vx0",
+                "address",
+                mac,
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "dstport",
+                "4789",
+                "local",
+                local,
+                "dev",
+                dev,
+                "nolearning",
+            ])?;
+            ns.ip(&["link", "set", "vx0", "up"])?;
+            for k in ["all", "default", "vx0"] {
+                ns.run("sysctl", &["-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")])?;
+            }
+            ns.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        }
+        a.ip(&["link", "set", "a0", "address", GW_A])?;
+        a.ip(&["addr", "add", "198.18.1.1/24", "dev", "a0"])?;
+        a.ip(&["neigh", "add", "198.18.2.254", "lladdr", VTEP_B, "dev", "vx0", "nud", "permanent"])?;
+        a.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.2.254", "dev", "vx0", "onlink"])?;
+        a.run("bridge", &["fdb", "append", VTEP_B, "dev", "vx0", "dst", "198.19.0.2"])?;
+        b.ip(&["addr", "add", "198.18.2.1/24", "dev", "b1"])?;
+        b.ip(&["neigh", "add", "198.18.2.20", "lladdr", SINK_MAC, "dev", "b1", "nud", "permanent"])?;
+        // Receive NAPI on a0 (the generator's frames) and ub (the VXLAN), threaded and
+        // pinned to the DUT core; GRO on gives a veth its NAPI.
+        for (ns, dev) in [(a, "a0"), (b, "ub")] {
+            ns.run("ethtool", &["-K", dev, "gro", "on"])?;
+            pin_napi(ns, dev)?;
+        }
+        Ok(())
+    };
+    let r = setup().and_then(|_| vx_trial(t, seconds));
+    for (ns, dev) in [(a, "a0"), (b, "ub")] {
+        let _ = ns.run("sh", &["-c", &format!("echo 0 > /sys/class/net/{dev}/threaded")]);
+        let _ = ns.run("ethtool", &["-K", dev, "gro", "off"]);
+    }
+    let _ = a.ip(&["addr", "del", "198.18.1.1/24", "dev", "a0"]);
+    let _ = b.ip(&["addr", "del", "198.18.2.1/24", "dev", "b1"]);
+    for ns in [a, b] {
+        let _ = ns.ip(&["link", "del", "vx0"]);
+    }
+    r
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -283,16 +456,19 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) != Some("l2") {
-        bail!("usage: podswitch-bench l2 [ROUNDS] [SECONDS]");
+    let which = args.get(1).map(String::as_str);
+    if which != Some("l2") && which != Some("vxlan") {
+        bail!("usage: podswitch-bench l2|vxlan [ROUNDS] [SECONDS]");
     }
     let rounds: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
     let seconds: f64 = args.get(3).map_or(Ok(3.0), |s| s.parse())?;
-    let t = topo()?;
-    let _ = &t.sink;
-    let mut results: Vec<(&str, Vec<Trial>)> =
-        vec![("podswitchd", vec![]), ("linux-bridge", vec![]), ("ovs-afxdp", vec![])];
-    if Command::new("ovs-vswitchd").arg("--version").output().is_err() {
+    let (l2, vx) = if which == Some("l2") { (Some(topo()?), None) } else { (None, Some(vx_topo()?)) };
+    let mut results: Vec<(&str, Vec<Trial>)> = if vx.is_some() {
+        vec![("podswitchd", vec![]), ("linux-vxlan", vec![])]
+    } else {
+        vec![("podswitchd", vec![]), ("linux-bridge", vec![]), ("ovs-afxdp", vec![])]
+    };
+    if l2.is_some() && Command::new("ovs-vswitchd").arg("--version").output().is_err() {
         println!("ovs-vswitchd not installed (apt-get install openvswitch-switch): measuring without it");
         results.pop();
     }
@@ -301,10 +477,13 @@ fn main() -> Result<()> {
     }
     for round in 0..rounds {
         for (name, trials) in results.iter_mut() {
-            let r = match *name {
-                "podswitchd" => with_podswitch(&t, seconds)?,
-                "linux-bridge" => with_bridge(&t, seconds)?,
-                _ => with_ovs(&t, seconds)?,
+            let r = match (*name, &l2, &vx) {
+                ("podswitchd", Some(t), _) => with_podswitch(t, seconds)?,
+                ("podswitchd", _, Some(t)) => vx_podswitch(t, seconds)?,
+                ("linux-bridge", Some(t), _) => with_bridge(t, seconds)?,
+                ("linux-vxlan", _, Some(t)) => vx_linux(t, seconds)?,
+                (_, Some(t), _) => with_ovs(t, seconds)?,
+                _ => unreachable!("every DUT has its topology"),
             };
             println!(
                 "round {round} {name:<13} {:>6.3} Mpps  {:>7.1} CPU ns/pkt  DUT core {:>3.0}%  gen core {:>3.0}%",

@@ -44,6 +44,12 @@ enum Cmd {
         /// Source MAC.
         #[arg(long, default_value = "02:00:00:00:00:01")]
         src_mac: EthernetAddress,
+        /// Source IPv4 address.
+        #[arg(long, default_value = "198.18.0.1")]
+        src_ip: std::net::Ipv4Addr,
+        /// Destination IPv4 address.
+        #[arg(long, default_value = "198.18.0.2")]
+        dst_ip: std::net::Ipv4Addr,
         /// CPU to pin to.
         #[arg(long)]
         core: Option<usize>,
@@ -59,8 +65,13 @@ enum Cmd {
     },
 }
 
-/// A UDP/IPv4 frame of `size` bytes (198.18.0.1:9 -> 198.18.0.2:9), checksums right.
-fn udp_frame(size: usize, src: EthernetAddress, dst: EthernetAddress) -> Result<Vec<u8>> {
+/// A UDP/IPv4 frame of `size` bytes (`ips`, port 9 to 9), checksums right.
+fn udp_frame(
+    size: usize,
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ips: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+) -> Result<Vec<u8>> {
     if !(42..=3000).contains(&size) {
         bail!("--size {size}: must be 42 to 3000 bytes");
     }
@@ -75,8 +86,8 @@ fn udp_frame(size: usize, src: EthernetAddress, dst: EthernetAddress) -> Result<
     ip[6] = 0x40;
     ip[8] = 64;
     ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
-    ip[16..20].copy_from_slice(&[198, 18, 0, 2]);
+    ip[12..16].copy_from_slice(&ips.0.octets());
+    ip[16..20].copy_from_slice(&ips.1.octets());
     let c = checksum::checksum(ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let udp_len = ip_len - 20;
@@ -132,11 +143,11 @@ fn sink(dev: &str, seconds: f64) -> Result<()> {
 
 fn main() -> Result<()> {
     match Args::parse().cmd {
-        Cmd::Send { dev, seconds, rate_pps, size, dst_mac, src_mac, core } => {
+        Cmd::Send { dev, seconds, rate_pps, size, dst_mac, src_mac, src_ip, dst_ip, core } => {
             if let Some(c) = core {
                 core_affinity::set_for_current(core_affinity::CoreId { id: c });
             }
-            let frame = udp_frame(size, src_mac, dst_mac)?;
+            let frame = udp_frame(size, src_mac, dst_mac, (src_ip, dst_ip))?;
             send(&dev, seconds, rate_pps, &frame)?;
         }
         Cmd::Sink { dev, seconds } => sink(&dev, seconds)?,
