@@ -443,6 +443,17 @@ fn peer_of(ctx: &Ctx<'_>, sender: std::net::IpAddr) -> Option<u16> {
     }
 }
 
+/// Where an ICMP error about `m`'s packet goes: back out of the ingress port (None),
+/// or for a packet from a remote node, through the tunnel to the peer its `sender` is
+/// behind (Some); Err if that peer cannot be sent to now.
+#[inline]
+fn error_route(ctx: &Ctx<'_>, m: &Meta, sender: std::net::IpAddr) -> Result<Option<u16>, ()> {
+    if !m.tunnel {
+        return Ok(None);
+    }
+    peer_of(ctx, sender).map(Some).ok_or(())
+}
+
 /// Sends a packet the switch made (an ICMP error, its L3 header at `l2`) to remote node
 /// `i`, which [`peer_of`] found.
 fn error_to_peer(ctx: &mut Ctx<'_>, d: &mut Desc, l2: usize, i: u16, v6: bool) -> Next {
@@ -702,13 +713,8 @@ fn error4(
     if bad_src || dst.is_multicast() || dst.is_broadcast() || !first_fragment || is_error {
         return Next::Drop(reason);
     }
-    let peer = if m.tunnel {
-        match peer_of(ctx, src.into()) {
-            Some(i) => Some(i),
-            None => return Next::Drop(reason),
-        }
-    } else {
-        None
+    let Ok(peer) = error_route(ctx, m, src.into()) else {
+        return Next::Drop(reason);
     };
     if !ctx.icmp.take(ctx.now_s) {
         ctx.stats.l3.icmp_rate_limited.add(1);
@@ -767,13 +773,8 @@ fn error6(
     {
         return Next::Drop(reason);
     }
-    let peer = if m.tunnel {
-        match peer_of(ctx, src.into()) {
-            Some(i) => Some(i),
-            None => return Next::Drop(reason),
-        }
-    } else {
-        None
+    let Ok(peer) = error_route(ctx, m, src.into()) else {
+        return Next::Drop(reason);
     };
     if !ctx.icmp.take(ctx.now_s) {
         ctx.stats.l3.icmp_rate_limited.add(1);
