@@ -45,15 +45,10 @@ fn l3(c: &mut Criterion) {
         g.bench_function(&name, |b| b.iter(|| w.poll_once(0)));
         // The case measured what it says: every packet was routed, none dropped (a case
         // filtered out on the command line ran nothing).
-        let s = w.stats();
-        if s.packets.get() == 0 {
+        if !perf::assert_all_routed(&name, &w) {
             continue;
         }
-        let drops: Vec<_> =
-            switch_core::stats::DropReason::ALL.iter().filter(|r| s.drops(**r) > 0).map(|r| r.name()).collect();
-        assert!(drops.is_empty(), "{name}: drops {drops:?}");
-        assert!(s.l3.routed.get() > before, "{name}: routed");
-        assert_eq!(s.l3.routed.get(), s.packets.get(), "{name}: every packet routed");
+        assert!(w.stats().l3.routed.get() > before, "{name}: routed");
     }
     g.finish();
 }

@@ -68,14 +68,10 @@ fn tunnel(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| w.poll_once(0)));
         // The case measured what it says: every packet routed (and encapsulated or
         // decapsulated), none dropped.
-        let s = w.stats();
-        if s.packets.get() == 0 {
+        if !perf::assert_all_routed(name, &w) {
             continue;
         }
-        let drops: Vec<_> =
-            switch_core::stats::DropReason::ALL.iter().filter(|r| s.drops(**r) > 0).map(|r| r.name()).collect();
-        assert!(drops.is_empty(), "{name}: drops {drops:?}");
-        assert_eq!(s.l3.routed.get(), s.packets.get(), "{name}: every packet routed");
+        let s = w.stats();
         let tunnelled = s.l3.to_peers.get() + s.l3.from_peers.get();
         assert!(name.starts_with("baseline") || tunnelled == s.packets.get(), "{name}: every packet tunnelled");
     }

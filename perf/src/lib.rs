@@ -354,3 +354,18 @@ pub fn vxlan_frame(inner: &[u8], v6: bool) -> Vec<u8> {
     f.extend_from_slice(&udp);
     f
 }
+
+/// After a bench case: true if the worker ran (a case filtered out on the command line
+/// did not), and then asserts that it measured what it says: no packet dropped, every
+/// packet routed.
+pub fn assert_all_routed(name: &str, w: &Worker) -> bool {
+    let s = w.stats();
+    if s.packets.get() == 0 {
+        return false;
+    }
+    let drops: Vec<_> =
+        switch_core::stats::DropReason::ALL.iter().filter(|r| s.drops(**r) > 0).map(|r| r.name()).collect();
+    assert!(drops.is_empty(), "{name}: drops {drops:?}");
+    assert_eq!(s.l3.routed.get(), s.packets.get(), "{name}: every packet routed");
+    true
+}
