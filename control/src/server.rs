@@ -691,13 +691,17 @@ fn pcap_record(out: &mut Vec<u8>, view: &View, f: &switch_core::debug::CapturedF
     out.extend_from_slice(&f.data[..f.len as usize]);
 }
 
-fn decision(step: &switch_core::debug::Step, nets: &[Option<String>], ports: &[Option<String>]) -> String {
+fn decision(step: &switch_core::debug::Step, nets: &[Option<String>], ports: &[Option<String>], peers: &[String]) -> String {
     use switch_core::pipeline::Next;
     let net = net_name(nets, NetworkId(step.network));
     match step.next {
         Next::L2 => format!("network {net}"),
         Next::Port(p) => format!("send on {}", port_name(ports, p)),
         Next::Raw(p) => format!("to a remote node, on {}", port_name(ports, p)),
+        Next::Vtep(i) => format!(
+            "to remote node {} in network {net}'s VNI",
+            peers.get(usize::from(i)).cloned().unwrap_or_else(|| format!("#{i}"))
+        ),
         Next::Flood => format!("flood in network {net}"),
         Next::L3 => format!("to network {net}'s gateway"),
         Next::Consumed => "answered by the switch".into(),
@@ -791,6 +795,7 @@ impl pb::debug_server::Debug for Api {
         }
         got.truncate(count as usize);
         let (nets, ports) = self.names();
+        let peers: Vec<String> = self.view.tables.load().tunnel.peers.iter().map(|p| p.spec.name.clone()).collect();
         let packets = got
             .iter()
             .map(|(w, p)| pb::TracedPacket {
@@ -801,7 +806,7 @@ impl pb::debug_server::Debug for Api {
                 steps: p
                     .steps()
                     .iter()
-                    .map(|s| pb::TraceStep { stage: s.stage.name().into(), decision: decision(s, &nets, &ports) })
+                    .map(|s| pb::TraceStep { stage: s.stage.name().into(), decision: decision(s, &nets, &ports, &peers) })
                     .collect(),
             })
             .collect();

@@ -99,7 +99,8 @@ drop_reasons! {
     VxlanBadFlags => "vxlan_bad_flags", "VXLAN header without the I flag, or with bits of an extension set.";
     VxlanWrongVni => "vxlan_wrong_vni", "VXLAN network identifier this node does not serve.";
     VxlanInnerMac => "vxlan_inner_mac", "Inner frame not addressed to this node's VTEP MAC.";
-    VxlanInnerUnsupported => "vxlan_inner_unsupported", "Inner frame neither IPv4 nor IPv6 (an L3 overlay carries only those).";
+    VxlanInnerUnsupported => "vxlan_inner_unsupported", "Inner frame neither IPv4 nor IPv6 (an L3 overlay carries only those), or 802.1Q-tagged (an L2 overlay carries untagged frames).";
+    VxlanUnknownPeer => "vxlan_unknown_peer", "A stretched network's frame from an underlay address that is no configured peer.";
     PeerUnresolved => "peer_unresolved", "The remote node's underlay next hop has no MAC yet (the kernel is resolving it).";
     EncapNoRoom => "encap_no_room", "No headroom in the frame for the outer headers.";
 }

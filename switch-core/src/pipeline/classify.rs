@@ -44,6 +44,7 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) {
         m.tagged = false;
         m.routed = false;
         m.tunnel = false;
+        m.peer = crate::tables::fdb::LOCAL;
         if b.len() < ethernet::HEADER_LEN {
             m.next = Next::Drop(DropReason::Runt);
             continue;

@@ -218,6 +218,6 @@ pub fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, e: Emit) {
             None => Next::Flood,
         }
     };
-    let m = Meta { network: network.0, tagged: false, routed: true, tunnel: false, next };
+    let m = Meta { network: network.0, routed: true, next, ..Meta::default() };
     output::one(ctx, out, Desc { addr, len: len as u32 }, m);
 }

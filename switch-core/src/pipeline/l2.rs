@@ -31,8 +31,9 @@ impl LearnDedup {
 
     /// True if the event is new (and remembers it).
     #[inline]
-    pub(super) fn first_time(&mut self, key: u64, port: u16) -> bool {
-        let tag = (key ^ (u64::from(port) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    pub(super) fn first_time(&mut self, key: u64, port: u16, peer: u16) -> bool {
+        let whence = u64::from(port) << 32 | u64::from(peer) << 16;
+        let tag = (key ^ whence).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let slot = &mut self.slots[(tag >> 56) as usize % DEDUP_SLOTS];
         if *slot == tag {
             return false;
@@ -104,15 +105,19 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) -> bool {
         let dst = EthernetAddress::from_bytes(&b[0..6]);
         let src = EthernetAddress::from_bytes(&b[6..12]);
         let net = NetworkId(batch.meta[i].network);
+        let (from_peer, remote) = (batch.meta[i].peer, batch.meta[i].tunnel);
 
-        // A repeated source was touched or reported for the packet before it.
+        // A repeated source was touched or reported for the packet before it. (A run
+        // of frames from the uplink comes from one peer often enough that the memo,
+        // keyed on the MAC alone, stays right: a MAC behind two peers at once is a
+        // move either way.)
         match src_memo.lookup(fdb, net, src) {
             (_, true) => {}
-            (Some(e), false) if e.port == ctx.in_port => fdb.touch(e, ctx.now_s),
+            (Some(e), false) if e.port == ctx.in_port && e.peer == from_peer => fdb.touch(e, ctx.now_s),
             (Some(e), false) if e.is_static() => {}
             (_, false) => {
-                if ctx.dedup.first_time(fdb::key(net, src), ctx.in_port.0) {
-                    let ev = LearnEvent { network: net, mac: src, port: ctx.in_port };
+                if ctx.dedup.first_time(fdb::key(net, src), ctx.in_port.0, from_peer) {
+                    let ev = LearnEvent { network: net, mac: src, port: ctx.in_port, peer: from_peer };
                     if ctx.learn.push(ev).is_ok() {
                         ctx.stats.learn_events.add(1);
                     } else {
@@ -124,7 +129,9 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) -> bool {
 
         let network = tables.topology.network(net);
         let gw_mac = network.map_or(NO_GATEWAY, |n| n.gw_mac);
-        if gw_mac != NO_GATEWAY {
+        // Frames from remote nodes are switched only: control gives no stretched
+        // network a gateway.
+        if gw_mac != NO_GATEWAY && !remote {
             let l3_at = if batch.meta[i].tagged { 18 } else { 14 };
             let to_gw = dst.to_u64() == gw_mac
                 || (dst.is_multicast()
@@ -140,6 +147,9 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) -> bool {
             Next::Flood
         } else {
             match dst_memo.lookup(fdb, net, dst).0 {
+                // Split horizon: what came from a remote node never goes back to one.
+                Some(e) if e.is_remote() && remote => Next::Drop(DropReason::SamePort),
+                Some(e) if e.is_remote() => Next::Vtep(e.peer),
                 Some(e) if e.port == ctx.in_port => Next::Drop(DropReason::SamePort),
                 Some(e) => Next::Port(e.port),
                 None => Next::Flood,

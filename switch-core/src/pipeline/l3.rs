@@ -308,7 +308,7 @@ fn ipv6(
 /// control hears of the miss, once per key and tables generation.
 fn park(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, key: NeighKey, egress: NetworkId, port: Option<PortId>) -> Next {
     let folded = (key.ip as u64) ^ ((key.ip >> 64) as u64);
-    if ctx.dedup.first_time(folded, key.network ^ 0x8000) {
+    if ctx.dedup.first_time(folded, key.network ^ 0x8000, 0) {
         tell(ctx, NeighEvent::Miss(key));
     }
     if ctx.pending.refuses(key) {

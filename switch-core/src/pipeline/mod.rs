@@ -11,7 +11,9 @@
 //!                                     │  whose next hop is resolving; VXLAN
 //!                                     │  encapsulation to remote nodes)
 //! uplink rx burst ─▶ tunnel ──────────┘
-//!                    (underlay checks, VXLAN decapsulation)
+//!                    (underlay checks, VXLAN decapsulation; frames of networks
+//!                     stretched across nodes go to l2, learned behind their peer,
+//!                     and output replicates floods to the peers of their VNI)
 //! ```
 //!
 //! Stages never return errors per packet: a dropped packet gets `Next::Drop(reason)` and
@@ -31,7 +33,7 @@ pub use output::Outputs;
 
 use crate::port::Desc;
 use crate::stats::{DropReason, WorkerStats};
-use crate::tables::{LearnEvent, NeighEvent, PortId, Tables};
+use crate::tables::{fdb, LearnEvent, NeighEvent, PortId, Tables};
 use crate::xsk::Umem;
 use crossbeam_queue::ArrayQueue;
 
@@ -49,8 +51,12 @@ pub enum Next {
     /// Send on this port as it is, outside any network (to a remote node, on the
     /// uplink).
     Raw(PortId),
+    /// Encapsulate in its network's VNI and send to this remote node (a network
+    /// stretched across nodes).
+    Vtep(u16),
     /// Send on every port of its network but the one it came from (routed packets:
-    /// every port of the egress network).
+    /// every port of the egress network), and to every remote node that carries the
+    /// network, unless it came from one.
     Flood,
     /// For a gateway: route it, or answer it.
     L3,
@@ -63,7 +69,7 @@ pub enum Next {
 }
 
 /// Per-packet state carried between stages.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Meta {
     /// Network (bridge domain) id.
     pub network: u16,
@@ -74,8 +80,17 @@ pub struct Meta {
     /// Came from a remote node (decapsulated, or routed in over the underlay):
     /// `network` is the tunnel's network, and nothing is answered back in place.
     pub tunnel: bool,
+    /// The remote node a decapsulated frame came from (`fdb::LOCAL` if none): where
+    /// L2 learns its source MAC.
+    pub peer: u16,
     /// The next step.
     pub next: Next,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { network: 0, tagged: false, routed: false, tunnel: false, peer: fdb::LOCAL, next: Next::L2 }
+    }
 }
 
 /// Up to [`BATCH_SIZE`] frames from one input port.
@@ -123,7 +138,11 @@ pub struct Ctx<'a> {
 #[inline]
 pub fn process(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     if is_uplink(ctx) {
-        if tunnel::receive(batch, ctx) {
+        let (to_l2, mut to_l3) = tunnel::receive(batch, ctx);
+        if to_l2 {
+            to_l3 |= l2::run(batch, ctx);
+        }
+        if to_l3 {
             l3::run(batch, ctx, out);
         }
     } else {
@@ -153,10 +172,22 @@ pub fn process_traced(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs, t
     }
     let mut routed = [false; BATCH_SIZE];
     let to_l3 = if is_uplink(ctx) {
-        let to_l3 = tunnel::receive(batch, ctx);
+        let (to_l2, mut to_l3) = tunnel::receive(batch, ctx);
+        let mut switched = [false; BATCH_SIZE];
         for (i, r) in recs.iter_mut().enumerate().take(n) {
             r.step(Stage::Tunnel, &batch.meta[i]);
-            routed[i] = batch.meta[i].next == Next::L3;
+            switched[i] = batch.meta[i].next == Next::L2;
+        }
+        if to_l2 {
+            to_l3 |= l2::run(batch, ctx);
+            for (i, r) in recs.iter_mut().enumerate().take(n) {
+                if switched[i] {
+                    r.step(Stage::L2, &batch.meta[i]);
+                }
+            }
+        }
+        for (i, m) in batch.meta.iter().enumerate().take(n) {
+            routed[i] = m.next == Next::L3;
         }
         to_l3
     } else {

@@ -123,6 +123,54 @@ fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u1
     }
 }
 
+/// The frame for a flood's next target, `left` targets before the last: copies
+/// first, from the untouched original; the original goes last. None (counted) when
+/// no frame is free for a copy.
+#[inline]
+fn flood_copy(ctx: &mut Ctx<'_>, d: Desc, left: usize) -> Option<Desc> {
+    if left == 0 {
+        return Some(d);
+    }
+    let copy = ctx.umem.clone_frame(d.addr, d.len).map(|addr| Desc { addr, len: d.len });
+    if copy.is_none() {
+        ctx.stats.drop(DropReason::FloodNoFrame);
+    }
+    copy
+}
+
+/// Encapsulates a stretched network's frame in its VNI to remote node `peer` and
+/// queues it on the uplink; returns the uplink, or None if dropped (counted).
+#[inline]
+fn to_vtep(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, peer: u16) -> Option<PortId> {
+    let tunnel = &*ctx.tables.tunnel;
+    let (Some(local), Some(v), Some(p)) = (tunnel.local.as_ref(), tunnel.l2_of(NetworkId(m.network)), tunnel.peer(peer))
+    else {
+        ctx.stats.drop(DropReason::NoPort);
+        ctx.umem.free(d.addr);
+        return None;
+    };
+    let sent = match fit_tag(ctx, d, m.tagged, UNTAGGED) {
+        None => Err((d, DropReason::VlanTruncated)),
+        Some(mut f) => match super::tunnel::encap_frame(ctx, &mut f, p, v.vni) {
+            Ok(()) if f.len > out.max_frame(local.uplink) => Err((f, DropReason::TooBig)),
+            Ok(()) => Ok(f),
+            Err(r) => Err((f, r)),
+        },
+    };
+    match sent {
+        Ok(f) => {
+            out.push(local.uplink, f);
+            ctx.stats.l3.to_peers.add(1);
+            Some(local.uplink)
+        }
+        Err((f, r)) => {
+            ctx.stats.drop(r);
+            ctx.umem.free(f.addr);
+            None
+        }
+    }
+}
+
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     for i in 0..batch.len {
         one(ctx, out, batch.desc[i], batch.meta[i]);
@@ -148,29 +196,33 @@ pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
                 out.push(p, d);
             }
         }
+        Next::Vtep(peer) => {
+            to_vtep(ctx, out, d, m, peer);
+        }
         Next::Flood => {
             let tables = ctx.tables;
             let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);
             // A routed packet may go back out of the port it came in on.
             let skip = if m.routed { None } else { Some(ctx.in_port) };
-            let targets = members.iter().filter(|p| Some(**p) != skip).count();
+            // Split horizon: what a remote node sent, it sent to every node itself.
+            let remote = match tables.tunnel.l2_of(NetworkId(m.network)) {
+                Some(v) if !m.tunnel => &v.peers[..],
+                _ => &[],
+            };
+            let targets = members.iter().filter(|p| Some(**p) != skip).count() + remote.len();
             let mut left = targets;
             for &p in members.iter().filter(|p| Some(**p) != skip) {
                 left -= 1;
-                // Copies first, from the untouched original; the original goes last.
-                let frame = if left == 0 {
-                    d
-                } else {
-                    match ctx.umem.clone_frame(d.addr, d.len) {
-                        Some(addr) => Desc { addr, len: d.len },
-                        None => {
-                            ctx.stats.drop(DropReason::FloodNoFrame);
-                            continue;
-                        }
-                    }
-                };
+                let Some(frame) = flood_copy(ctx, d, left) else { continue };
                 if emit(ctx, out, p, frame, m.network, m.tagged) {
                     ctx.stats.ports[p.0 as usize].tx_flood.add(1);
+                }
+            }
+            for &peer in remote {
+                left -= 1;
+                let Some(frame) = flood_copy(ctx, d, left) else { continue };
+                if let Some(uplink) = to_vtep(ctx, out, frame, m, peer) {
+                    ctx.stats.ports[uplink.0 as usize].tx_flood.add(1);
                 }
             }
             if targets == 0 {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub(super) struct Rig {
     pub worker: Worker,
     publisher: Publisher,
-    learner: Learner,
+    pub(super) learner: Learner,
     queues: WorkerQueues,
     topo: Arc<Topology>,
     routes: Arc<Routes>,

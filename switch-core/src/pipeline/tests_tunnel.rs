@@ -400,3 +400,164 @@ fn direct_mode_routes_over_the_underlay_without_encapsulation() {
     r.send(0, &udp4("198.18.1.10", "198.18.2.20", 64, 1500 - 28, POD, GW));
     assert_eq!(r.sent(1).len(), 1);
 }
+
+// ---- A network stretched across nodes (the L2 overlay) ----
+
+const L2_VNI: u32 = 100;
+const PEER_C6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 3);
+
+/// [`rig`]'s node, plus network 1 ("blue", no gateway) with pods on ports 2 and 3,
+/// stretched as VNI 100 to peer b (over IPv4) and peer c (over IPv6); network 2 is
+/// local only, with a pod on port 4.
+fn stretched_rig() -> Rig {
+    let pods = NetworkSpec {
+        id: NetworkId(0),
+        name: "pods".into(),
+        ageing_s: 300,
+        gateway: Some(Gateway {
+            mac: GW,
+            v4: Some((Ipv4Addr::new(198, 18, 1, 1), 24)),
+            v6: None,
+            router_advertisements: false,
+        }),
+    };
+    let plain = |id: u16, name: &str| NetworkSpec { id: NetworkId(id), name: name.into(), ageing_s: 300, gateway: None };
+    let uplink = PortSpec { id: PortId(1), name: "uplink".into(), mode: PortMode::Uplink, static_macs: vec![] };
+    let ports = [access(0, 0), uplink, access(2, 1), access(3, 1), access(4, 2)];
+    let mut r = Rig::with(&[pods, plain(1, "blue"), plain(2, "red")], &ports, &[]);
+    let local = TunnelSpec {
+        uplink: PortId(1),
+        mode: TunnelMode::Vxlan,
+        uplink_mac: UPLINK,
+        uplink_mtu: 1500,
+        vtep_mac: VTEP,
+        local4: Some(LOCAL4),
+        local6: Some(LOCAL6),
+        udp_port: 4789,
+        vni: VNI,
+        network: NetworkId(0),
+    };
+    let peer = |name: &str, underlay: IpAddr| PeerSpec {
+        name: name.into(),
+        underlay,
+        vtep_mac: PEER_VTEP,
+        next_hop: Some(ROUTER),
+    };
+    let tunnel = Tunnel::new(local, &[peer("b", IpAddr::V4(PEER4)), peer("c", IpAddr::V6(PEER_C6))]).unwrap();
+    let blue = crate::tables::L2Vni { vni: L2_VNI, network: NetworkId(1), peers: [0, 1].into() };
+    r.set_tunnel(tunnel.with_l2(vec![blue]).unwrap());
+    r
+}
+
+/// `inner` in VXLAN VNI `vni` from `from` (an IPv4 or IPv6 underlay address).
+fn vxlan_from(inner: &[u8], from: IpAddr, vni: u32) -> Vec<u8> {
+    let mut body = vec![0x08, 0, 0, 0];
+    body.extend_from_slice(&vni.to_be_bytes()[1..]);
+    body.push(0);
+    body.extend_from_slice(inner);
+    let mut f = Vec::new();
+    let b = PacketBuilder::ethernet2(ROUTER.0, UPLINK.0);
+    match from {
+        IpAddr::V4(a) => b.ipv4(a.octets(), LOCAL4.octets(), 64).udp(51000, 4789).write(&mut f, &body).unwrap(),
+        IpAddr::V6(a) => b.ipv6(a.octets(), LOCAL6.octets(), 64).udp(51000, 4789).write(&mut f, &body).unwrap(),
+    }
+    f
+}
+
+/// (outer destination address, VNI, inner frame) of a frame the uplink sent, with
+/// the outer checksums checked.
+fn l2_outer(f: &[u8]) -> (IpAddr, u32, Vec<u8>) {
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(TransportSlice::Udp(udp)) = &s.transport else { panic!("not UDP") };
+    assert_eq!(udp.destination_port(), 4789);
+    let dst = match &s.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            assert_eq!(checksum::checksum(ip.header().slice()), 0, "outer IPv4 checksum");
+            IpAddr::V4(ip.header().destination_addr())
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let d = ip.header().destination_addr();
+            assert!(checksum::verify_l4(LOCAL6.into(), d.into(), 17, udp.slice()), "UDP checksum over IPv6");
+            IpAddr::V6(d)
+        }
+        _ => panic!("not IP"),
+    };
+    let vx = udp.payload();
+    assert_eq!(&vx[..4], &[0x08, 0, 0, 0]);
+    (dst, u32::from_be_bytes([0, vx[4], vx[5], vx[6]]), vx[8..].to_vec())
+}
+
+#[test]
+fn a_broadcast_in_a_stretched_network_reaches_its_pods_and_every_peer_of_its_vni() {
+    let mut r = stretched_rig();
+    let bcast = super::tests::frame(EthernetAddress::BROADCAST, super::tests::mac(2), 80);
+    r.send(2, &bcast);
+    assert_eq!(r.sent(3), vec![bcast.clone()], "the other local pod of the network");
+    assert!(r.sent(0).is_empty() && r.sent(4).is_empty(), "no other network");
+    let mut out: Vec<_> = r.sent(1).iter().map(|f| l2_outer(f)).collect();
+    out.sort_by_key(|o| o.0);
+    assert_eq!(out.len(), 2, "one copy per peer of the VNI");
+    assert_eq!(out[0].0, IpAddr::V4(PEER4));
+    assert_eq!(out[1].0, IpAddr::V6(PEER_C6));
+    for (_, vni, inner) in &out {
+        assert_eq!(*vni, L2_VNI);
+        assert_eq!(inner, &bcast, "the frame as it was");
+    }
+    assert_eq!(r.worker.stats().l3.to_peers.get(), 2);
+    assert!(r.worker.account().balanced());
+}
+
+#[test]
+fn remote_macs_are_learned_from_their_peer_and_stop_the_flooding() {
+    let mut r = stretched_rig();
+    let remote = EthernetAddress([0x02, 0, 0, 0, 0xc0, 1]);
+    let local = super::tests::mac(2);
+    // From pod R behind peer c: to the local pods, never back to a peer.
+    let hello = super::tests::frame(EthernetAddress::BROADCAST, remote, 80);
+    r.send(1, &vxlan_from(&hello, IpAddr::V6(PEER_C6), L2_VNI));
+    assert_eq!(r.sent(2), vec![hello.clone()]);
+    assert_eq!(r.sent(3), vec![hello.clone()]);
+    assert!(r.sent(1).is_empty() && r.sent(4).is_empty(), "split horizon, and no other network");
+    let e = r.learner.build().lookup(NetworkId(1), remote).unwrap();
+    assert_eq!((e.port, e.peer), (PortId(1), 1), "learned behind peer c");
+    // The answer goes to peer c alone.
+    let answer = super::tests::frame(remote, local, 120);
+    r.send(2, &answer);
+    let out = r.sent(1);
+    assert_eq!(out.len(), 1, "unicast to one peer");
+    assert_eq!(l2_outer(&out[0]), (IpAddr::V6(PEER_C6), L2_VNI, answer.clone()));
+    assert!(r.sent(3).is_empty(), "no flooding once learned");
+    // Peer b sending to R (which lives behind c) is not sent back into the tunnel.
+    let stray = super::tests::frame(remote, EthernetAddress([0x02, 0, 0, 0, 0xb0, 1]), 80);
+    r.send(1, &vxlan_from(&stray, IpAddr::V4(PEER4), L2_VNI));
+    assert!(r.sent(1).is_empty());
+    assert_eq!(r.drops(DropReason::SamePort), 1);
+    // R moves behind peer b.
+    r.send(1, &vxlan_from(&super::tests::frame(local, remote, 80), IpAddr::V4(PEER4), L2_VNI));
+    assert_eq!(r.sent(2).len(), 1);
+    r.send(2, &answer);
+    assert_eq!(l2_outer(&r.sent(1)[0]).0, IpAddr::V4(PEER4));
+    assert!(r.worker.account().balanced());
+}
+
+#[test]
+fn stretched_frames_from_strangers_tagged_or_in_unknown_vnis_are_counted_and_dropped() {
+    let mut r = stretched_rig();
+    let f = super::tests::frame(EthernetAddress::BROADCAST, EthernetAddress([2, 0, 0, 0, 0xc0, 1]), 80);
+    r.send(1, &vxlan_from(&f, IpAddr::V4(Ipv4Addr::new(198, 19, 0, 77)), L2_VNI));
+    assert_eq!(r.drops(DropReason::VxlanUnknownPeer), 1);
+    r.send(1, &vxlan_from(&f, IpAddr::V4(PEER4), L2_VNI + 1));
+    assert_eq!(r.drops(DropReason::VxlanWrongVni), 1);
+    let mut tagged = f.clone();
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+    r.send(1, &vxlan_from(&tagged, IpAddr::V4(PEER4), L2_VNI));
+    assert_eq!(r.drops(DropReason::VxlanInnerUnsupported), 1);
+    let mut group_src = f.clone();
+    group_src[6] = 0x01;
+    r.send(1, &vxlan_from(&group_src, IpAddr::V4(PEER4), L2_VNI));
+    assert_eq!(r.drops(DropReason::SourceMulticast), 1);
+    for p in [0, 1, 2, 3, 4] {
+        assert!(r.sent(p).is_empty(), "port {p}");
+    }
+    assert!(r.worker.account().balanced());
+}

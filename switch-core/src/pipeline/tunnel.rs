@@ -5,10 +5,12 @@
 //! (tunnel mode) or IP to its pod CIDRs (direct mode). This stage checks the outer
 //! headers again (the program is a filter, not a validator), strips them in place by
 //! moving the descriptor past them, and hands the inner packet to L3 in the tunnel's
-//! network. Accepted: zero and non-zero outer UDP checksums (a non-zero one must
+//! network, or, in the VNI of a network stretched across nodes, the inner frame to
+//! L2 in that network, from the peer whose underlay address sent it. Accepted: zero and non-zero outer UDP checksums (a non-zero one must
 //! verify), IPv4 and IPv6 underlays. Dropped and counted: fragments, truncation, VXLAN
 //! flags other than the I flag alone, other VNIs, inner frames not for this node's
-//! VTEP MAC, inner frames that are not IP.
+//! VTEP MAC, inner frames that are not IP (L3 overlay), tagged or from an unknown
+//! peer (L2 overlay).
 //!
 //! Out: [`encap`] writes the peer's prebuilt outer headers into the frame's headroom
 //! (copy, then lengths, the IPv4 checksum from the template's partial sum, and a
@@ -26,38 +28,55 @@ use crate::wire::{checksum, read_u16, vxlan, Error, EtherType, IpProtocol, Ipv4P
 const SPORT_BASE: u16 = 49152;
 
 /// Runs the batch from the uplink through the underlay checks and decapsulation.
-/// Returns true if some packet goes on to L3.
-pub(super) fn receive(batch: &mut Batch, ctx: &mut Ctx<'_>) -> bool {
+/// Returns whether some frame goes on to L2, and whether some packet goes on to L3.
+pub(super) fn receive(batch: &mut Batch, ctx: &mut Ctx<'_>) -> (bool, bool) {
     let tables = ctx.tables;
     let Some(local) = tables.tunnel.local.as_ref() else {
         for m in &mut batch.meta[..batch.len] {
             m.next = Next::Drop(DropReason::NoPort);
         }
-        return false;
+        return (false, false);
     };
-    let mut any = false;
+    let (mut l2, mut l3) = (false, false);
     for i in 0..batch.len {
         let m = &mut batch.meta[i];
         *m = super::Meta { network: local.network.0, tunnel: true, ..Default::default() };
         match inner(ctx, &batch.desc[i], local) {
-            Ok((skip, len)) => {
+            Ok(Inner { skip, len, stretched }) => {
                 let d = &mut batch.desc[i];
                 d.addr += skip as u64;
                 d.len = len as u32;
-                m.next = Next::L3;
+                if let Some((network, peer)) = stretched {
+                    m.network = network;
+                    m.peer = peer;
+                    m.next = Next::L2;
+                    l2 = true;
+                } else {
+                    m.next = Next::L3;
+                    l3 = true;
+                }
                 ctx.stats.l3.from_peers.add(1);
-                any = true;
             }
             Err(r) => m.next = Next::Drop(r),
         }
     }
-    any
+    (l2, l3)
+}
+
+/// Where the inner Ethernet frame is in a frame from the uplink.
+struct Inner {
+    /// Bytes before it.
+    skip: usize,
+    /// Its length.
+    len: usize,
+    /// For a stretched network's frame: (network, the peer that sent it).
+    stretched: Option<(u16, u16)>,
 }
 
 /// Where the inner Ethernet frame starts in `d` and how long it is, or why the frame
 /// is dropped. In direct mode the frame itself is the inner frame.
 #[inline]
-fn inner(ctx: &Ctx<'_>, d: &Desc, local: &TunnelSpec) -> Result<(usize, usize), DropReason> {
+fn inner(ctx: &Ctx<'_>, d: &Desc, local: &TunnelSpec) -> Result<Inner, DropReason> {
     let b = ctx.umem.data(d.addr, d.len);
     if b.len() < 14 {
         return Err(DropReason::Runt);
@@ -70,7 +89,7 @@ fn inner(ctx: &Ctx<'_>, d: &Desc, local: &TunnelSpec) -> Result<(usize, usize), 
                 _ => DropReason::Ipv4BadHeader,
             })?;
             if local.mode == TunnelMode::Direct {
-                return Ok((0, b.len()));
+                return Ok(Inner { skip: 0, len: b.len(), stretched: None });
             }
             let ipb = &b[14..];
             if local.local4.is_none_or(|a| ipb[16..20] != a.octets()) || ipb[9] != IpProtocol::UDP.0 {
@@ -93,7 +112,7 @@ fn inner(ctx: &Ctx<'_>, d: &Desc, local: &TunnelSpec) -> Result<(usize, usize), 
                 _ => DropReason::Ipv6BadHeader,
             })?;
             if local.mode == TunnelMode::Direct {
-                return Ok((0, b.len()));
+                return Ok(Inner { skip: 0, len: b.len(), stretched: None });
             }
             let ipb = &b[14..];
             if local.local6.is_none_or(|a| ipb[24..40] != a.octets()) || ipb[6] != IpProtocol::UDP.0 {
@@ -123,10 +142,15 @@ fn inner(ctx: &Ctx<'_>, d: &Desc, local: &TunnelSpec) -> Result<(usize, usize), 
     if !vx.is_plain() {
         return Err(DropReason::VxlanBadFlags);
     }
-    if vx.vni() != local.vni {
-        return Err(DropReason::VxlanWrongVni);
-    }
     let frame = vx.payload();
+    let skip = udp_at + 8 + vxlan::HEADER_LEN;
+    if vx.vni() != local.vni {
+        let tunnel = &ctx.tables.tunnel;
+        let stretched = tunnel.l2_by_vni(vx.vni()).ok_or(DropReason::VxlanWrongVni)?;
+        let peer = tunnel.peer_at(&src).ok_or(DropReason::VxlanUnknownPeer)?;
+        check_stretched(frame)?;
+        return Ok(Inner { skip, len: frame.len(), stretched: Some((stretched.network.0, peer)) });
+    }
     if frame[0..6] != local.vtep_mac.0 {
         return Err(DropReason::VxlanInnerMac);
     }
@@ -137,7 +161,21 @@ fn inner(ctx: &Ctx<'_>, d: &Desc, local: &TunnelSpec) -> Result<(usize, usize), 
     if let Some(r) = check_l3(ethertype, &frame[14..]) {
         return Err(r);
     }
-    Ok((udp_at + 8 + vxlan::HEADER_LEN, frame.len()))
+    Ok(Inner { skip, len: frame.len(), stretched: None })
+}
+
+/// What classify checks of a local port's frame, for a stretched network's frame
+/// from a remote node; VXLAN carries frames untagged (the VNI is the network).
+#[inline]
+fn check_stretched(frame: &[u8]) -> Result<(), DropReason> {
+    if frame[6] & 1 != 0 || frame[6..12] == [0; 6] {
+        return Err(DropReason::SourceMulticast);
+    }
+    let ethertype = read_u16(frame, 12);
+    if ethertype == EtherType::VLAN.0 || ethertype == EtherType::QINQ.0 {
+        return Err(DropReason::VxlanInnerUnsupported);
+    }
+    check_l3(ethertype, &frame[14..]).map_or(Ok(()), Err)
 }
 
 #[inline]
@@ -194,19 +232,59 @@ pub(super) fn encap(
         d.len -= inner as u32;
         return Next::Raw(local.uplink);
     }
-    let outer = usize::from(peer.outer_len);
-    let start = d.addr + inner as u64;
-    if start & u64::from(ctx.umem.frame_size() - 1) < outer as u64 {
-        return Next::Drop(DropReason::EncapNoRoom);
-    }
     let b = ctx.umem.data_mut(d.addr, d.len);
     let sport = flow_port(&b[l2..], v6);
     b[inner..inner + 6].copy_from_slice(&peer.spec.vtep_mac.0);
     b[inner + 6..inner + 12].copy_from_slice(&local.vtep_mac.0);
-    d.addr = start - outer as u64;
-    d.len = d.len - inner as u32 + outer as u32;
+    d.addr += inner as u64;
+    d.len -= inner as u32;
+    match push_outer(ctx, d, peer, h, sport, None) {
+        Ok(()) => Next::Raw(local.uplink),
+        Err(r) => Next::Drop(r),
+    }
+}
+
+/// Encapsulates the untagged Ethernet frame `d` of a stretched network as it is, in
+/// `vni`, to `peer`; on success `d` is the frame to send on the uplink.
+#[inline]
+pub(super) fn encap_frame(ctx: &mut Ctx<'_>, d: &mut Desc, peer: &PeerEntry, vni: u32) -> Result<(), DropReason> {
+    let h = peer.header.as_ref().ok_or(DropReason::PeerUnresolved)?;
+    let b = ctx.umem.data(d.addr, d.len);
+    let ethertype = read_u16(b, 12);
+    let sport = if ethertype == EtherType::IPV4.0 || ethertype == EtherType::IPV6.0 {
+        flow_port(&b[14..], ethertype == EtherType::IPV6.0)
+    } else {
+        let mut m = [0u8; 8];
+        m.copy_from_slice(&b[4..12]);
+        SPORT_BASE | ((u64::from_ne_bytes(m).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as u16 & 0x3fff)
+    };
+    push_outer(ctx, d, peer, h, sport, Some(vni))
+}
+
+/// Writes `peer`'s outer headers `h` in front of the inner Ethernet frame `d` (into
+/// its headroom), with lengths, checksums, the UDP source port `sport`, and `vni`
+/// over the template's (the L3 overlay's); `d` becomes the whole frame.
+#[inline]
+fn push_outer(
+    ctx: &mut Ctx<'_>,
+    d: &mut Desc,
+    peer: &PeerEntry,
+    h: &[u8],
+    sport: u16,
+    vni: Option<u32>,
+) -> Result<(), DropReason> {
+    let outer = usize::from(peer.outer_len);
+    if d.addr & u64::from(ctx.umem.frame_size() - 1) < outer as u64 {
+        return Err(DropReason::EncapNoRoom);
+    }
+    d.addr -= outer as u64;
+    d.len += outer as u32;
     let b = ctx.umem.data_mut(d.addr, d.len);
     b[..outer].copy_from_slice(&h[..outer]);
+    if let Some(vni) = vni {
+        // Three bytes before the VXLAN header's last, reserved one.
+        b[outer - 4..outer - 1].copy_from_slice(&vni.to_be_bytes()[1..]);
+    }
     let ip_len = b.len() - 14;
     if peer.spec.underlay.is_ipv4() {
         b[16..18].copy_from_slice(&(ip_len as u16).to_be_bytes());
@@ -226,5 +304,5 @@ pub(super) fn encap(
         let c = if c == 0 { 0xffff } else { c };
         b[60..62].copy_from_slice(&c.to_be_bytes());
     }
-    Next::Raw(local.uplink)
+    Ok(())
 }

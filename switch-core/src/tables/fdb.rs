@@ -10,6 +10,10 @@
 //! [`AgeingSlots`], an array of atomics shared by every snapshot, one slot per learned
 //! entry. A worker refreshes its entry's slot with a relaxed store, at most once per
 //! second per entry.
+//!
+//! In a network stretched across nodes, a MAC may live behind a remote node: its entry
+//! names the uplink port and the peer (the remote VTEP), learned from the outer source
+//! address of the decapsulated frames that came from it.
 
 use super::topology::{NetworkId, PortId, Topology};
 use crate::wire::EthernetAddress;
@@ -65,11 +69,16 @@ impl AgeingSlots {
     }
 }
 
+/// [`FdbEntry::peer`] of a MAC on a local port.
+pub const LOCAL: u16 = u16::MAX;
+
 /// Where a MAC is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbEntry {
-    /// The port.
+    /// The port (the uplink, for a MAC behind a remote node).
     pub port: PortId,
+    /// The remote node (an index into the tunnel table's peers), or [`LOCAL`].
+    pub peer: u16,
     slot: u32,
 }
 
@@ -77,6 +86,12 @@ impl FdbEntry {
     /// Installed by control rather than learned.
     pub fn is_static(&self) -> bool {
         self.slot == STATIC
+    }
+
+    /// Behind a remote node.
+    #[inline]
+    pub fn is_remote(&self) -> bool {
+        self.peer != LOCAL
     }
 }
 
@@ -132,6 +147,8 @@ pub struct LearnEvent {
     pub mac: EthernetAddress,
     /// Ingress port.
     pub port: PortId,
+    /// The remote node it came from (decapsulated), or [`LOCAL`].
+    pub peer: u16,
 }
 
 /// The control-side owner of learned and static entries.
@@ -145,6 +162,8 @@ pub struct Learner {
     pub full_drops: u64,
     /// Entries moved from one port to another.
     pub moves: u64,
+    /// The peers' underlay addresses when remote entries were last checked.
+    peer_addrs: Vec<std::net::IpAddr>,
 }
 
 impl Learner {
@@ -157,6 +176,7 @@ impl Learner {
             free_slots: (0..capacity).rev().collect(),
             full_drops: 0,
             moves: 0,
+            peer_addrs: vec![],
         }
     }
 
@@ -170,7 +190,8 @@ impl Learner {
                     continue;
                 }
                 for mac in &p.spec.static_macs {
-                    statics.insert(key(NetworkId(net as u16), *mac), FdbEntry { port: p.spec.id, slot: STATIC });
+                    let e = FdbEntry { port: p.spec.id, peer: LOCAL, slot: STATIC };
+                    statics.insert(key(NetworkId(net as u16), *mac), e);
                 }
             }
         }
@@ -181,16 +202,43 @@ impl Learner {
             .iter()
             .filter(|(k, e)| {
                 let net = (*k >> 48) as usize;
-                topology
-                    .port(e.port)
-                    .is_none_or(|p| p.egress.get(net).is_none_or(|x| *x == super::topology::NOT_MEMBER))
-                    || self.statics.contains_key(k)
+                let gone = !e.is_remote()
+                    && topology
+                        .port(e.port)
+                        .is_none_or(|p| p.egress.get(net).is_none_or(|x| *x == super::topology::NOT_MEMBER));
+                gone || self.statics.contains_key(k)
             })
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
             self.remove(k);
             changed = true;
+        }
+        changed
+    }
+
+    /// Forgets MACs learned behind remote nodes that no longer carry their network
+    /// in `tunnel`, or whose peer index now names another node. Returns true if any
+    /// went.
+    pub fn sync_tunnel(&mut self, tunnel: &super::Tunnel) -> bool {
+        let addrs: Vec<std::net::IpAddr> = tunnel.peers.iter().map(|p| p.spec.underlay).collect();
+        let renamed = |i: u16| self.peer_addrs.get(usize::from(i)) != addrs.get(usize::from(i));
+        let stale: Vec<u64> = self
+            .learned
+            .iter()
+            .filter(|(k, e)| {
+                e.is_remote()
+                    && (renamed(e.peer)
+                        || tunnel
+                            .l2_of(NetworkId((*k >> 48) as u16))
+                            .is_none_or(|v| !v.peers.contains(&e.peer)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        self.peer_addrs = addrs;
+        let changed = !stale.is_empty();
+        for k in stale {
+            self.remove(k);
         }
         changed
     }
@@ -209,10 +257,11 @@ impl Learner {
         }
         if let Some(e) = self.learned.get_mut(&k) {
             self.ageing.set(e.slot, now_s);
-            if e.port == ev.port {
+            if e.port == ev.port && e.peer == ev.peer {
                 return false;
             }
             e.port = ev.port;
+            e.peer = ev.peer;
             self.moves += 1;
             return true;
         }
@@ -221,7 +270,7 @@ impl Learner {
             return false;
         };
         self.ageing.set(slot, now_s);
-        self.learned.insert(k, FdbEntry { port: ev.port, slot });
+        self.learned.insert(k, FdbEntry { port: ev.port, peer: ev.peer, slot });
         true
     }
 
@@ -292,7 +341,7 @@ mod tests {
     }
 
     fn ev(net: u16, m: u8, port: u16) -> LearnEvent {
-        LearnEvent { network: NetworkId(net), mac: mac(m), port: PortId(port) }
+        LearnEvent { network: NetworkId(net), mac: mac(m), port: PortId(port), peer: LOCAL }
     }
 
     #[test]
@@ -339,6 +388,51 @@ mod tests {
         assert!(l.age(1000, &t));
         assert_eq!(l.build().len(), 1, "only the static entry is left");
         assert!(l.apply(ev(0, 3, 0), 1000), "slots were freed");
+    }
+
+    #[test]
+    fn remote_entries_follow_their_peer_and_vni() {
+        use super::super::tunnel::{L2Vni, PeerSpec, Tunnel, TunnelMode, TunnelSpec};
+        let peer = |a: &str| PeerSpec {
+            name: a.into(),
+            underlay: a.parse().unwrap(),
+            vtep_mac: EthernetAddress([2, 0, 0, 0, 0xcc, 2]),
+            next_hop: None,
+        };
+        let local = TunnelSpec {
+            uplink: PortId(7),
+            mode: TunnelMode::Vxlan,
+            uplink_mac: EthernetAddress([2, 0, 0, 0, 0xee, 1]),
+            uplink_mtu: 1500,
+            vtep_mac: EthernetAddress([2, 0, 0, 0, 0xcc, 1]),
+            local4: Some("198.19.0.1".parse().unwrap()),
+            local6: None,
+            udp_port: 4789,
+            vni: 1,
+            network: NetworkId(0),
+        };
+        let tunnel = |addrs: &[&str], carried: &[u16]| {
+            let peers: Vec<PeerSpec> = addrs.iter().map(|a| peer(a)).collect();
+            let l2 = L2Vni { vni: 100, network: NetworkId(1), peers: carried.into() };
+            Tunnel::new(local.clone(), &peers).unwrap().with_l2(vec![l2]).unwrap()
+        };
+        let t = topo(vec![]);
+        let mut l = Learner::new(8);
+        assert!(!l.sync_tunnel(&tunnel(&["198.19.0.2", "198.19.0.3"], &[0, 1])));
+        let remote = |m: u8, peer: u16| LearnEvent { network: NetworkId(1), mac: mac(m), port: PortId(7), peer };
+        assert!(l.apply(remote(1, 0), 0));
+        assert!(l.apply(remote(2, 1), 0));
+        assert!(!l.apply(remote(2, 1), 1), "same peer: no change");
+        let e = l.build().lookup(NetworkId(1), mac(2)).unwrap();
+        assert!(e.is_remote() && e.peer == 1 && e.port == PortId(7));
+        assert!(!l.sync_topology(&t), "the uplink is no member of network 1, yet remote entries stay");
+        assert!(l.apply(remote(2, 0), 2), "moved to another node");
+        assert_eq!(l.build().lookup(NetworkId(1), mac(2)).unwrap().peer, 0);
+        assert!(l.sync_tunnel(&tunnel(&["198.19.0.2", "198.19.0.3"], &[1])), "peer 0 left the VNI");
+        assert!(l.build().is_empty());
+        l.apply(remote(3, 1), 3);
+        assert!(l.sync_tunnel(&tunnel(&["198.19.0.2", "198.19.0.4"], &[0, 1])), "index 1 is another node now");
+        assert!(l.build().is_empty());
     }
 
     #[test]

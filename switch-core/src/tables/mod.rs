@@ -19,7 +19,7 @@ pub use fib::{Fib4, Fib6, Ipv4Prefix, Ipv6Prefix, PrefixError};
 pub use neigh::{Emit, NeighConfig, NeighEvent, NeighKey, NeighState, Neighbours, Resolver};
 pub use route::{Hop, Prefix, RouteError, RouteSpec, RouteTarget, Routes};
 pub use topology::{Gateway, NetworkId, NetworkSpec, PortId, PortMode, PortSpec, Topology, TopologyError};
-pub use tunnel::{PeerEntry, PeerSpec, Tunnel, TunnelError, TunnelMode, TunnelSpec};
+pub use tunnel::{L2Vni, PeerEntry, PeerSpec, Tunnel, TunnelError, TunnelMode, TunnelSpec};
 
 use arc_swap::ArcSwap;
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -8,10 +8,17 @@
 //! changes. A peer without one has no header yet; packets to it are dropped as
 //! `peer_unresolved` until it has.
 //!
+//! Networks stretched across nodes (the L2 overlay) are [`L2Vni`]s: a VNI, the local
+//! network it carries, and the peers that carry it too, to which broadcast, multicast
+//! and unknown unicast frames are replicated (head-end replication, as Linux's
+//! all-zeros FDB entries and EVPN's inclusive multicast routes do). Their frames reuse
+//! each peer's outer headers with the VNI written over.
+//!
 //! [`Hop::Peer`]: super::Hop::Peer
 
 use super::topology::{NetworkId, PortId};
 use crate::wire::{checksum, vxlan, EtherType, EthernetAddress, IpProtocol};
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// How packets reach remote nodes.
@@ -86,6 +93,21 @@ pub struct PeerEntry {
     pub ip_sum: u32,
 }
 
+/// A network stretched across nodes as a VXLAN VNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L2Vni {
+    /// The VNI.
+    pub vni: u32,
+    /// The local network it carries.
+    pub network: NetworkId,
+    /// The peers that carry it too (indices into [`Tunnel::peers`]): where flooded
+    /// frames are replicated.
+    pub peers: Box<[u16]>,
+}
+
+/// No L2 VNI for this network (in [`Tunnel`]'s index by network).
+const NO_VNI: u16 = u16::MAX;
+
 /// The tunnel table.
 #[derive(Debug, Clone, Default)]
 pub struct Tunnel {
@@ -93,6 +115,15 @@ pub struct Tunnel {
     pub local: Option<TunnelSpec>,
     /// Remote nodes, by the index in [`Hop::Peer`](super::Hop::Peer).
     pub peers: Box<[PeerEntry]>,
+    /// Networks stretched across nodes.
+    pub l2: Box<[L2Vni]>,
+    /// Network id → index in `l2`, or NO_VNI.
+    l2_by_network: Box<[u16]>,
+    /// VNI → index in `l2`.
+    l2_by_vni: FxHashMap<u32, u16>,
+    /// Underlay address → peer index: who sent a decapsulated frame (to learn where
+    /// its source MAC lives).
+    by_underlay: FxHashMap<IpAddr, u16>,
 }
 
 /// A peer that cannot be served, and why.
@@ -114,6 +145,20 @@ pub enum TunnelError {
     /// MTU too small to carry anything.
     #[error("uplink MTU {0} leaves no room for an IP packet after the VXLAN overhead")]
     MtuTooSmall(u32),
+    /// A VNI given to two networks, or to a network and the L3 overlay.
+    #[error("VNI {0} is used twice (by two stretched networks, or by one and the uplink's L3 overlay)")]
+    DuplicateVni(u32),
+    /// An L2 VNI in direct-routing mode (nothing to carry frames in).
+    #[error("networks can be stretched across nodes only in VXLAN mode, not in direct-routing mode")]
+    L2NeedsVxlan,
+    /// An L2 VNI naming a peer that does not exist.
+    #[error("VNI {vni}: no peer {peer}")]
+    NoSuchPeer {
+        /// The VNI.
+        vni: u32,
+        /// The peer index.
+        peer: u16,
+    },
 }
 
 impl Tunnel {
@@ -165,13 +210,67 @@ impl Tunnel {
             };
             out.push(PeerEntry { spec: p.clone(), header, outer_len, mtu, ip_sum });
         }
-        Ok(Tunnel { local: Some(local), peers: out.into_boxed_slice() })
+        let by_underlay = out.iter().enumerate().map(|(i, p)| (p.spec.underlay, i as u16)).collect();
+        Ok(Tunnel { local: Some(local), peers: out.into_boxed_slice(), by_underlay, ..Tunnel::default() })
+    }
+
+    /// The same tunnel carrying the stretched networks `l2` too.
+    pub fn with_l2(mut self, l2: Vec<L2Vni>) -> Result<Tunnel, TunnelError> {
+        let Some(local) = self.local.as_ref() else {
+            return Ok(self);
+        };
+        if !l2.is_empty() && local.mode != TunnelMode::Vxlan {
+            return Err(TunnelError::L2NeedsVxlan);
+        }
+        let mut by_vni = FxHashMap::default();
+        let mut by_network = vec![];
+        for (i, v) in l2.iter().enumerate() {
+            if v.vni > vxlan::MAX_VNI {
+                return Err(TunnelError::BadVni(v.vni));
+            }
+            if v.vni == local.vni || by_vni.insert(v.vni, i as u16).is_some() {
+                return Err(TunnelError::DuplicateVni(v.vni));
+            }
+            if let Some(&peer) = v.peers.iter().find(|p| usize::from(**p) >= self.peers.len()) {
+                return Err(TunnelError::NoSuchPeer { vni: v.vni, peer });
+            }
+            let n = usize::from(v.network.0);
+            if by_network.len() <= n {
+                by_network.resize(n + 1, NO_VNI);
+            }
+            by_network[n] = i as u16;
+        }
+        self.l2 = l2.into_boxed_slice();
+        self.l2_by_vni = by_vni;
+        self.l2_by_network = by_network.into_boxed_slice();
+        Ok(self)
     }
 
     /// Peer `i`.
     #[inline]
     pub fn peer(&self, i: u16) -> Option<&PeerEntry> {
         self.peers.get(usize::from(i))
+    }
+
+    /// The peer whose underlay address is `addr`.
+    #[inline]
+    pub fn peer_at(&self, addr: &IpAddr) -> Option<u16> {
+        self.by_underlay.get(addr).copied()
+    }
+
+    /// The stretched network carried in `vni`.
+    #[inline]
+    pub fn l2_by_vni(&self, vni: u32) -> Option<&L2Vni> {
+        self.l2_by_vni.get(&vni).map(|i| &self.l2[usize::from(*i)])
+    }
+
+    /// How `network` is stretched across nodes, if it is.
+    #[inline]
+    pub fn l2_of(&self, network: NetworkId) -> Option<&L2Vni> {
+        match self.l2_by_network.get(usize::from(network.0)) {
+            Some(&i) if i != NO_VNI => self.l2.get(usize::from(i)),
+            _ => None,
+        }
     }
 }
 
@@ -268,5 +367,33 @@ mod tests {
         let mut l = local(TunnelMode::Vxlan);
         l.vni = 1 << 24;
         assert_eq!(Tunnel::new(l, &[]).unwrap_err(), TunnelError::BadVni(1 << 24));
+    }
+
+    fn vni(vni: u32, net: u16, peers: &[u16]) -> L2Vni {
+        L2Vni { vni, network: NetworkId(net), peers: peers.into() }
+    }
+
+    #[test]
+    fn stretched_networks_are_found_by_vni_network_and_sender() {
+        let peers = [peer("198.19.0.2", true), peer("198.19.0.3", false)];
+        let t = Tunnel::new(local(TunnelMode::Vxlan), &peers).unwrap();
+        let t = t.with_l2(vec![vni(100, 2, &[0, 1]), vni(200, 5, &[1])]).unwrap();
+        assert_eq!(t.l2_by_vni(200).unwrap().network, NetworkId(5));
+        assert!(t.l2_by_vni(7).is_none(), "the L3 overlay's VNI is not an L2 one");
+        assert_eq!(&*t.l2_of(NetworkId(2)).unwrap().peers, &[0, 1]);
+        assert!(t.l2_of(NetworkId(3)).is_none() && t.l2_of(NetworkId(900)).is_none());
+        assert_eq!(t.peer_at(&"198.19.0.3".parse().unwrap()), Some(1));
+        assert_eq!(t.peer_at(&"198.19.0.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn stretched_networks_are_checked() {
+        let t = || Tunnel::new(local(TunnelMode::Vxlan), &[peer("198.19.0.2", true)]).unwrap();
+        assert_eq!(t().with_l2(vec![vni(7, 1, &[])]).unwrap_err(), TunnelError::DuplicateVni(7));
+        assert_eq!(t().with_l2(vec![vni(8, 1, &[]), vni(8, 2, &[])]).unwrap_err(), TunnelError::DuplicateVni(8));
+        assert_eq!(t().with_l2(vec![vni(1 << 24, 1, &[])]).unwrap_err(), TunnelError::BadVni(1 << 24));
+        assert_eq!(t().with_l2(vec![vni(9, 1, &[1])]).unwrap_err(), TunnelError::NoSuchPeer { vni: 9, peer: 1 });
+        let d = Tunnel::new(local(TunnelMode::Direct), &[]).unwrap();
+        assert_eq!(d.with_l2(vec![vni(9, 1, &[])]).unwrap_err(), TunnelError::L2NeedsVxlan);
     }
 }
