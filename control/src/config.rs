@@ -185,7 +185,11 @@ pub struct PeerConfig {
     /// Its VTEP MAC (a Linux `vxlan` device's MAC, for a kernel peer).
     pub vtep_mac: Option<String>,
     /// Its pod CIDRs: routed to it.
+    #[serde(default)]
     pub pod_cidrs: Vec<String>,
+    /// The VNIs of stretched networks it carries too: what this node floods to it.
+    #[serde(default)]
+    pub vnis: Vec<u32>,
 }
 
 /// `[host_port]`: podswitchd creates a veth pair, `NAME-sw` (a switch port in
@@ -339,6 +343,11 @@ pub struct NetworkConfig {
     /// Send IPv6 router advertisements (needs an IPv6 gateway address).
     #[serde(default)]
     pub router_advertisements: bool,
+    /// Stretch the network across nodes as this VXLAN VNI (the L2 overlay): its
+    /// floods are replicated to the peers that list the VNI, and MACs behind them
+    /// are learned. Such a network is switched only (no gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 fn default_ageing() -> u32 {
@@ -612,6 +621,21 @@ impl Config {
             }
             if n.ageing_s == 0 {
                 return Err(bad(format!("network {:?}: ageing_s must be at least 1 second", n.name)));
+            }
+            if let Some(vni) = n.vni {
+                if vni > switch_core::wire::vxlan::MAX_VNI {
+                    return Err(bad(format!(
+                        "network {:?}: vni = {vni}: a VNI has 24 bits (at most {})",
+                        n.name,
+                        switch_core::wire::vxlan::MAX_VNI
+                    )));
+                }
+                if !n.gateway.is_empty() {
+                    return Err(bad(format!(
+                        "network {:?}: a network stretched across nodes (vni) is switched only; remove its gateway",
+                        n.name
+                    )));
+                }
             }
             let id = match &self.ids {
                 Some(ids) => {

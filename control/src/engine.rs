@@ -12,6 +12,7 @@
 
 use crate::config::{Config, Ids, PodRef, PortConfig};
 use crate::daemon::{PortView, View};
+use crate::overlay::TunnelParts;
 use crate::state::{self, Desired, Mutation, Refusal};
 use crate::store::Store;
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +25,6 @@ use switch_core::port::{Port, XskPort};
 use switch_core::sys::netdev;
 use switch_core::tables::{
     Fdb, Learner, NeighKey, Parts, PeerSpec, PortId, PortMode, PortSpec, Publisher, Resolver, Routes, Topology, Tunnel,
-    TunnelSpec,
 };
 use switch_core::wire::EthernetAddress;
 use switch_core::worker::{PortCommand, PortDone, WorkerQueues};
@@ -52,7 +52,7 @@ pub struct Live {
     /// The current routes.
     pub routes: Arc<Routes>,
     /// The uplink and the peers, without their next hops' MACs.
-    pub tunnel_parts: Option<(TunnelSpec, Vec<PeerSpec>)>,
+    pub tunnel_parts: Option<TunnelParts>,
     /// The peers' underlay next hops' MACs (by peer underlay address), as the
     /// underlay watcher last found them.
     pub next_hops: HashMap<IpAddr, EthernetAddress>,
@@ -79,7 +79,7 @@ impl Live {
         topology: Topology,
         routes: Routes,
         statics: &[(NeighKey, EthernetAddress)],
-        tunnel: Option<(TunnelSpec, Vec<PeerSpec>)>,
+        tunnel: Option<TunnelParts>,
     ) -> u64 {
         self.learner.sync_topology(&topology);
         self.resolver.set_statics(statics);
@@ -101,24 +101,29 @@ impl Live {
 
     /// The peers' underlay addresses (what the underlay watcher resolves).
     pub fn peer_addresses(&self) -> Vec<IpAddr> {
-        self.tunnel_parts.as_ref().map_or_else(Vec::new, |(_, p)| p.iter().map(|p| p.underlay).collect())
+        self.tunnel_parts.as_ref().map_or_else(Vec::new, |t| t.peers.iter().map(|p| p.underlay).collect())
     }
 
     fn build_tunnel(&mut self) {
-        let Some((local, peers)) = &self.tunnel_parts else {
+        let Some(parts) = &self.tunnel_parts else {
             self.tunnel = Arc::new(Tunnel::empty());
+            self.learner.sync_tunnel(&self.tunnel);
             return;
         };
-        let peers: Vec<PeerSpec> = peers
+        let peers: Vec<PeerSpec> = parts
+            .peers
             .iter()
             .map(|p| PeerSpec { next_hop: self.next_hops.get(&p.underlay).copied(), ..p.clone() })
             .collect();
-        self.tunnel = Arc::new(Tunnel::new(local.clone(), &peers).unwrap_or_else(|e| {
+        let tunnel = Tunnel::new(parts.local.clone(), &peers).and_then(|t| t.with_l2(parts.l2.clone()));
+        self.tunnel = Arc::new(tunnel.unwrap_or_else(|e| {
             // The configuration was checked; an uplink whose MTU changed under us can
             // still get here. Say so; the peers are unreachable until it is fixed.
             tracing::error!("tunnel table: {e}");
             Tunnel::empty()
         }));
+        // MACs behind peers that left a VNI, or whose index names another node now.
+        self.learner.sync_tunnel(&self.tunnel);
     }
 
     /// An empty FDB (before the first publish).

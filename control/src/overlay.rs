@@ -4,7 +4,7 @@
 
 use crate::config::{derived_mac, Config, ConfigError, Overlay, PeerConfig};
 use std::net::IpAddr;
-use switch_core::tables::{PeerSpec, Prefix, RouteSpec, RouteTarget, Topology, TunnelMode, TunnelSpec};
+use switch_core::tables::{L2Vni, PeerSpec, Prefix, RouteSpec, RouteTarget, Topology, TunnelMode, TunnelSpec};
 use switch_core::wire::{vxlan, EthernetAddress};
 use switch_core::xdp::insn::UplinkFilter;
 
@@ -47,6 +47,17 @@ fn parse_mac(what: &str, s: &str) -> Result<EthernetAddress, ConfigError> {
         return Err(bad(format!("{what}: {s} must be a unicast address")));
     }
     Ok(mac)
+}
+
+/// What the tunnel table is built from; control adds the peers' next hops' MACs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelParts {
+    /// This node's end.
+    pub local: TunnelSpec,
+    /// The peers, in the file's order (peer `i` is tunnel peer `i`).
+    pub peers: Vec<PeerSpec>,
+    /// The networks stretched across nodes.
+    pub l2: Vec<L2Vni>,
 }
 
 impl Config {
@@ -99,12 +110,35 @@ impl Config {
     /// Checks `[uplink]`, `node.underlay` and `[[peers]]`; returns the routes to the
     /// peers' pod CIDRs (peer `i` of the file is tunnel peer `i`).
     pub(crate) fn peer_routes(&self, topology: &Topology) -> Result<Vec<RouteSpec>, ConfigError> {
+        let stretched: Vec<(u32, &str)> =
+            self.networks.iter().filter_map(|n| n.vni.map(|v| (v, n.name.as_str()))).collect();
         let Some(u) = &self.uplink else {
             if !self.peers.is_empty() {
                 return Err(bad("peers need an [uplink]: the interface that reaches them".into()));
             }
+            if let Some((_, name)) = stretched.first() {
+                return Err(bad(format!(
+                    "network {name:?} is stretched across nodes (vni) but there is no [uplink] to carry it"
+                )));
+            }
             return Ok(vec![]);
         };
+        if let Some((_, name)) = stretched.first().filter(|_| u.mode == Overlay::Direct) {
+            return Err(bad(format!(
+                "network {name:?}: networks are stretched across nodes (vni) in VXLAN mode only, and uplink.mode \
+                 is direct"
+            )));
+        }
+        for (i, (vni, name)) in stretched.iter().enumerate() {
+            if *vni == u.vni {
+                return Err(bad(format!(
+                    "network {name:?}: vni = {vni} is the uplink's L3 overlay VNI (uplink.vni); choose another"
+                )));
+            }
+            if let Some((_, other)) = stretched[..i].iter().find(|(v, _)| v == vni) {
+                return Err(bad(format!("network {name:?}: vni = {vni} is network {other:?}'s already")));
+            }
+        }
         let net = topology
             .network_by_name(&u.network)
             .ok_or_else(|| bad(format!("uplink.network: network {:?} is not defined", u.network)))?;
@@ -159,8 +193,22 @@ impl Config {
             if let Some(m) = &p.vtep_mac {
                 parse_mac(&format!("peer {:?}: vtep_mac", p.name), m)?;
             }
-            if p.pod_cidrs.is_empty() {
-                return Err(bad(format!("peer {:?}: pod_cidrs is empty: nothing would be routed to it", p.name)));
+            if p.pod_cidrs.is_empty() && p.vnis.is_empty() {
+                return Err(bad(format!(
+                    "peer {:?}: pod_cidrs and vnis are empty: nothing would be sent to it",
+                    p.name
+                )));
+            }
+            for (k, v) in p.vnis.iter().enumerate() {
+                if !stretched.iter().any(|(s, _)| s == v) {
+                    return Err(bad(format!(
+                        "peer {:?}: vnis: no network is stretched as VNI {v} (set vni on a network)",
+                        p.name
+                    )));
+                }
+                if p.vnis[..k].contains(v) {
+                    return Err(bad(format!("peer {:?}: vnis: {v} is listed twice", p.name)));
+                }
             }
             for c in &p.pod_cidrs {
                 let prefix: Prefix = c.parse().map_err(|e| bad(format!("peer {:?}: pod_cidrs: {e}", p.name)))?;
@@ -183,7 +231,7 @@ impl Config {
         topology: &Topology,
         uplink_mac: EthernetAddress,
         uplink_mtu: u32,
-    ) -> Result<Option<(TunnelSpec, Vec<PeerSpec>)>, ConfigError> {
+    ) -> Result<Option<TunnelParts>, ConfigError> {
         let Some(u) = &self.uplink else { return Ok(None) };
         let network = topology
             .network_by_name(&u.network)
@@ -222,7 +270,17 @@ impl Config {
                 next_hop: None,
             });
         }
-        Ok(Some((local, peers)))
+        let mut l2 = Vec::new();
+        for n in &self.networks {
+            let Some(vni) = n.vni else { continue };
+            let network = topology
+                .network_by_name(&n.name)
+                .map(|e| e.spec.id)
+                .ok_or_else(|| bad(format!("network {:?} is not defined", n.name)))?;
+            let carriers = self.peers.iter().enumerate().filter(|(_, p)| p.vnis.contains(&vni));
+            l2.push(L2Vni { vni, network, peers: carriers.map(|(i, _)| i as u16).collect() });
+        }
+        Ok(Some(TunnelParts { local, peers, l2 }))
     }
 
     /// What the uplink's XDP program steers to the switch.
@@ -312,7 +370,9 @@ mod tests {
         let r = c.routing(&t).unwrap();
         let peer_routes: Vec<_> = r.routes.iter().filter(|r| r.target == RouteTarget::Peer(0)).collect();
         assert_eq!(peer_routes.len(), 2, "both of b's pod CIDRs");
-        let (local, peers) = c.tunnel_parts(&t, EthernetAddress([2, 0, 0, 0, 0, 1]), 1500).unwrap().unwrap();
+        let TunnelParts { local, peers, l2 } =
+            c.tunnel_parts(&t, EthernetAddress([2, 0, 0, 0, 0, 1]), 1500).unwrap().unwrap();
+        assert!(l2.is_empty());
         assert_eq!(local.vtep_mac, vtep_mac_of("a"));
         assert_eq!(local.vni, 1);
         assert_eq!(peers[0].underlay, "198.19.0.2".parse::<IpAddr>().unwrap(), "the family this node has");
@@ -343,5 +403,66 @@ mod tests {
         assert!(e.contains("network \"nope\" is not defined"), "{e}");
         let e = err("name = \"b\"", "name = \"b\"\n        vtep_mac = \"01:00:5e:00:00:01\"");
         assert!(e.contains("unicast"), "{e}");
+    }
+
+    /// NODE with network "blue" stretched as VNI 100 to peer b, and peer c carrying
+    /// VNIs only.
+    const STRETCHED: &str = r#"
+        [[networks]]
+        name = "blue"
+        vni = 100
+        [[peers]]
+        name = "c"
+        underlay = ["198.19.0.3"]
+        vnis = [100]
+    "#;
+
+    /// NODE and STRETCHED, with b carrying VNI 100 too, and `from` replaced by `to`.
+    fn stretched(from: &str, to: &str) -> Result<Config, String> {
+        let b_cidrs = "pod_cidrs = [\"198.18.2.0/24\", \"2001:db8:2::/64\"]";
+        let text = format!("{NODE}{STRETCHED}").replacen(b_cidrs, &format!("{b_cidrs}\n        vnis = [100]"), 1);
+        assert!(text.contains(from), "{from}");
+        Config::parse(&text.replace(from, to)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn stretched_networks_compile_to_their_vni_and_peers() {
+        let c = stretched("", "").unwrap();
+        let t = c.topology().unwrap();
+        let parts = c.tunnel_parts(&t, EthernetAddress([2, 0, 0, 0, 0, 1]), 1500).unwrap().unwrap();
+        let blue = t.network_by_name("blue").unwrap().spec.id;
+        assert_eq!(parts.l2, vec![L2Vni { vni: 100, network: blue, peers: [0, 1].into() }]);
+        let r = c.routing(&t).unwrap();
+        assert!(!r.routes.iter().any(|r| r.target == RouteTarget::Peer(1)), "c has no pod CIDRs: no routes");
+    }
+
+    #[test]
+    fn bad_stretched_networks_are_refused_with_the_reason() {
+        let err = |from: &str, to: &str| stretched(from, to).unwrap_err();
+        let e = err("vni = 100\n", "vni = 1\n");
+        assert!(e.contains("uplink's L3 overlay VNI"), "{e}");
+        let e = err("vni = 100\n", "vni = 16777216\n");
+        assert!(e.contains("24 bits"), "{e}");
+        let e = err("vni = 100\n", "vni = 100\n        gateway = [\"198.18.9.1/24\"]\n");
+        assert!(e.contains("remove its gateway"), "{e}");
+        let e = err(
+            "underlay = [\"198.19.0.3\"]\n        vnis = [100]",
+            "underlay = [\"198.19.0.3\"]\n        vnis = [200]",
+        );
+        assert!(e.contains("no network is stretched as VNI 200"), "{e}");
+        let e = err(
+            "underlay = [\"198.19.0.3\"]\n        vnis = [100]",
+            "underlay = [\"198.19.0.3\"]\n        vnis = [100, 100]",
+        );
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("underlay = [\"198.19.0.3\"]\n        vnis = [100]", "underlay = [\"198.19.0.3\"]");
+        assert!(e.contains("pod_cidrs and vnis are empty"), "{e}");
+        let e = err("network = \"pods\"\n", "network = \"pods\"\n        mode = \"direct\"\n");
+        assert!(e.contains("VXLAN mode only"), "{e}");
+        let e = err(
+            "name = \"blue\"",
+            "name = \"blue\"\n        vni = 100\n        [[networks]]\n        name = \"green\"",
+        );
+        assert!(e.contains("is network \"blue\"'s already"), "{e}");
     }
 }

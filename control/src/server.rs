@@ -229,6 +229,7 @@ fn network_in(n: pb::Network) -> NetworkConfig {
         gateway: n.gateway,
         gateway_mac: n.gateway_mac,
         router_advertisements: n.router_advertisements,
+        vni: n.vni,
     }
 }
 
@@ -342,6 +343,7 @@ impl pb::networks_server::Networks for Api {
                 gateway: n.gateway.clone(),
                 gateway_mac: n.gateway_mac.clone(),
                 router_advertisements: n.router_advertisements,
+                vni: n.vni,
                 id: u32::from(d.ids.networks.get(&n.name).copied().unwrap_or_default()),
             })
             .collect();
@@ -556,6 +558,10 @@ impl pb::switch_server::Switch for Api {
                 mac: mac.to_string(),
                 port: port_name(&ports, e.port),
                 is_static: e.is_static(),
+                peer: match tables.tunnel.peer(e.peer) {
+                    Some(p) if e.is_remote() => p.spec.name.clone(),
+                    _ => String::new(),
+                },
             })
             .collect();
         entries.sort_by(|a, b| (&a.network, &a.mac).cmp(&(&b.network, &b.mac)));
@@ -691,7 +697,12 @@ fn pcap_record(out: &mut Vec<u8>, view: &View, f: &switch_core::debug::CapturedF
     out.extend_from_slice(&f.data[..f.len as usize]);
 }
 
-fn decision(step: &switch_core::debug::Step, nets: &[Option<String>], ports: &[Option<String>], peers: &[String]) -> String {
+fn decision(
+    step: &switch_core::debug::Step,
+    nets: &[Option<String>],
+    ports: &[Option<String>],
+    peers: &[String],
+) -> String {
     use switch_core::pipeline::Next;
     let net = net_name(nets, NetworkId(step.network));
     match step.next {
@@ -806,7 +817,10 @@ impl pb::debug_server::Debug for Api {
                 steps: p
                     .steps()
                     .iter()
-                    .map(|s| pb::TraceStep { stage: s.stage.name().into(), decision: decision(s, &nets, &ports, &peers) })
+                    .map(|s| pb::TraceStep {
+                        stage: s.stage.name().into(),
+                        decision: decision(s, &nets, &ports, &peers),
+                    })
                     .collect(),
             })
             .collect();

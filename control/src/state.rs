@@ -293,6 +293,7 @@ fn check_alone(base: &Config, m: &Mutation) -> Result<(), Refusal> {
                     gateway: vec![],
                     gateway_mac: None,
                     router_advertisements: false,
+                    vni: None,
                 })
                 .collect();
             let mut alone = p.clone();
@@ -461,6 +462,7 @@ mod tests {
             gateway: gw.iter().map(|s| s.to_string()).collect(),
             gateway_mac: None,
             router_advertisements: false,
+            vni: None,
         })
     }
 

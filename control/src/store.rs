@@ -243,6 +243,7 @@ mod tests {
             gateway: vec![],
             gateway_mac: None,
             router_advertisements: false,
+            vni: None,
         })
     }
 

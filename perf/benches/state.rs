@@ -30,6 +30,7 @@ fn state(ports: u32) -> (Config, Desired) {
         gateway: vec!["198.18.0.1/16".into()],
         gateway_mac: None,
         router_advertisements: false,
+        vni: None,
     }));
     for i in 0..ports {
         d = d.with(&Mutation::PutPort(pod(i)));

@@ -3,7 +3,8 @@
 //! 2001:db8:ff::1 and ::2). Pods reach each other through VXLAN over an IPv4 and over
 //! an IPv6 underlay, and in direct-routing mode; a kernel `vxlan` node interoperates;
 //! malformed VXLAN is counted; the node keeps its own traffic with the switch stopped;
-//! packets too big for the tunnel get fragmentation needed with the tunnel's MTU.
+//! packets too big for the tunnel get fragmentation needed with the tunnel's MTU. Three
+//! nodes on a bridged underlay share networks stretched as L2 VNIs.
 
 use podswitch_tests::raw::RawSocket;
 use podswitch_tests::{root_or_skip, udp_exact, worker_core, NetNs, Node, Pod};
@@ -339,4 +340,133 @@ fn interoperates_with_a_linux_vxlan_node() {
     assert!(m.sum("podswitch_tunnel_rx_total", &[]) >= 2, "the Linux node's VXLAN was decapsulated");
     assert_eq!(m.drops("vxlan_inner_mac"), 0);
     a.stop().unwrap();
+}
+
+/// The underlay of three nodes: a Linux bridge in a namespace of its own, with a veth
+/// to each node (`u<letter>` in node i, address 198.19.0.i/24).
+fn bridged_underlay(nodes: &[&NetNs]) -> NetNs {
+    let ul = NetNs::new("ps-ov3-ul").unwrap();
+    ul.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    ul.ip(&["link", "set", "br0", "up"]).unwrap();
+    for (k, ns) in nodes.iter().enumerate() {
+        let i = k as u8 + 1;
+        let (side, ifname) = (format!("s{}", letter(i)), format!("u{}", letter(i)));
+        ul.ip(&["link", "add", &side, "type", "veth", "peer", "name", &ifname, "netns", ns.name()]).unwrap();
+        ul.ip(&["link", "set", &side, "master", "br0"]).unwrap();
+        ul.ip(&["link", "set", &side, "up"]).unwrap();
+        ns.run("ethtool", &["-K", &ifname, "tx", "off"]).unwrap();
+        ns.ip(&["addr", "add", &format!("{}/24", underlay_addr(i, false)), "dev", &ifname]).unwrap();
+        ns.ip(&["link", "set", &ifname, "up"]).unwrap();
+    }
+    ul
+}
+
+/// Node `i` of three: network "blue" stretched as VNI 100 over all three nodes,
+/// "red" as VNI 200 over nodes 1 and 2 only, a pod port in each network it has.
+fn stretched_config(i: u8) -> String {
+    let x = letter(i);
+    let red = i <= 2;
+    let mut c = format!(
+        "[dataplane]\ncores = [{core}]\nidle = \"backoff\"\nring_size = 512\nhugepages = \"off\"\n\
+         [node]\nname = \"{x}\"\nunderlay = [\"{u4}\"]\n\
+         [uplink]\ninterface = \"u{x}\"\nnetwork = \"pods\"\n\
+         [[networks]]\nname = \"pods\"\ngateway = [\"198.18.{i}.1/24\"]\n\
+         [[networks]]\nname = \"blue\"\nvni = 100\n\
+         [[ports]]\nname = \"b{x}\"\nnetwork = \"blue\"\n",
+        core = worker_core(),
+        u4 = underlay_addr(i, false),
+    );
+    if red {
+        c += &format!("[[networks]]\nname = \"red\"\nvni = 200\n[[ports]]\nname = \"r{x}\"\nnetwork = \"red\"\n");
+    }
+    for j in (1..=3u8).filter(|j| *j != i) {
+        let vnis = if red && j <= 2 { "[100, 200]" } else { "[100]" };
+        c += &format!(
+            "[[peers]]\nname = \"{y}\"\nunderlay = [\"{u}\"]\nvnis = {vnis}\n",
+            y = letter(j),
+            u = underlay_addr(j, false)
+        );
+    }
+    c
+}
+
+/// Frames of an ARP request for `target` (the test's marker).
+fn arp_for(target: [u8; 4]) -> impl Fn(&[u8]) -> bool {
+    move |f: &[u8]| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[38..42] == target
+}
+
+#[test]
+fn an_l2_vni_stretched_over_three_nodes_floods_to_its_pods_only_and_learns() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(&format!("ps-ov3{}", letter(i))).unwrap()).collect();
+    let _underlay = bridged_underlay(&nodes.iter().map(|n| &n.ns).collect::<Vec<_>>());
+    let blue: Vec<Pod> = (1..=3u8)
+        .map(|i| {
+            nodes[usize::from(i) - 1].pod(&format!("b{}", letter(i)), Some(&format!("198.18.100.{i}")), None, 1450, 1)
+        })
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let red: Vec<Pod> = (1..=2u8)
+        .map(|i| {
+            nodes[usize::from(i) - 1].pod(&format!("r{}", letter(i)), Some(&format!("198.18.200.{i}")), None, 1450, 1)
+        })
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (k, n) in nodes.iter_mut().enumerate() {
+        n.start(&stretched_config(k as u8 + 1)).unwrap();
+    }
+    // Pods of a VNI reach each other on every node (this also waits for the underlay
+    // next hops to resolve).
+    for (from, to) in [(0, 1), (0, 2), (1, 2)] {
+        let dst = blue[to].v4.clone().unwrap();
+        assert!(ping_until(&blue[from], &dst), "blue {} -> {dst}", blue[from].port);
+    }
+    assert!(ping_until(&red[0], red[1].v4.as_ref().unwrap()), "red a -> red b");
+
+    // One ARP broadcast from blue a reaches blue b and c once each, and no red pod.
+    let watch = |p: &Pod| RawSocket::open(&p.ns, "eth0").unwrap();
+    let (wb, wc, wra, wrb) = (watch(&blue[1]), watch(&blue[2]), watch(&red[0]), watch(&red[1]));
+    let before_c = nodes[2].metrics().unwrap();
+    let src = podswitch_tests::raw::mac(&blue[0].mac);
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&src);
+    arp.extend_from_slice(&[198, 18, 100, 1, 0, 0, 0, 0, 0, 0, 198, 18, 100, 99]);
+    RawSocket::open(&blue[0].ns, "eth0")
+        .unwrap()
+        .send(&podswitch_tests::raw::frame([0xff; 6], src, 0x0806, &arp))
+        .unwrap();
+    let seen = |w: &RawSocket| w.recv_matching(Duration::from_millis(400), arp_for([198, 18, 100, 99])).len();
+    assert_eq!(seen(&wb), 1, "blue b (node b)");
+    assert_eq!(seen(&wc), 1, "blue c (node c)");
+    assert_eq!(seen(&wra), 0, "red a: same node, other network");
+    assert_eq!(seen(&wrb), 0, "red b: other VNI");
+    // Red's broadcast: to red b; node c, which does not carry VNI 200, never gets it.
+    let rsrc = podswitch_tests::raw::mac(&red[0].mac);
+    let mut rarp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    rarp.extend_from_slice(&rsrc);
+    rarp.extend_from_slice(&[198, 18, 200, 1, 0, 0, 0, 0, 0, 0, 198, 18, 200, 99]);
+    RawSocket::open(&red[0].ns, "eth0")
+        .unwrap()
+        .send(&podswitch_tests::raw::frame([0xff; 6], rsrc, 0x0806, &rarp))
+        .unwrap();
+    assert_eq!(wrb.recv_matching(Duration::from_millis(400), arp_for([198, 18, 200, 99])).len(), 1, "red b");
+    assert_eq!(seen(&wc), 0, "blue c sees no red broadcast");
+    let after_c = nodes[2].metrics().unwrap();
+    assert_eq!(after_c.drops("vxlan_wrong_vni"), before_c.drops("vxlan_wrong_vni"), "node c got no VNI 200");
+
+    // Learned: node a knows where b's and c's pods are, behind which peer.
+    let fdb = nodes[0].ctl_ok(&["fdb"]).unwrap();
+    for (pod, peer) in [(&blue[1], "b"), (&blue[2], "c")] {
+        let line = fdb.lines().find(|l| l.contains(&pod.mac)).unwrap_or_else(|| panic!("{} in:\n{fdb}", pod.mac));
+        assert!(line.contains(&format!("(peer {peer})")), "{line}");
+    }
+    // ... so unicast between a and b reaches b byte-exact, and c sees none of it.
+    let b_mac = podswitch_tests::raw::mac(&blue[1].mac);
+    udp_exact(&blue[0], &blue[1], blue[1].v4.as_ref().unwrap(), 1400, 2_000);
+    let leaked = wc.recv_matching(Duration::from_millis(300), |f| f[0..6] == b_mac);
+    assert!(leaked.is_empty(), "{} frames for blue b flooded to blue c", leaked.len());
+    let m = nodes[0].metrics().unwrap();
+    assert!(m.sum("podswitch_tunnel_tx_total", &[]) >= 2_000);
 }

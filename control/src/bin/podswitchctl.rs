@@ -98,6 +98,9 @@ enum NetworkCmd {
         /// Send IPv6 router advertisements.
         #[arg(long)]
         router_advertisements: bool,
+        /// Stretch the network across nodes as this VXLAN VNI (no gateway then).
+        #[arg(long)]
+        vni: Option<u32>,
     },
     /// Deletes a network (it must have no ports).
     Delete { name: String },
@@ -332,7 +335,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         return Ok(());
                     }
                     table(
-                        &["NAME", "ID", "GATEWAY", "AGEING", "RA"],
+                        &["NAME", "ID", "GATEWAY", "AGEING", "RA", "VNI"],
                         l.networks
                             .iter()
                             .map(|n| {
@@ -342,13 +345,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                                     or_dash(&n.gateway.join(",")),
                                     format!("{}s", n.ageing_s),
                                     if n.router_advertisements { "yes" } else { "no" }.into(),
+                                    n.vni.map_or_else(|| "-".into(), |v| v.to_string()),
                                 ]
                             })
                             .collect(),
                     );
                 }
-                NetworkCmd::Put { name, gateway, gateway_mac, ageing, router_advertisements } => {
-                    let n = pb::Network { name, ageing_s: ageing, gateway, gateway_mac, router_advertisements, id: 0 };
+                NetworkCmd::Put { name, gateway, gateway_mac, ageing, router_advertisements, vni } => {
+                    let n =
+                        pb::Network { name, ageing_s: ageing, gateway, gateway_mac, router_advertisements, vni, id: 0 };
                     applied(client.put(n).await?.into_inner(), j);
                 }
                 NetworkCmd::Delete { name } => applied(client.delete(pb::Name { name }).await?.into_inner(), j),
@@ -539,7 +544,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         vec![
                             e.network.clone(),
                             e.mac.clone(),
-                            e.port.clone(),
+                            if e.peer.is_empty() { e.port.clone() } else { format!("{} (peer {})", e.port, e.peer) },
                             if e.is_static { "static" } else { "learned" }.into(),
                         ]
                     })

@@ -143,7 +143,8 @@ fn flood_copy(ctx: &mut Ctx<'_>, d: Desc, left: usize) -> Option<Desc> {
 #[inline]
 fn to_vtep(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, peer: u16) -> Option<PortId> {
     let tunnel = &*ctx.tables.tunnel;
-    let (Some(local), Some(v), Some(p)) = (tunnel.local.as_ref(), tunnel.l2_of(NetworkId(m.network)), tunnel.peer(peer))
+    let (Some(local), Some(v), Some(p)) =
+        (tunnel.local.as_ref(), tunnel.l2_of(NetworkId(m.network)), tunnel.peer(peer))
     else {
         ctx.stats.drop(DropReason::NoPort);
         ctx.umem.free(d.addr);

@@ -421,7 +421,8 @@ fn stretched_rig() -> Rig {
             router_advertisements: false,
         }),
     };
-    let plain = |id: u16, name: &str| NetworkSpec { id: NetworkId(id), name: name.into(), ageing_s: 300, gateway: None };
+    let plain =
+        |id: u16, name: &str| NetworkSpec { id: NetworkId(id), name: name.into(), ageing_s: 300, gateway: None };
     let uplink = PortSpec { id: PortId(1), name: "uplink".into(), mode: PortMode::Uplink, static_macs: vec![] };
     let ports = [access(0, 0), uplink, access(2, 1), access(3, 1), access(4, 2)];
     let mut r = Rig::with(&[pods, plain(1, "blue"), plain(2, "red")], &ports, &[]);

@@ -229,9 +229,7 @@ impl Learner {
             .filter(|(k, e)| {
                 e.is_remote()
                     && (renamed(e.peer)
-                        || tunnel
-                            .l2_of(NetworkId((*k >> 48) as u16))
-                            .is_none_or(|v| !v.peers.contains(&e.peer)))
+                        || tunnel.l2_of(NetworkId((*k >> 48) as u16)).is_none_or(|v| !v.peers.contains(&e.peer)))
             })
             .map(|(k, _)| *k)
             .collect();
