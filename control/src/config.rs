@@ -174,7 +174,7 @@ fn default_vxlan_port() -> u16 {
 }
 
 /// `[[peers]]`: a remote node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// Its name (its VTEP MAC is derived from it unless given).

@@ -172,8 +172,16 @@ impl Daemon {
         let opened = Store::open(&cfg.state_dir).with_context(|| format!("state_dir {}", cfg.state_dir.display()))?;
         let store = Arc::new(opened.store);
         let first_start = opened.state.is_none();
+        let mut seeded_peers = false;
         let desired = match opened.state {
-            Some(d) => {
+            Some(mut d) => {
+                if d.seed_peers(cfg) {
+                    seeded_peers = true;
+                    tracing::info!(
+                        peers = d.peers.len(),
+                        "the saved state predates peers in the state: took the config file's peers into it"
+                    );
+                }
                 tracing::info!(
                     generation = d.generation,
                     networks = d.networks.len(),
@@ -184,7 +192,8 @@ impl Daemon {
                     "state restored from {}",
                     cfg.state_dir.display()
                 );
-                if !cfg.networks.is_empty() || !cfg.ports.is_empty() || !cfg.routes.is_empty() {
+                if !cfg.networks.is_empty() || !cfg.ports.is_empty() || !cfg.routes.is_empty() || !cfg.peers.is_empty()
+                {
                     tracing::info!("the config file's static topology only seeds a first start: the saved state wins");
                 }
                 d
@@ -312,7 +321,7 @@ impl Daemon {
         if let Some(u) = &cfg.uplink {
             daemon.underlay = Some(crate::underlay::UnderlayWatch::start(u.interface.clone(), live, other_cpus(cfg))?);
         }
-        if first_start {
+        if first_start || seeded_peers {
             store.write_snapshot(engine.desired()).context("writing the first state snapshot")?;
         }
         let engine = Arc::new(Mutex::new(engine));

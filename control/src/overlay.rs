@@ -184,6 +184,8 @@ impl Config {
         }
         self.vtep_mac()?;
         let mut routes = Vec::new();
+        // Every peer's CIDRs so far, with its name.
+        let mut claimed: Vec<(Prefix, &str)> = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             if p.name.is_empty() || !names.insert(p.name.as_str()) {
@@ -218,6 +220,13 @@ impl Config {
                         p.name
                     )));
                 }
+                if let Some((o, other)) = claimed.iter().find(|(o, _)| overlap(o, &prefix)) {
+                    return Err(bad(format!(
+                        "peer {:?}: pod CIDR {prefix} overlaps peer {other:?}'s {o}: every node needs its own",
+                        p.name
+                    )));
+                }
+                claimed.push((prefix, p.name.as_str()));
                 routes.push(RouteSpec { prefix, target: RouteTarget::Peer(i as u16) });
             }
         }

@@ -6,7 +6,7 @@
 //! releasing the lock, so concurrent requests share fsyncs) before answering.
 
 use crate::api::v1 as pb;
-use crate::config::{Config, NetworkConfig, PortConfig, RouteConfig, VlanConfig};
+use crate::config::{Config, NetworkConfig, PeerConfig, PortConfig, RouteConfig, VlanConfig};
 use crate::daemon::View;
 use crate::engine::Engine;
 use crate::state::{Mutation, Refusal};
@@ -77,6 +77,7 @@ impl Server {
                     .add_service(pb::networks_server::NetworksServer::new(api.clone()))
                     .add_service(pb::ports_server::PortsServer::new(api.clone()))
                     .add_service(pb::routes_server::RoutesServer::new(api.clone()))
+                    .add_service(pb::peers_server::PeersServer::new(api.clone()))
                     .add_service(pb::neighbours_server::NeighboursServer::new(api.clone()))
                     .add_service(pb::pods_server::PodsServer::new(api.clone()))
                     .add_service(pb::switch_server::SwitchServer::new(api.clone()))
@@ -259,6 +260,19 @@ fn port_in(p: pb::Port) -> Result<PortConfig, Refusal> {
     })
 }
 
+fn peer_in(p: pb::Peer) -> Result<PeerConfig, Refusal> {
+    let underlay = p
+        .underlay
+        .iter()
+        .map(|a| {
+            a.parse().map_err(|_| {
+                Refusal::Invalid(format!("peer {:?}: underlay address {a:?} is not an IP address", p.name))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PeerConfig { name: p.name, underlay, vtep_mac: p.vtep_mac, pod_cidrs: p.pod_cidrs, vnis: p.vnis })
+}
+
 fn route_in(r: pb::Route) -> Result<RouteConfig, Refusal> {
     use pb::route::Target;
     let mut c = RouteConfig { prefix: r.prefix.clone(), via: None, network: None, port: None, drop: false };
@@ -407,6 +421,40 @@ impl pb::ports_server::Ports for Api {
             });
         }
         Ok(Response::new(pb::PortList { ports, generation: d.generation }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peers_server::Peers for Api {
+    async fn put(&self, r: Request<pb::Peer>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(peer_in(r.into_inner()).map(Mutation::PutPeer)).await
+    }
+
+    async fn delete(&self, r: Request<pb::Name>) -> Result<Response<pb::Applied>, Status> {
+        self.mutate(Ok(Mutation::DeletePeer(r.into_inner().name))).await
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::PeerList>, Status> {
+        let tables = self.view.tables.load();
+        let e = lock(&self.engine);
+        let d = e.desired();
+        let peers = d
+            .peers
+            .values()
+            .map(|p| {
+                let live = tables.tunnel.peers.iter().find(|t| t.spec.name == p.name);
+                pb::Peer {
+                    name: p.name.clone(),
+                    underlay: p.underlay.iter().map(ToString::to_string).collect(),
+                    vtep_mac: p.vtep_mac.clone(),
+                    pod_cidrs: p.pod_cidrs.clone(),
+                    vnis: p.vnis.clone(),
+                    reached_at: live.map(|t| t.spec.underlay.to_string()).unwrap_or_default(),
+                    next_hop: live.and_then(|t| t.spec.next_hop).map(|m| m.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::PeerList { peers, generation: d.generation }))
     }
 }
 

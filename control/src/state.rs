@@ -1,11 +1,11 @@
 //! The desired state: what the API (or, on first start, the config file) asked for.
 //!
-//! Networks, ports and routes by name (a route's name is its prefix, normalised), and
+//! Networks, ports, routes and peers by name (a route's name is its prefix, normalised), and
 //! the dataplane id each network and port keeps for its life. [`Desired::with`] is the
 //! one way to change it: pure, so the journal replays to exactly the same state and
 //! ids. Whether a change is allowed is [`check`]'s business, before anything changes.
 
-use crate::config::{Config, ConfigError, Ids, NetworkConfig, PodRef, PortConfig, RouteConfig};
+use crate::config::{Config, ConfigError, Ids, NetworkConfig, PeerConfig, PodRef, PortConfig, RouteConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,6 +23,14 @@ pub struct Desired {
     pub ports: BTreeMap<String, PortConfig>,
     /// By normalised prefix.
     pub routes: BTreeMap<String, RouteConfig>,
+    /// Remote nodes, by name.
+    #[serde(default)]
+    pub peers: BTreeMap<String, PeerConfig>,
+    /// True once the peers live in this state. A state saved before peers did (they
+    /// were the config file's only) has false: the daemon seeds them from the file
+    /// once, so that an upgrade keeps them.
+    #[serde(default)]
+    pub peers_in_state: bool,
     /// Their ids.
     pub ids: Ids,
     /// (untagged network, address) → the port that claims it; derived from `ports`
@@ -51,10 +59,15 @@ pub enum Mutation {
     PutRoute(RouteConfig),
     /// Remove the route for a prefix.
     DeleteRoute(String),
+    /// Create or replace a remote node.
+    PutPeer(PeerConfig),
+    /// Remove a remote node.
+    DeletePeer(String),
 }
 
 impl Mutation {
-    /// ("network" | "port" | "route", name, "put" | "delete"), for logs and watchers.
+    /// ("network" | "port" | "route" | "peer", name, "put" | "delete"), for logs and
+    /// watchers.
     pub fn describe(&self) -> (&'static str, String, &'static str) {
         match self {
             Mutation::PutNetwork(n) => ("network", n.name.clone(), "put"),
@@ -63,6 +76,8 @@ impl Mutation {
             Mutation::DeletePort(p) => ("port", p.clone(), "delete"),
             Mutation::PutRoute(r) => ("route", route_key(&r.prefix), "put"),
             Mutation::DeleteRoute(r) => ("route", route_key(r), "delete"),
+            Mutation::PutPeer(p) => ("peer", p.name.clone(), "put"),
+            Mutation::DeletePeer(p) => ("peer", p.clone(), "delete"),
         }
     }
 }
@@ -96,7 +111,21 @@ impl Desired {
         for r in &cfg.routes {
             d.apply(&Mutation::PutRoute(r.clone()));
         }
+        d.seed_peers(cfg);
         d
+    }
+
+    /// Takes the config file's peers, if the peers do not live in this state yet (a
+    /// first start, or a state saved before they did). Returns true if it did.
+    pub fn seed_peers(&mut self, cfg: &Config) -> bool {
+        if self.peers_in_state {
+            return false;
+        }
+        for p in &cfg.peers {
+            self.apply(&Mutation::PutPeer(p.clone()));
+        }
+        self.peers_in_state = true;
+        true
     }
 
     /// The state after `m` (generation unchanged). Unchecked: see [`check`].
@@ -120,6 +149,8 @@ impl Desired {
             Mutation::DeletePort(name) => self.ports.contains_key(name),
             Mutation::PutRoute(r) => self.routes.get(&route_key(&r.prefix)) != Some(r),
             Mutation::DeleteRoute(prefix) => self.routes.contains_key(&route_key(prefix)),
+            Mutation::PutPeer(p) => self.peers.get(&p.name) != Some(p),
+            Mutation::DeletePeer(name) => self.peers.contains_key(name),
         }
     }
 
@@ -226,6 +257,12 @@ impl Desired {
             Mutation::DeleteRoute(prefix) => {
                 d.routes.remove(&route_key(prefix));
             }
+            Mutation::PutPeer(p) => {
+                d.peers.insert(p.name.clone(), p.clone());
+            }
+            Mutation::DeletePeer(name) => {
+                d.peers.remove(name);
+            }
         }
     }
 
@@ -236,6 +273,7 @@ impl Desired {
         c.networks = self.networks.values().cloned().collect();
         c.ports = self.ports.values().filter(|p| !skip(&p.name)).cloned().collect();
         c.routes = self.routes.values().cloned().collect();
+        c.peers = self.peers.values().cloned().collect();
         c.ids = Some(self.ids.clone());
         c
     }
@@ -320,7 +358,8 @@ fn check_alone(base: &Config, m: &Mutation) -> Result<(), Refusal> {
                 )));
             }
         }
-        Mutation::DeleteNetwork(n) | Mutation::DeletePort(n) => {
+        Mutation::PutPeer(p) => check_peer(p)?,
+        Mutation::DeleteNetwork(n) | Mutation::DeletePort(n) | Mutation::DeletePeer(n) => {
             if n.is_empty() {
                 return Err(Refusal::Invalid("name is empty".into()));
             }
@@ -328,6 +367,37 @@ fn check_alone(base: &Config, m: &Mutation) -> Result<(), Refusal> {
         Mutation::DeleteRoute(r) => {
             r.parse::<Prefix>().map_err(|e| Refusal::Invalid(format!("route {r:?}: {e}")))?;
         }
+    }
+    Ok(())
+}
+
+/// A peer's own fields; how it fits the node (its families, CIDRs and VNIs) is the
+/// whole compile's business.
+fn check_peer(p: &PeerConfig) -> Result<(), Refusal> {
+    let invalid = |m: String| Err(Refusal::Invalid(format!("peer {:?}: {m}", p.name)));
+    if p.name.is_empty() || p.name.len() > 64 {
+        return invalid("name must be 1 to 64 characters".into());
+    }
+    if p.underlay.is_empty() {
+        return invalid("underlay is empty: give the node's address on the underlay".into());
+    }
+    if let Some(a) = p.underlay.iter().find(|a| a.is_unspecified() || a.is_multicast() || a.is_loopback()) {
+        return invalid(format!("underlay address {a} is not a node's unicast address"));
+    }
+    if let Some(m) = &p.vtep_mac {
+        match m.parse::<switch_core::wire::EthernetAddress>() {
+            Ok(mac) if mac.is_unicast() && mac.0 != [0; 6] => {}
+            Ok(_) => return invalid(format!("vtep_mac {m} must be a unicast address")),
+            Err(e) => return invalid(format!("vtep_mac: {e}")),
+        }
+    }
+    for c in &p.pod_cidrs {
+        if let Err(e) = c.parse::<Prefix>() {
+            return invalid(format!("pod_cidrs: {e}"));
+        }
+    }
+    if let Some(v) = p.vnis.iter().find(|v| **v > switch_core::wire::vxlan::MAX_VNI) {
+        return invalid(format!("vnis: {v} does not fit in 24 bits (at most {})", switch_core::wire::vxlan::MAX_VNI));
     }
     Ok(())
 }
@@ -541,6 +611,83 @@ mod tests {
             Mutation::PutPort(p) => p,
             _ => unreachable!(),
         }
+    }
+
+    /// A node with an uplink, its pod network, and network "blue" stretched as VNI 100.
+    fn overlay_base() -> Config {
+        Config::parse(
+            "[dataplane]\ncores = [0]\nmax_ports = 8\n[node]\nname = \"a\"\npod_cidrs = [\"198.18.1.0/24\"]\n\
+             underlay = [\"198.19.0.1\"]\n[uplink]\ninterface = \"eth0\"\nnetwork = \"pods\"\n\
+             [[networks]]\nname = \"pods\"\ngateway = [\"198.18.1.1/24\"]\n[[networks]]\nname = \"blue\"\nvni = 100\n\
+             [[peers]]\nname = \"b\"\nunderlay = [\"198.19.0.2\"]\npod_cidrs = [\"198.18.2.0/24\"]\n",
+        )
+        .unwrap()
+    }
+
+    fn peer_cfg(name: &str, underlay: &str, cidrs: &[&str], vnis: &[u32]) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            underlay: vec![underlay.parse().unwrap()],
+            vtep_mac: None,
+            pod_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+            vnis: vnis.to_vec(),
+        }
+    }
+
+    #[test]
+    fn peers_live_in_the_state_checked_like_everything_else() {
+        let base = overlay_base();
+        let d = Desired::from_config(&base);
+        assert!(d.peers_in_state && d.peers.contains_key("b"), "the file's peers seed a first start");
+        let apply = |d: &Desired, m: Mutation| check(&base, d, &m, |_| false).map(|()| d.with(&m));
+        let c = Mutation::PutPeer(peer_cfg("c", "198.19.0.3", &["198.18.3.0/24"], &[100]));
+        let d2 = apply(&d, c.clone()).unwrap();
+        assert!(!d2.changes(&c), "the same put twice is the same state");
+        assert_eq!(d2.config(&base, |_| false).peers.len(), 2);
+        let d3 = apply(&d2, Mutation::DeletePeer("b".into())).unwrap();
+        assert_eq!(d3.peers.keys().collect::<Vec<_>>(), ["c"]);
+
+        let invalid = |p: PeerConfig| match apply(&d, Mutation::PutPeer(p)) {
+            Err(Refusal::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let conflict = |p: PeerConfig| match apply(&d, Mutation::PutPeer(p)) {
+            Err(Refusal::Conflict(m)) => m,
+            other => panic!("expected Conflict, got {other:?}"),
+        };
+        let mut p = peer_cfg("c", "198.19.0.3", &["198.18.3.0/24"], &[]);
+        p.underlay.clear();
+        assert!(invalid(p).contains("underlay is empty"));
+        let p = PeerConfig { vtep_mac: Some("01:00:5e:00:00:01".into()), ..peer_cfg("c", "198.19.0.3", &[], &[100]) };
+        assert!(invalid(p).contains("unicast"));
+        assert!(invalid(peer_cfg("c", "198.19.0.3", &["198.18.3.0"], &[])).contains("pod_cidrs"));
+        assert!(invalid(peer_cfg("c", "198.19.0.3", &[], &[1 << 24])).contains("24 bits"));
+        assert!(invalid(peer_cfg("c", "224.0.0.1", &[], &[100])).contains("unicast"));
+        assert!(invalid(peer_cfg("", "198.19.0.3", &[], &[100])).contains("1 to 64"));
+        assert!(conflict(peer_cfg("c", "198.19.0.3", &["198.18.1.0/25"], &[])).contains("overlaps this node's own"));
+        assert!(conflict(peer_cfg("c", "2001:db8:ff::3", &["198.18.3.0/24"], &[])).contains("family"));
+        assert!(conflict(peer_cfg("c", "198.19.0.3", &[], &[200])).contains("no network is stretched as VNI 200"));
+        // A stretched network a peer carries cannot go while the peer lists it.
+        match apply(&d2, Mutation::DeleteNetwork("blue".into())) {
+            Err(Refusal::Conflict(m)) => assert!(m.contains("VNI 100"), "{m}"),
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_state_saved_before_peers_takes_the_files_peers_once() {
+        let base = overlay_base();
+        let mut old: Desired = serde_json::from_str(
+            r#"{"generation":7,"networks":{},"ports":{},"routes":{},"ids":{"networks":{},"ports":{}}}"#,
+        )
+        .unwrap();
+        assert!(old.peers.is_empty() && !old.peers_in_state);
+        assert!(old.seed_peers(&base));
+        assert!(old.peers.contains_key("b"));
+        assert_eq!(old.generation, 7, "seeding is no change of its own");
+        old.apply(&Mutation::DeletePeer("b".into()));
+        assert!(!old.seed_peers(&base), "once the peers live in the state, the file's never come back");
+        assert!(old.peers.is_empty());
     }
 
     #[test]

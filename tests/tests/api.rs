@@ -144,7 +144,7 @@ fn changes_are_idempotent_and_bad_requests_change_nothing() {
     assert_eq!(node.ctl_ok(&["route", "delete", "198.20.0.0/16"]).unwrap().trim(), "unchanged: generation 3");
 
     let snapshot = |node: &Node| {
-        let lists: Vec<String> = [["network", "list"], ["port", "list"], ["route", "list"]]
+        let lists: Vec<String> = [["network", "list"], ["port", "list"], ["route", "list"], ["peer", "list"]]
             .iter()
             .map(|a| node.ctl_ok(&["--json", a[0], a[1]]).unwrap())
             .collect();
@@ -173,6 +173,10 @@ fn changes_are_idempotent_and_bad_requests_change_nothing() {
         (&["route", "put", "198.20.0.0/16", "--via", "198.18.9.1"], "198.18.9.1"),
         (&["network", "delete", "a"], "still has ports [\"pa\"]"),
         (&["network", "put", "d", "--gateway", "198.18.4.1/24", "--gateway-mac", "zz"], "gateway_mac"),
+        (&["network", "put", "e", "--vni", "16777216"], "24 bits"),
+        (&["network", "put", "e", "--vni", "100"], "no [uplink] to carry it"),
+        (&["peer", "put", "n2", "--underlay", "198.19.0.2", "--vni", "16777216"], "24 bits"),
+        (&["peer", "put", "n2", "--underlay", "198.19.0.2", "--pod-cidr", "198.18.8.0/24"], "need an [uplink]"),
     ];
     for (args, want) in bad {
         let out = node.ctl(args).unwrap();

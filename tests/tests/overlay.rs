@@ -470,3 +470,84 @@ fn an_l2_vni_stretched_over_three_nodes_floods_to_its_pods_only_and_learns() {
     let m = nodes[0].metrics().unwrap();
     assert!(m.sum("podswitch_tunnel_tx_total", &[]) >= 2_000);
 }
+
+/// Peers through the API: node a starts without any, learns b through `podswitchctl
+/// peer put`, keeps it across a restart, refuses bad peers without changing anything,
+/// and forgets b on delete.
+#[test]
+fn peers_are_managed_through_the_api_and_persist() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut a = Node::new("ps-ovp").unwrap();
+    let mut b = Node::new("ps-ovpb").unwrap();
+    underlay(&a.ns, &b.ns);
+    let pa = pod(&a, 1, 1450);
+    let pb = pod(&b, 2, 1450);
+    let a_config = config(1, "vxlan", false, None);
+    let a_config = a_config.split("[[peers]]").next().unwrap().to_string();
+    a.start(&a_config).unwrap();
+    b.start(&config(2, "vxlan", false, None)).unwrap();
+    let dst = pb.v4.clone().unwrap();
+    assert!(!pa.ping_once(&dst).unwrap(), "no peer yet: no route");
+
+    let put_b = [
+        "peer",
+        "put",
+        "b",
+        "--underlay",
+        "198.19.0.2",
+        "--pod-cidr",
+        "198.18.2.0/24",
+        "--pod-cidr",
+        "2001:db8:2::/64",
+    ];
+    a.ctl_ok(&put_b).unwrap();
+    let again = a.ctl_ok(&[&["--json"][..], &put_b[..]].concat()).unwrap();
+    assert!(again.contains("\"changed\": false"), "the same put twice changes nothing: {again}");
+    for dst in [pb.v4.as_ref().unwrap(), pb.v6.as_ref().unwrap()] {
+        assert!(ping_until(&pa, dst), "a -> {dst} through the peer put over the API");
+    }
+    let list = a.ctl_ok(&["peer", "list"]).unwrap();
+    assert!(list.contains("198.18.2.0/24") && !list.contains("resolving"), "{list}");
+
+    // Bad peers: refused, each with its reason, and the state stays as it was.
+    let before = a.ctl_ok(&["--json", "peer", "list"]).unwrap();
+    for (args, why) in [
+        (&["peer", "put", "c", "--underlay", "198.19.0.3", "--pod-cidr", "198.18.1.0/25"][..], "overlaps"),
+        (&["peer", "put", "c", "--underlay", "198.19.0.3", "--pod-cidr", "198.18.2.128/25"][..], "peer \"b\"'s"),
+        (&["peer", "put", "c", "--underlay", "198.19.0.3"][..], "pod_cidrs and vnis are empty"),
+        (&["peer", "put", "c", "--underlay", "198.19.0.3", "--vni", "16777216"][..], "24 bits"),
+        (&["peer", "put", "c", "--underlay", "198.19.0.3", "--vni", "100"][..], "no network is stretched"),
+        (&["peer", "put", "c", "--underlay", "nope", "--pod-cidr", "198.18.3.0/24"][..], "not an IP address"),
+        (
+            &[
+                "peer",
+                "put",
+                "c",
+                "--underlay",
+                "198.19.0.3",
+                "--pod-cidr",
+                "198.18.3.0/24",
+                "--vtep-mac",
+                "01:00:5e:00:00:01",
+            ][..],
+            "unicast",
+        ),
+    ] {
+        let out = a.ctl(args).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(a.ctl_ok(&["--json", "peer", "list"]).unwrap(), before, "refusals change nothing");
+
+    // The peer survives a restart of the daemon (not in its config file).
+    let (status, log) = a.stop().unwrap();
+    assert!(status.success(), "{log}");
+    a.start(&a_config).unwrap();
+    assert!(ping_until(&pa, &dst), "after a restart, the peer is back from the saved state");
+
+    a.ctl_ok(&["peer", "delete", "b"]).unwrap();
+    assert!(!pa.ping_once(&dst).unwrap(), "the peer is gone: no route");
+    assert!(!a.ctl_ok(&["fib"]).unwrap().contains("198.18.2.0/24"));
+}

@@ -37,6 +37,9 @@ enum Cmd {
     /// Static routes.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Remote nodes (reached through the uplink).
+    #[command(subcommand)]
+    Peer(PeerCmd),
     /// Pods attached as the CNI plugin does it (addresses allocated by the daemon).
     #[command(subcommand)]
     Pod(PodCmd),
@@ -103,6 +106,30 @@ enum NetworkCmd {
         vni: Option<u32>,
     },
     /// Deletes a network (it must have no ports).
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCmd {
+    /// Lists peers and whether their underlay next hop is resolved.
+    List,
+    /// Creates or replaces a peer.
+    Put {
+        name: String,
+        /// Its underlay address (repeat for IPv4 and IPv6).
+        #[arg(long, required = true)]
+        underlay: Vec<String>,
+        /// Its pod CIDRs, routed to it (repeat).
+        #[arg(long = "pod-cidr")]
+        pod_cidrs: Vec<String>,
+        /// A stretched network's VNI it carries too (repeat).
+        #[arg(long = "vni")]
+        vnis: Vec<u32>,
+        /// Its VTEP MAC (default: derived from its name, as a podswitch node derives it).
+        #[arg(long)]
+        vtep_mac: Option<String>,
+    },
+    /// Deletes a peer.
     Delete { name: String },
 }
 
@@ -454,6 +481,52 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     applied(client.put(pb::Route { prefix, target: Some(target) }).await?.into_inner(), j);
                 }
                 RouteCmd::Delete { prefix } => applied(client.delete(pb::Name { name: prefix }).await?.into_inner(), j),
+            }
+        }
+        Cmd::Peer(c) => {
+            let mut client = pb::peers_client::PeersClient::new(ch);
+            match c {
+                PeerCmd::List => {
+                    let l = client.list(list()).await?.into_inner();
+                    if j {
+                        json(&l);
+                        return Ok(());
+                    }
+                    table(
+                        &["NAME", "UNDERLAY", "POD CIDRS", "VNIS", "NEXT HOP"],
+                        l.peers
+                            .iter()
+                            .map(|p| {
+                                let vnis: Vec<String> = p.vnis.iter().map(ToString::to_string).collect();
+                                let next_hop = match (p.reached_at.is_empty(), p.next_hop.is_empty()) {
+                                    (true, _) => "-".to_string(),
+                                    (false, true) => "resolving".to_string(),
+                                    (false, false) => p.next_hop.clone(),
+                                };
+                                vec![
+                                    p.name.clone(),
+                                    or_dash(&p.underlay.join(",")),
+                                    or_dash(&p.pod_cidrs.join(",")),
+                                    or_dash(&vnis.join(",")),
+                                    next_hop,
+                                ]
+                            })
+                            .collect(),
+                    );
+                }
+                PeerCmd::Put { name, underlay, pod_cidrs, vnis, vtep_mac } => {
+                    let p = pb::Peer {
+                        name,
+                        underlay,
+                        vtep_mac,
+                        pod_cidrs,
+                        vnis,
+                        reached_at: String::new(),
+                        next_hop: String::new(),
+                    };
+                    applied(client.put(p).await?.into_inner(), j);
+                }
+                PeerCmd::Delete { name } => applied(client.delete(pb::Name { name }).await?.into_inner(), j),
             }
         }
         Cmd::Pod(c) => {
