@@ -3,6 +3,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Sums `data` as big-endian 16-bit words into a 32-bit accumulator (not yet folded).
+///
+/// (A native-order 64-bit add-with-carry version measured no faster through the
+/// tunnel bench's decapsulation over IPv6, within 1%: the compiler vectorises this
+/// loop well enough, so it stays the plain one.)
 pub fn sum(mut data: &[u8]) -> u32 {
     let mut acc: u64 = 0;
     while data.len() >= 8 {
@@ -91,6 +95,35 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         assert_eq!(fold(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
+    }
+
+    /// The straightforward sum: big-endian 16-bit words, the last byte padded.
+    fn naive(data: &[u8]) -> u16 {
+        let mut acc: u64 = 0;
+        for c in data.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn word_sums_agree_with_the_naive_sum(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            proptest::prop_assert_eq!(fold(sum(&data)), naive(&data));
+        }
+    }
+
+    #[test]
+    fn carries_wrap_around() {
+        for len in 1..40 {
+            let ones = vec![0xffu8; len];
+            assert_eq!(fold(sum(&ones)), naive(&ones), "{len} bytes of 0xff");
+        }
+        assert_eq!(fold(sum(&[])), 0);
+        assert_eq!(fold(sum(&[0; 17])), 0, "zeros sum to zero, not 0xffff");
     }
 
     #[test]
