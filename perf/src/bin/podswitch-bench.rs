@@ -3,7 +3,8 @@
 //!
 //! `podswitch-bench vxlan`: pod to pod across two nodes over a VXLAN underlay, two
 //! podswitchd nodes beside two Linux nodes (a `vxlan` device and routes each); see
-//! [`vx_topo`].
+//! [`vx_topo`]. `podswitch-bench vxlan-encap`: node a alone (route and encapsulate),
+//! counted on node b's underlay interface, so that each DUT has the DUT core to itself.
 //!
 //! ```text
 //!  [gen ns] gen0 ── dut0 [dut ns: podswitchd | br0] dut1 ── sink0 [sink ns]
@@ -37,8 +38,9 @@ struct Topo {
 const SINK_MAC: &str = "02:00:00:00:00:99";
 
 /// Frames that reached the sink's veth (the veth's own receive counter).
-fn sink_count(sink: &NetNs) -> Result<u64> {
-    let out = sink.exec("cat", &["/sys/class/net/sink0/statistics/rx_packets"])?;
+/// Frames received on `dev` in `ns`.
+fn sink_count(ns: &NetNs, dev: &str) -> Result<u64> {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{dev}/statistics/rx_packets")])?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
@@ -78,13 +80,13 @@ struct Trial {
 }
 
 fn trial(t: &Topo, seconds: f64) -> Result<Trial> {
-    trial_between(&t.gen, &t.sink, &["--dst-mac", &t.sink_mac], seconds)
+    trial_between(&t.gen, (&t.sink, "sink0"), &["--dst-mac", &t.sink_mac], seconds)
 }
 
 /// Runs the generator in `gen` (out of gen0, with `args`) for `seconds`; counts what
 /// reaches sink0 in `sink`.
-fn trial_between(gen: &NetNs, sink: &NetNs, args: &[&str], seconds: f64) -> Result<Trial> {
-    let before = sink_count(sink)?;
+fn trial_between(gen: &NetNs, sink: (&NetNs, &str), args: &[&str], seconds: f64) -> Result<Trial> {
+    let before = sink_count(sink.0, sink.1)?;
     let c0 = cpu_times()?;
     let start = Instant::now();
     let child = Command::new("ip")
@@ -106,7 +108,7 @@ fn trial_between(gen: &NetNs, sink: &NetNs, args: &[&str], seconds: f64) -> Resu
     let wall = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(100));
     let c1 = cpu_times()?;
-    let got = sink_count(sink)? - before;
+    let got = sink_count(sink.0, sink.1)? - before;
     let hz = 100.0; // USER_HZ
     let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.0 - a.0) as f64 / hz).collect();
     let gen_cpu = (ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6)
@@ -329,19 +331,24 @@ const VTEP_B: &str = "02:00:00:00:bb:02";
 /// routes it into VXLAN (VNI 1) to node b, which decapsulates and routes it to the
 /// sink's MAC. Both nodes' forwarding runs on the DUT core: both podswitchd workers
 /// there, or both Linux nodes' receive NAPI threads (a0 and ub) pinned there.
+///
+/// With `encap_only`, node b is no DUT: what node a sends is counted as it arrives on
+/// ub (the kernel there drops it), so the DUT core runs node a alone.
 struct VxTopo {
     gen: NetNs,
     a: NetNs,
     b: NetNs,
     sink: NetNs,
+    encap_only: bool,
 }
 
-fn vx_topo() -> Result<VxTopo> {
+fn vx_topo(encap_only: bool) -> Result<VxTopo> {
     let t = VxTopo {
         gen: NetNs::new("psb-gen")?,
         a: NetNs::new("psb-a")?,
         b: NetNs::new("psb-b")?,
         sink: NetNs::new("psb-sink")?,
+        encap_only,
     };
     ip(&["-n", t.gen.name(), "link", "add", "gen0", "type", "veth", "peer", "name", "a0", "netns", t.a.name()])?;
     ip(&["-n", t.a.name(), "link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", t.b.name()])?;
@@ -354,12 +361,33 @@ fn vx_topo() -> Result<VxTopo> {
         ns.ip(&["addr", "add", addr, "dev", dev])?;
         ns.run("ethtool", &["-K", dev, "tx", "off"])?;
     }
+    if encap_only {
+        // ub answers no ARP while its XDP sink drops everything: node a knows its MAC.
+        let out = t.b.exec("cat", &["/sys/class/net/ub/address"])?;
+        let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        t.a.ip(&["neigh", "replace", "198.19.0.2", "lladdr", &mac, "dev", "ua", "nud", "permanent"])?;
+    }
     Ok(t)
 }
 
 fn vx_trial(t: &VxTopo, seconds: f64) -> Result<Trial> {
     let args = ["--dst-mac", GW_A, "--src-ip", "198.18.1.10", "--dst-ip", "198.18.2.20"];
-    trial_between(&t.gen, &t.sink, &args, seconds)
+    if !t.encap_only {
+        return trial_between(&t.gen, (&t.sink, "sink0"), &args, seconds);
+    }
+    // ub drops in XDP what node a sends (veth counts it in rx_packets): the kernel's
+    // stack on node b would cost more per frame than node a's forwarding.
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", t.b.name()])
+        .arg(perf::sibling_bin("podswitch-pktgen")?)
+        .args(["sink", "--dev", "ub", "--seconds", &(seconds + 60.0).to_string()])
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let r = trial_between(&t.gen, (&t.b, "ub"), &args, seconds);
+    let _ = sink.kill();
+    let _ = sink.wait();
+    r
 }
 
 fn vx_podswitch(t: &VxTopo, seconds: f64) -> Result<Trial> {
@@ -376,18 +404,22 @@ fn vx_podswitch(t: &VxTopo, seconds: f64) -> Result<Trial> {
              pod_cidrs = [\"198.18.2.0/24\"]\n"
         ),
     )?;
-    let _b = Podswitchd::start(
-        &t.b,
-        "b",
-        &format!(
-            "{dataplane}[node]\nname = \"b\"\npod_cidrs = [\"198.18.2.0/24\"]\nunderlay = [\"198.19.0.2\"]\n\
+    let _b = (!t.encap_only)
+        .then(|| {
+            Podswitchd::start(
+                &t.b,
+                "b",
+                &format!(
+                    "{dataplane}[node]\nname = \"b\"\npod_cidrs = [\"198.18.2.0/24\"]\nunderlay = [\"198.19.0.2\"]\n\
              vtep_mac = \"{VTEP_B}\"\n[uplink]\ninterface = \"ub\"\nnetwork = \"pods\"\n\
              [[networks]]\nname = \"pods\"\ngateway = [\"198.18.2.1/24\"]\n\
              [[ports]]\nname = \"b1\"\nnetwork = \"pods\"\nmacs = [\"{SINK_MAC}\"]\naddresses = [\"198.18.2.20\"]\n\
              [[peers]]\nname = \"a\"\nunderlay = [\"198.19.0.1\"]\nvtep_mac = \"{VTEP_A}\"\n\
              pod_cidrs = [\"198.18.1.0/24\"]\n"
-        ),
-    )?;
+                ),
+            )
+        })
+        .transpose()?;
     // The underlay next hops resolve within milliseconds; leave them a moment.
     std::thread::sleep(Duration::from_millis(500));
     vx_trial(t, seconds)
@@ -396,7 +428,8 @@ fn vx_podswitch(t: &VxTopo, seconds: f64) -> Result<Trial> {
 fn vx_linux(t: &VxTopo, seconds: f64) -> Result<Trial> {
     let (a, b) = (&t.a, &t.b);
     let setup = || -> Result<()> {
-        for (ns, mac, local, dev) in [(a, VTEP_A, "198.19.0.1", "ua"), (b, VTEP_B, "198.19.0.2", "ub")] {
+        let nodes = [(a, VTEP_A, "198.19.0.1", "ua"), (b, VTEP_B, "198.19.0.2", "ub")];
+        for (ns, mac, local, dev) in nodes.into_iter().take(if t.encap_only { 1 } else { 2 }) {
             ns.ip(&[
                 "link",
                 "add",
@@ -426,6 +459,11 @@ fn vx_linux(t: &VxTopo, seconds: f64) -> Result<Trial> {
         a.ip(&["neigh", "add", "198.18.2.254", "lladdr", VTEP_B, "dev", "vx0", "nud", "permanent"])?;
         a.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.2.254", "dev", "vx0", "onlink"])?;
         a.run("bridge", &["fdb", "append", VTEP_B, "dev", "vx0", "dst", "198.19.0.2"])?;
+        if t.encap_only {
+            // Node a alone: receive NAPI on a0 (the generator's frames) on the DUT core.
+            a.run("ethtool", &["-K", "a0", "gro", "on"])?;
+            return pin_napi(a, "a0");
+        }
         b.ip(&["addr", "add", "198.18.2.1/24", "dev", "b1"])?;
         b.ip(&["neigh", "add", "198.18.2.20", "lladdr", SINK_MAC, "dev", "b1", "nud", "permanent"])?;
         // Receive NAPI on a0 (the generator's frames) and ub (the VXLAN), threaded and
@@ -457,12 +495,15 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str);
-    if which != Some("l2") && which != Some("vxlan") {
-        bail!("usage: podswitch-bench l2|vxlan [ROUNDS] [SECONDS]");
+    if !matches!(which, Some("l2" | "vxlan" | "vxlan-encap")) {
+        bail!("usage: podswitch-bench l2|vxlan|vxlan-encap [ROUNDS] [SECONDS]");
     }
     let rounds: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
     let seconds: f64 = args.get(3).map_or(Ok(3.0), |s| s.parse())?;
-    let (l2, vx) = if which == Some("l2") { (Some(topo()?), None) } else { (None, Some(vx_topo()?)) };
+    let (l2, vx) = match which {
+        Some("l2") => (Some(topo()?), None),
+        _ => (None, Some(vx_topo(which == Some("vxlan-encap"))?)),
+    };
     let mut results: Vec<(&str, Vec<Trial>)> = if vx.is_some() {
         vec![("podswitchd", vec![]), ("linux-vxlan", vec![])]
     } else {

@@ -1,8 +1,11 @@
 //! `podswitch-pktgen`: a traffic generator and sink on a veth or NIC queue.
 //!
-//! `send` runs a one-instruction XDP program (`return XDP_TX`) over a frame with
-//! BPF_PROG_TEST_RUN in live-frames mode: the kernel transmits each copy out of the
-//! interface, 10+ Mpps from one core, flat out or paced to a rate. `sink` attaches a
+//! `send` runs an XDP program that writes the frame's headers and returns `XDP_TX`
+//! over a frame with BPF_PROG_TEST_RUN in live-frames mode: the kernel transmits each
+//! copy out of the interface, 10+ Mpps from one core, flat out or paced to a rate. (The
+//! headers are written on every run because the kernel recycles a frame's page after
+//! the receiver is done with it, with whatever a router or VXLAN device wrote into it;
+//! see `insn::rewrite_and_tx`.) `sink` attaches a
 //! program that counts frames in a per-CPU array and drops them.
 //!
 //! This is the line-rate engine of the perf issue; AF_XDP replay, flows, IMIX, latency
@@ -99,9 +102,13 @@ fn udp_frame(
 
 fn send(dev: &str, seconds: f64, rate: u64, frame: &[u8]) -> Result<u64> {
     let ifindex = netdev::ifindex(dev).with_context(|| format!("no interface {dev}"))?;
-    let prog = bpf::load_xdp(&insn::verdict(insn::XDP_TX), "pktgen_tx")?;
-    // Flat out: large runs per syscall. Paced: 100 µs worth per run.
-    let chunk = if rate == 0 { 1 << 23 } else { (rate / 10_000).clamp(1, 1 << 16) } as u32;
+    // Ethernet, IPv4 and UDP headers: what forwarders edit.
+    let prog = bpf::load_xdp(&insn::rewrite_and_tx(&frame[..42]), "pktgen_tx")?;
+    // Flat out: runs of about a quarter second each (a run costs ~25 ms to set up and
+    // tear down here, and cannot be stopped early), sized from the rate the last run
+    // reached, and never much past the end: a receiver that pushes back slows the
+    // kernel's sending, from 10+ Mpps to a fraction of one. Paced: 100 µs worth per run.
+    let mut chunk = if rate == 0 { 1 << 16 } else { (rate / 10_000).clamp(1, 1 << 16) } as u32;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
     let mut sent = 0u64;
@@ -114,10 +121,16 @@ fn send(dev: &str, seconds: f64, rate: u64, frame: &[u8]) -> Result<u64> {
         }
         let t0 = Instant::now();
         let ns = bpf::test_run_live(&prog, ifindex, frame, chunk, 64)?;
+        let took = t0.elapsed();
         if std::env::var_os("PKTGEN_DEBUG").is_some() {
-            eprintln!("chunk {chunk}: {ns} ns/frame, call took {:?}", t0.elapsed());
+            eprintln!("chunk {chunk}: {ns} ns/frame, call took {took:?}");
         }
         sent += u64::from(chunk);
+        if rate == 0 {
+            let per_s = f64::from(chunk) / took.as_secs_f64().max(1e-6);
+            let left = end.saturating_duration_since(Instant::now()).as_secs_f64().min(0.25);
+            chunk = (per_s * left).clamp(1024.0, f64::from(1u32 << 23)) as u32;
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     println!("sent {sent} frames in {secs:.3} s: {:.3} Mpps", sent as f64 / secs / 1e6);

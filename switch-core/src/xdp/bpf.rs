@@ -239,16 +239,25 @@ pub fn test_run_live(prog: &OwnedFd, ifindex: u32, frame: &[u8], repeat: u32, ba
 
 /// Runs `prog` once over a copy of `frame` (nothing is sent) and returns its verdict.
 pub fn test_run(prog: &OwnedFd, frame: &[u8]) -> Result<u32, BpfError> {
+    test_run_out(prog, frame).map(|(v, _)| v)
+}
+
+/// [`test_run`], also returning the frame as the program left it.
+pub fn test_run_out(prog: &OwnedFd, frame: &[u8]) -> Result<(u32, Vec<u8>), BpfError> {
+    let mut out = vec![0u8; frame.len() + 256];
     let mut a = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
         repeat: 1,
         ..Default::default()
     };
     sys::syscall(Syscall::Bpf { cmd: BPF_PROG_TEST_RUN, attr: as_bytes_mut(&mut a) })
         .map_err(|e| BpfError::new("running the program on a test frame", e))?;
-    Ok(a.retval)
+    out.truncate(a.data_size_out as usize);
+    Ok((a.retval, out))
 }
 
 /// `map[key] = value`.
