@@ -390,6 +390,19 @@ fn stretched_config(i: u8) -> String {
     c
 }
 
+/// A broadcast ARP request from `pod` (its MAC, and `sender` as its address) for
+/// `target`, sent on the pod's eth0.
+fn send_arp_request(pod: &Pod, sender: [u8; 4], target: [u8; 4]) {
+    let src = podswitch_tests::raw::mac(&pod.mac);
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&src);
+    arp.extend_from_slice(&sender);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&target);
+    let frame = podswitch_tests::raw::frame([0xff; 6], src, 0x0806, &arp);
+    RawSocket::open(&pod.ns, "eth0").unwrap().send(&frame).unwrap();
+}
+
 /// Frames of an ARP request for `target` (the test's marker).
 fn arp_for(target: [u8; 4]) -> impl Fn(&[u8]) -> bool {
     move |f: &[u8]| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[38..42] == target
@@ -429,28 +442,14 @@ fn an_l2_vni_stretched_over_three_nodes_floods_to_its_pods_only_and_learns() {
     let watch = |p: &Pod| RawSocket::open(&p.ns, "eth0").unwrap();
     let (wb, wc, wra, wrb) = (watch(&blue[1]), watch(&blue[2]), watch(&red[0]), watch(&red[1]));
     let before_c = nodes[2].metrics().unwrap();
-    let src = podswitch_tests::raw::mac(&blue[0].mac);
-    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
-    arp.extend_from_slice(&src);
-    arp.extend_from_slice(&[198, 18, 100, 1, 0, 0, 0, 0, 0, 0, 198, 18, 100, 99]);
-    RawSocket::open(&blue[0].ns, "eth0")
-        .unwrap()
-        .send(&podswitch_tests::raw::frame([0xff; 6], src, 0x0806, &arp))
-        .unwrap();
+    send_arp_request(&blue[0], [198, 18, 100, 1], [198, 18, 100, 99]);
     let seen = |w: &RawSocket| w.recv_matching(Duration::from_millis(400), arp_for([198, 18, 100, 99])).len();
     assert_eq!(seen(&wb), 1, "blue b (node b)");
     assert_eq!(seen(&wc), 1, "blue c (node c)");
     assert_eq!(seen(&wra), 0, "red a: same node, other network");
     assert_eq!(seen(&wrb), 0, "red b: other VNI");
     // Red's broadcast: to red b; node c, which does not carry VNI 200, never gets it.
-    let rsrc = podswitch_tests::raw::mac(&red[0].mac);
-    let mut rarp = vec![0, 1, 8, 0, 6, 4, 0, 1];
-    rarp.extend_from_slice(&rsrc);
-    rarp.extend_from_slice(&[198, 18, 200, 1, 0, 0, 0, 0, 0, 0, 198, 18, 200, 99]);
-    RawSocket::open(&red[0].ns, "eth0")
-        .unwrap()
-        .send(&podswitch_tests::raw::frame([0xff; 6], rsrc, 0x0806, &rarp))
-        .unwrap();
+    send_arp_request(&red[0], [198, 18, 200, 1], [198, 18, 200, 99]);
     assert_eq!(wrb.recv_matching(Duration::from_millis(400), arp_for([198, 18, 200, 99])).len(), 1, "red b");
     assert_eq!(seen(&wc), 0, "blue c sees no red broadcast");
     let after_c = nodes[2].metrics().unwrap();

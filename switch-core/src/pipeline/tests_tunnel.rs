@@ -96,16 +96,8 @@ fn udp6(src: &str, dst: &str, hop: u8, len: usize, smac: EthernetAddress, dmac: 
 /// `inner` in VXLAN from the peer to this node, the way a kernel `vxlan` device sends
 /// it (`udp_csum`: a real UDP checksum instead of zero).
 fn vxlan(inner: &[u8], underlay: IpAddr, vni: u32, udp_csum: bool) -> Vec<u8> {
-    let mut body = vec![0x08, 0, 0, 0];
-    body.extend_from_slice(&vni.to_be_bytes()[1..]);
-    body.push(0);
-    body.extend_from_slice(inner);
-    let mut f = Vec::new();
-    let b = PacketBuilder::ethernet2(ROUTER.0, UPLINK.0);
-    match underlay {
-        IpAddr::V4(_) => b.ipv4(PEER4.octets(), LOCAL4.octets(), 64).udp(51000, 4789).write(&mut f, &body).unwrap(),
-        IpAddr::V6(_) => b.ipv6(PEER6.octets(), LOCAL6.octets(), 64).udp(51000, 4789).write(&mut f, &body).unwrap(),
-    }
+    let from = if underlay.is_ipv4() { IpAddr::V4(PEER4) } else { IpAddr::V6(PEER6) };
+    let mut f = vxlan_from(inner, from, vni);
     if underlay.is_ipv4() && !udp_csum {
         f[40..42].fill(0);
     }
