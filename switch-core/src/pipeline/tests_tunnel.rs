@@ -25,6 +25,23 @@ const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
 const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2);
 const VNI: u32 = 42;
 
+/// This node's end: the uplink is port 1, both underlay families, VNI 42 for the L3
+/// overlay, network 0 routes what comes in.
+fn local_end(mode: TunnelMode) -> TunnelSpec {
+    TunnelSpec {
+        uplink: PortId(1),
+        mode,
+        uplink_mac: UPLINK,
+        uplink_mtu: 1500,
+        vtep_mac: VTEP,
+        local4: Some(LOCAL4),
+        local6: Some(LOCAL6),
+        udp_port: 4789,
+        vni: VNI,
+        network: NetworkId(0),
+    }
+}
+
 /// Pods on network 0 (198.18.1.0/24, 2001:db8:1::/64) behind port 0, with the pod
 /// 198.18.1.10 / 2001:db8:1::10 resolved; the uplink is port 1; the peer owns
 /// 198.18.2.0/24 and 2001:db8:2::/64 and is reached over `underlay`.
@@ -50,18 +67,7 @@ fn rig(mode: TunnelMode, underlay: IpAddr, resolved: bool) -> Rig {
         (NeighKey::new(NetworkId(0), "198.18.1.10".parse().unwrap()), POD),
         (NeighKey::new(NetworkId(0), "2001:db8:1::10".parse().unwrap()), POD),
     ]);
-    let local = TunnelSpec {
-        uplink: PortId(1),
-        mode,
-        uplink_mac: UPLINK,
-        uplink_mtu: 1500,
-        vtep_mac: VTEP,
-        local4: Some(LOCAL4),
-        local6: Some(LOCAL6),
-        udp_port: 4789,
-        vni: VNI,
-        network: NetworkId(0),
-    };
+    let local = local_end(mode);
     let peer = PeerSpec { name: "b".into(), underlay, vtep_mac: PEER_VTEP, next_hop: resolved.then_some(ROUTER) };
     r.set_tunnel(Tunnel::new(local, &[peer]).unwrap());
     r
@@ -418,18 +424,7 @@ fn stretched_rig() -> Rig {
     let uplink = PortSpec { id: PortId(1), name: "uplink".into(), mode: PortMode::Uplink, static_macs: vec![] };
     let ports = [access(0, 0), uplink, access(2, 1), access(3, 1), access(4, 2)];
     let mut r = Rig::with(&[pods, plain(1, "blue"), plain(2, "red")], &ports, &[]);
-    let local = TunnelSpec {
-        uplink: PortId(1),
-        mode: TunnelMode::Vxlan,
-        uplink_mac: UPLINK,
-        uplink_mtu: 1500,
-        vtep_mac: VTEP,
-        local4: Some(LOCAL4),
-        local6: Some(LOCAL6),
-        udp_port: 4789,
-        vni: VNI,
-        network: NetworkId(0),
-    };
+    let local = local_end(TunnelMode::Vxlan);
     let peer = |name: &str, underlay: IpAddr| PeerSpec {
         name: name.into(),
         underlay,
