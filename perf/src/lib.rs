@@ -1,6 +1,8 @@
 //! Shared set-up for podswitch's benchmarks: a worker over in-memory ports with tables
 //! already learned, so a benchmark measures the steady state a user would see.
 
+pub mod daemon;
+
 use std::sync::Arc;
 use switch_core::port::{MemoryPort, Port};
 use switch_core::tables::{

@@ -12,9 +12,10 @@
 //!             └──────────────────┘ ...
 //! ```
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use control::api::v1 as pb;
 use control::netns::{pod_veth, NetNs};
+use perf::daemon::Podswitchd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -60,44 +61,22 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_file(&batch);
     println!("{n} veth pairs made in {:.1} s (kernel work, not counted)", t0.elapsed().as_secs_f64());
 
-    let dir = std::env::temp_dir().join(format!("psa-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("podswitchd.sock");
     let frames = ((n + 2) * RING + 1024).div_ceil(1024) * 1024;
-    let cfg = dir.join("podswitchd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\nlog_level = \"{}\"\n\
+    let mut d = Podswitchd::start(
+        &node,
+        "attach",
+        &format!(
+            "log_level = \"{}\"\n\
              [dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = {RING}\nframe_size = 2048\n\
              hugepages = \"off\"\numem_frames = {frames}\nmax_ports = {}\n\
              [[networks]]\nname = \"pods\"\ngateway = [\"198.18.255.254/16\"]\n\
              [[ports]]\nname = \"pa\"\nnetwork = \"pods\"\n[[ports]]\nname = \"pb\"\nnetwork = \"pods\"\n",
-            dir.display(),
-            socket.display(),
             std::env::var("PSA_LOG").unwrap_or_else(|_| "warn".into()),
             n + 8
         ),
     )?;
-    let log = dir.join("podswitchd.log");
-    let mut d = Command::new("ip")
-        .args(["netns", "exec", node.name()])
-        .arg(perf::sibling_bin("podswitchd")?)
-        .arg("--config")
-        .arg(&cfg)
-        .env("NO_COLOR", "1")
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() || std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if Instant::now() > deadline || d.try_wait()?.is_some() {
-            let _ = d.kill();
-            bail!("podswitchd did not start:\n{}", std::fs::read_to_string(&log)?);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (hwm0, _) = memory(d.id())?;
+    let socket = d.socket();
+    let (hwm0, _) = memory(d.pid())?;
 
     let pinger = Command::new("ip")
         .args(["netns", "exec", pa.name(), "ping", "-i", "0.005", "-W", "1", "198.18.0.2"])
@@ -156,7 +135,7 @@ fn main() -> Result<()> {
         .filter(|l| l.contains("packets transmitted") || l.contains("rtt"))
         .collect::<Vec<_>>()
         .join("; ");
-    let (hwm1, rss1) = memory(d.id())?;
+    let (hwm1, rss1) = memory(d.pid())?;
     println!(
         "{} ports attached through the API by {clients} clients in {took:.2} s ({:.2} ms each, {:.0}/s); {refused} refused",
         n - refused,
@@ -165,14 +144,9 @@ fn main() -> Result<()> {
     );
     println!("podswitchd peak RSS {} MiB before, {} MiB after (RSS now {} MiB)", hwm0 / 1024, hwm1 / 1024, rss1 / 1024);
     println!("ping pa -> pb every 5 ms throughout: {summary}");
-    // SAFETY: SIGTERM to our own child.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(d.id() as i32, libc::SIGTERM)
-    };
-    d.wait()?;
+    d.stop()?;
     // With PSA_LOG=debug the daemon logs where each attachment's time went.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = d.log_text();
     let mut parts: Vec<(&str, Vec<u64>)> = vec![("sockets_us", vec![]), ("xdp_us", vec![]), ("workers_us", vec![])];
     for line in text.lines().filter(|l| l.contains(" attached")) {
         for (k, v) in parts.iter_mut() {
@@ -189,6 +163,5 @@ fn main() -> Result<()> {
         let line: Vec<String> = parts.iter_mut().map(|(k, v)| format!("{k} {}", med(v))).collect();
         println!("per attachment, medians: {}", line.join(", "));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -19,6 +19,7 @@
 
 use anyhow::{bail, Result};
 use control::netns::{ip, NetNs};
+use perf::daemon::Podswitchd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,59 +121,6 @@ fn trial_between(gen: &NetNs, sink: (&NetNs, &str), args: &[&str], seconds: f64)
         dut_core_busy: busy[DUT_CORE] / wall,
         gen_core_busy: busy[GEN_CORE] / wall,
     })
-}
-
-/// A podswitchd this benchmark started in a namespace, with a state directory of its
-/// own (the config's topology, never a saved one); stopped with SIGTERM on drop.
-struct Podswitchd {
-    child: std::process::Child,
-    state: std::path::PathBuf,
-}
-
-impl Podswitchd {
-    fn start(ns: &NetNs, tag: &str, config: &str) -> Result<Podswitchd> {
-        let base = std::env::temp_dir().join(format!("psb-{}-{tag}", std::process::id()));
-        let (cfg, state, log) = (base.with_extension("toml"), base.with_extension("state"), base.with_extension("log"));
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::write(
-            &cfg,
-            format!(
-                "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n{config}",
-                state.display(),
-                state.join("podswitchd.sock").display()
-            ),
-        )?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(perf::sibling_bin("podswitchd")?)
-            .arg("--config")
-            .arg(&cfg)
-            .env("NO_COLOR", "1")
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)?.contains("podswitchd ready") {
-            if Instant::now() > deadline || child.try_wait()?.is_some() {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("podswitchd did not start:\n{}", std::fs::read_to_string(&log)?);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Podswitchd { child, state })
-    }
-}
-
-impl Drop for Podswitchd {
-    fn drop(&mut self) {
-        // SAFETY: kill on our own child's pid.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM)
-        };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
 }
 
 fn with_podswitch(t: &Topo, seconds: f64) -> Result<Trial> {
