@@ -2,6 +2,7 @@
 //! already learned, so a benchmark measures the steady state a user would see.
 
 pub mod daemon;
+pub mod pktgen;
 
 use std::sync::Arc;
 use switch_core::port::{MemoryPort, Port};

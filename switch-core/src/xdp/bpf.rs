@@ -15,6 +15,7 @@ const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_LINK_CREATE: u32 = 28;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -207,6 +208,48 @@ pub fn read_percpu_counter(map: &OwnedFd, key: u32) -> Result<u64, BpfError> {
     Ok(values.iter().sum())
 }
 
+/// An array of `entries` values of `value_size` bytes (u32 keys), zeroed; per CPU if
+/// `per_cpu` (each CPU its own copy, written without atomics).
+pub fn create_array(name: &str, value_size: u32, entries: u32, per_cpu: bool) -> Result<OwnedFd, BpfError> {
+    let mut a = MapCreateAttr {
+        map_type: if per_cpu { BPF_MAP_TYPE_PERCPU_ARRAY } else { BPF_MAP_TYPE_ARRAY },
+        key_size: 4,
+        value_size,
+        max_entries: entries,
+        map_name: name16(name),
+        ..Default::default()
+    };
+    sys::syscall_fd(Syscall::Bpf { cmd: BPF_MAP_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("creating an array map", e))
+}
+
+/// Reads `map[key]` into `value`: the value's bytes, or for a per-CPU map every CPU's
+/// value one after the other, each rounded up to 8 bytes ([`possible_cpus`] of them).
+pub fn map_lookup_bytes(map: &OwnedFd, key: u32, value: &mut [u8]) -> Result<(), BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_LOOKUP_ELEM, attr: as_bytes_mut(&mut a) })
+        .map(drop)
+        .map_err(|e| BpfError::new("reading a map entry", e))
+}
+
+/// `map[key] = value` (for a per-CPU map, laid out as [`map_lookup_bytes`] returns it).
+pub fn map_update_bytes(map: &OwnedFd, key: u32, value: &[u8]) -> Result<(), BpfError> {
+    let mut a = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_UPDATE_ELEM, attr: as_bytes_mut(&mut a) })
+        .map(drop)
+        .map_err(|e| BpfError::new("writing a map entry", e))
+}
+
 /// Number of possible CPUs (the kernel's per-CPU value count), from
 /// /sys/devices/system/cpu/possible ("0-3" or "0").
 pub fn possible_cpus() -> usize {
@@ -244,7 +287,8 @@ pub fn test_run(prog: &OwnedFd, frame: &[u8]) -> Result<u32, BpfError> {
 
 /// [`test_run`], also returning the frame as the program left it.
 pub fn test_run_out(prog: &OwnedFd, frame: &[u8]) -> Result<(u32, Vec<u8>), BpfError> {
-    let mut out = vec![0u8; frame.len() + 256];
+    // Room for a program that grows the frame (to a page at most).
+    let mut out = vec![0u8; frame.len() + 4096];
     let mut a = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,

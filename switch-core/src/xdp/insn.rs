@@ -69,16 +69,6 @@ pub const fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
     Insn { code: 0x02 | BPF_MEM | BPF_W, regs: regs(dst, 0), off, imm }
 }
 
-/// `*(u16 *)(dst + off) = imm`
-pub const fn st_h(dst: u8, off: i16, imm: i32) -> Insn {
-    Insn { code: 0x02 | BPF_MEM | 0x08, regs: regs(dst, 0), off, imm }
-}
-
-/// `if dst > src goto +off` (unsigned)
-pub const fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
-    Insn { code: BPF_JMP | 0x20 | 0x08, regs: regs(dst, src), off, imm: 0 }
-}
-
 /// `dst = *(u64 *)(src + off)`
 pub const fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
     Insn { code: BPF_LDX | BPF_MEM | BPF_DW, regs: regs(dst, src), off, imm: 0 }
@@ -390,38 +380,6 @@ pub fn verdict(v: i32) -> Vec<Insn> {
     vec![mov64_imm(0, v), exit()]
 }
 
-/// Writes `header` (an even number of bytes) over the start of the frame, then
-/// returns `XDP_TX`; frames shorter than the header are dropped.
-///
-/// For a generator running on live frames (BPF_PROG_RUN): the kernel recycles each
-/// frame's page when the receiver frees it, bytes and all, so a receiver that edits
-/// frames in place (a router decrementing the TTL and writing the next hop's MACs, a
-/// VXLAN device) would otherwise have its next frames arrive already edited — to
-/// another MAC, with a lower TTL — and drop them.
-pub fn rewrite_and_tx(header: &[u8]) -> Vec<Insn> {
-    assert!(header.len().is_multiple_of(2) && header.len() <= 256, "an even header of at most 256 bytes");
-    let mut p = vec![
-        ldx_w(2, 1, 0), // r2 = data
-        ldx_w(3, 1, 4), // r3 = data_end
-        mov64_reg(4, 2),
-        add64_imm(4, header.len() as i32),
-    ];
-    let mut body = Vec::new();
-    let words = header.chunks_exact(4);
-    let tail = words.remainder();
-    for (k, w) in words.enumerate() {
-        body.push(st_w(2, (k * 4) as i16, i32::from_le_bytes([w[0], w[1], w[2], w[3]])));
-    }
-    if !tail.is_empty() {
-        body.push(st_h(2, (header.len() - 2) as i16, i32::from(u16::from_le_bytes([tail[0], tail[1]]))));
-    }
-    // if data + len > data_end: drop (skip the stores and the XDP_TX)
-    p.push(jgt_reg(4, 3, body.len() as i16 + 2));
-    p.extend(body);
-    p.extend([mov64_imm(0, XDP_TX), exit(), mov64_imm(0, XDP_DROP), exit()]);
-    p
-}
-
 /// Counts frames into slot 0 of a per-CPU array (`map_fd`: u32 key, u64 value) and
 /// drops them: a sink that costs the kernel as little as a sink can.
 pub fn count_and_drop(map_fd: i32) -> Vec<Insn> {
@@ -476,22 +434,6 @@ mod tests {
 
     /// The uplink filter, loaded into the kernel (the verifier accepts it) and run on
     /// frames: only what is the switch's matches.
-    #[test]
-    fn the_generator_rewrites_its_headers_on_every_run() {
-        use crate::xdp::bpf;
-        let header: Vec<u8> = (0..42u8).collect();
-        let prog = bpf::load_xdp(&rewrite_and_tx(&header), "ps_test_gen").expect("the verifier accepts it");
-        // A frame a router edited: other MACs, a lower TTL; the payload is left alone.
-        let mut edited = vec![0xeeu8; 60];
-        edited[50..].copy_from_slice(&[7; 10]);
-        let (verdict, out) = bpf::test_run_out(&prog, &edited).unwrap();
-        assert_eq!(verdict as i32, XDP_TX);
-        assert_eq!(&out[..42], &header[..], "headers as generated");
-        assert_eq!(&out[42..], &edited[42..], "the rest untouched");
-        let (verdict, _) = bpf::test_run_out(&prog, &[0u8; 20]).unwrap();
-        assert_eq!(verdict as i32, XDP_DROP, "shorter than the header");
-    }
-
     #[test]
     fn the_uplink_filter_takes_only_the_switchs_traffic() {
         use crate::xdp::bpf;

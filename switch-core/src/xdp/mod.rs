@@ -20,6 +20,7 @@
 //! had a program of its own); attaching a program already in it costs 20 µs.
 #![allow(unsafe_code)]
 
+pub mod asm;
 pub mod bpf;
 pub mod insn;
 
