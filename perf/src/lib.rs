@@ -1,7 +1,9 @@
 //! Shared set-up for podswitch's benchmarks: a worker over in-memory ports with tables
 //! already learned, so a benchmark measures the steady state a user would see.
 
+pub mod compare;
 pub mod daemon;
+pub mod host;
 pub mod pktgen;
 
 use std::sync::Arc;

@@ -43,7 +43,7 @@ fn stream(flows: u32, sizes: Vec<usize>, v6: bool) -> Stream {
 }
 
 fn paced(rate_pps: u64, count: u64) -> RunOpts {
-    RunOpts { rate_pps, count: Some(count), seconds: 10.0, batch: 64, progress: false }
+    RunOpts { rate_pps, count: Some(count), seconds: 10.0, batch: 64, progress: false, core: None }
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn the_ndr_search_finds_a_rate_capped_devices_limit() {
         .unwrap();
     let sink = Sink::attach("sink0", Some(s.name())).unwrap();
     let gen = Generator::new(&stream(4, vec![64], false)).unwrap();
-    let rig = Rig { gen: &gen, tx_dev: "gen0", tx_netns: Some(g.name()), sink: &sink, batch: 64 };
+    let rig = Rig { gen: &gen, tx_dev: "gen0", tx_netns: Some(g.name()), sink: &sink, batch: 64, core: None };
     let opts = SearchOpts { trial_seconds: 1.0, max_pps: Some(200_000), resolution: 0.02, pdr_loss: 0.005, rounds: 1 };
     let mut trials = 0;
     let r = search::search(&rig, &opts, &mut |t| {

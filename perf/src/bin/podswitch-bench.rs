@@ -20,6 +20,7 @@
 use anyhow::{bail, Result};
 use control::netns::{ip, NetNs};
 use perf::daemon::Podswitchd;
+use perf::host::{self, cpu_times};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,19 +58,6 @@ fn topo() -> Result<Topo> {
     }
     let sink_mac = SINK_MAC.to_string();
     Ok(Topo { gen, dut, sink, sink_mac })
-}
-
-/// Busy and idle jiffies per CPU.
-fn cpu_times() -> Result<Vec<(u64, u64)>> {
-    let s = std::fs::read_to_string("/proc/stat")?;
-    Ok(s.lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .map(|l| {
-            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-            let idle = v[3] + v[4];
-            (v.iter().sum::<u64>() - idle, idle)
-        })
-        .collect())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +98,7 @@ fn trial_between(gen: &NetNs, sink: (&NetNs, &str), args: &[&str], seconds: f64)
     std::thread::sleep(Duration::from_millis(100));
     let c1 = cpu_times()?;
     let got = sink_count(sink.0, sink.1)? - before;
-    let hz = 100.0; // USER_HZ
+    let hz = host::USER_HZ;
     let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.0 - a.0) as f64 / hz).collect();
     let gen_cpu = (ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6)
         + (ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 / 1e6);
@@ -143,23 +131,7 @@ fn pin_napi_thread(t: &Topo, dev: &str) -> Result<()> {
 
 /// Makes `dev`'s receive NAPI (in `ns`) a thread of its own, pinned to the DUT core.
 fn pin_napi(ns: &NetNs, dev: &str) -> Result<()> {
-    ns.run("sh", &["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")])?;
-    std::thread::sleep(Duration::from_millis(50));
-    let want = format!("napi/{dev}-");
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
-        if comm.starts_with(&want) {
-            let pid: i32 = e.file_name().to_string_lossy().parse()?;
-            // SAFETY: a cpu_set_t on the stack, filled with CPU_SET.
-            #[allow(unsafe_code)]
-            unsafe {
-                let mut set: libc::cpu_set_t = core::mem::zeroed();
-                libc::CPU_SET(DUT_CORE, &mut set);
-                libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set);
-            }
-        }
-    }
-    Ok(())
+    host::pin_napi(ns.name(), dev, DUT_CORE)
 }
 
 fn with_bridge(t: &Topo, seconds: f64) -> Result<Trial> {
@@ -184,83 +156,10 @@ fn with_bridge(t: &Topo, seconds: f64) -> Result<Trial> {
 /// mode), one PMD thread on the DUT core, NORMAL (learning) with the sink's MAC
 /// installed in its FDB: the same L2 job podswitchd does.
 fn with_ovs(t: &Topo, seconds: f64) -> Result<Trial> {
-    let dir = std::env::temp_dir().join(format!("psb-ovs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let d = dir.display().to_string();
-    let db = format!("unix:{d}/db.sock");
-    let sh = |cmd: &str, args: &[&str]| -> Result<()> {
-        let out =
-            Command::new(cmd).args(args).env("OVS_RUNDIR", &d).env("OVS_LOGDIR", &d).env("OVS_DBDIR", &d).output()?;
-        if !out.status.success() {
-            bail!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    sh("ovsdb-tool", &["create", &format!("{d}/conf.db"), "/usr/share/openvswitch/vswitch.ovsschema"])?;
-    sh(
-        "ovsdb-server",
-        &[
-            &format!("--remote=punix:{d}/db.sock"),
-            &format!("--pidfile={d}/ovsdb.pid"),
-            "--detach",
-            &format!("--log-file={d}/ovsdb.log"),
-            &format!("{d}/conf.db"),
-        ],
-    )?;
-    let result = (|| -> Result<Trial> {
-        sh("ovs-vsctl", &[&format!("--db={db}"), "--no-wait", "init"])?;
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                t.dut.name(),
-                "ovs-vswitchd",
-                &db,
-                &format!("--pidfile={d}/vswitchd.pid"),
-                "--detach",
-                &format!("--log-file={d}/vswitchd.log"),
-            ],
-        )?;
-        let vsctl = |args: &[&str]| {
-            let mut a = vec![format!("--db={db}")];
-            a.extend(args.iter().map(|s| s.to_string()));
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            sh("ovs-vsctl", &a)
-        };
-        vsctl(&["set", "Open_vSwitch", ".", &format!("other_config:pmd-cpu-mask={:#x}", 1 << DUT_CORE)])?;
-        vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
-        for p in ["dut0", "dut1"] {
-            vsctl(&["add-port", "br0", p, "--", "set", "interface", p, "type=afxdp", "options:xdp-mode=native"])?;
-        }
-        let ctl = format!("{d}/ovs-vswitchd.{}.ctl", std::fs::read_to_string(format!("{d}/vswitchd.pid"))?.trim());
-        sh("ovs-appctl", &["-t", &ctl, "fdb/add", "br0", "dut1", "0", &t.sink_mac])?;
-        std::thread::sleep(Duration::from_secs(1));
-        trial(t, seconds)
-    })();
-    for pidfile in ["vswitchd.pid", "ovsdb.pid"] {
-        let Some(pid) = std::fs::read_to_string(dir.join(pidfile)).ok().and_then(|p| p.trim().parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: kill on the pid of a daemon this function started.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, libc::SIGTERM)
-        };
-        // Wait for it to go, so that trials never overlap.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    // The userspace datapath leaves its tap devices behind.
-    for dev in ["br0", "ovs-netdev"] {
-        let _ = t.dut.ip(&["link", "del", dev]);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let ovs = host::Ovs::start(&t.dut, &["dut0", "dut1"], DUT_CORE)?;
+    ovs.fdb_add("dut1", &t.sink_mac)?;
+    std::thread::sleep(Duration::from_secs(1));
+    trial(t, seconds)
 }
 
 /// Node a's gateway MAC (the generator sends to it), the VTEP MACs, for both DUTs.
@@ -457,7 +356,7 @@ fn main() -> Result<()> {
     } else {
         vec![("podswitchd", vec![]), ("linux-bridge", vec![]), ("ovs-afxdp", vec![])]
     };
-    if l2.is_some() && Command::new("ovs-vswitchd").arg("--version").output().is_err() {
+    if l2.is_some() && !host::ovs_installed() {
         println!("ovs-vswitchd not installed (apt-get install openvswitch-switch): measuring without it");
         results.pop();
     }

@@ -247,15 +247,6 @@ enum Cmd {
     },
 }
 
-fn pin(core: Option<usize>) -> Result<()> {
-    if let Some(c) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-            bail!("cannot pin to CPU {c}: is it online and allowed?");
-        }
-    }
-    Ok(())
-}
-
 fn print_received(r: &Received, seconds: f64) {
     println!(
         "received {} frames ({} bytes) in {seconds:.1} s, {} signed in {} flows",
@@ -294,9 +285,8 @@ fn trial_line(t: &Trial) -> String {
 fn main() -> Result<()> {
     match Args::parse().cmd {
         Cmd::Send { dev, netns, stream, seconds, count, rate_pps, batch, core, json } => {
-            pin(core)?;
             let g = Generator::new(&stream.stream()?)?;
-            let opts = RunOpts { rate_pps, count, seconds, batch, progress: !json };
+            let opts = RunOpts { rate_pps, count, seconds, batch, progress: !json, core };
             let sent = g.run(&dev, netns.as_deref(), &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&sent)?);
@@ -356,13 +346,12 @@ fn main() -> Result<()> {
             out,
             json,
         } => {
-            pin(core)?;
             if !(0.0..1.0).contains(&pdr_loss) || !(0.0001..0.5).contains(&resolution) {
                 bail!("--pdr-loss must be in [0, 1) and --resolution in [0.0001, 0.5)");
             }
             let g = Generator::new(&stream.stream()?)?;
             let sink = Sink::attach(&rx_dev, rx_netns.as_deref())?;
-            let rig = Rig { gen: &g, tx_dev: &tx_dev, tx_netns: tx_netns.as_deref(), sink: &sink, batch: 64 };
+            let rig = Rig { gen: &g, tx_dev: &tx_dev, tx_netns: tx_netns.as_deref(), sink: &sink, batch: 64, core };
             let opts = SearchOpts { trial_seconds, max_pps, resolution, pdr_loss, rounds };
             let mut log = |t: &Trial| {
                 if !json {

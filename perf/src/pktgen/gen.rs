@@ -88,6 +88,8 @@ pub struct RunOpts {
     pub batch: u32,
     /// Print a progress line every second.
     pub progress: bool,
+    /// CPU the sending thread is pinned to.
+    pub core: Option<usize>,
 }
 
 /// What a run sent.
@@ -170,9 +172,14 @@ impl Generator {
         let done = Arc::new(AtomicBool::new(false));
         let (prog, frame) = (self.prog.try_clone()?, self.template.clone());
         let (dev_name, ns, batch) = (dev.to_string(), netns.map(str::to_string), opts.batch.clamp(1, 256));
-        let (stop2, done2) = (stop.clone(), done.clone());
+        let (stop2, done2, core) = (stop.clone(), done.clone(), opts.core);
         let sender = std::thread::spawn(move || -> Result<()> {
             let r = (|| {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                        bail!("cannot pin the sender to CPU {c}");
+                    }
+                }
                 if let Some(ns) = &ns {
                     super::enter_netns(ns)?;
                 }

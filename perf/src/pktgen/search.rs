@@ -30,6 +30,8 @@ pub struct Rig<'a> {
     pub sink: &'a Sink,
     /// Frames per kernel batch.
     pub batch: u32,
+    /// CPU the generator runs on.
+    pub core: Option<usize>,
 }
 
 /// How to search.
@@ -98,7 +100,7 @@ pub struct Search {
 /// Runs one trial at `rate_pps` (0: flat out).
 pub fn trial(rig: &Rig, rate_pps: u64, seconds: f64) -> Result<Trial> {
     rig.sink.clear()?;
-    let opts = RunOpts { rate_pps, count: None, seconds, batch: rig.batch, progress: false };
+    let opts = RunOpts { rate_pps, count: None, seconds, batch: rig.batch, progress: false, core: rig.core };
     let sent = rig.gen.run(rig.tx_dev, rig.tx_netns, &opts)?;
     std::thread::sleep(DRAIN);
     let r = rig.sink.read()?;

@@ -1,0 +1,399 @@
+//! The comparison behind `podswitch-compare`: one generator → DUT → sink topology, the
+//! devices under test set up on it in turn, interleaved over rounds, each measured
+//! with the same frames.
+//!
+//! ```text
+//!  [gen ns] gen0 ── dut0 [dut ns: the DUT, CPU 1] dut1 ── sink0 [sink ns]
+//!  [gen ns] base0 ───────────────────────────────────── base1 [sink ns]   (no DUT)
+//! ```
+//!
+//! The generator (`pktgen::gen`, CPU 0) sends flat out, then paced at 5% above the
+//! rate the DUT delivered flat out (a flat-out generator overruns the DUT's veth ring
+//! and the frames it cannot push cost the DUT core); the sink counts in XDP
+//! (count only). CPU per packet: busy time on every core during the flat-out trial
+//! (/proc/stat), minus what the generator and sink cost for the same frames in a
+//! flat-out run over base0 → base1 without a DUT, per frame delivered. On veth the
+//! kernel's receive work runs where the sender transmits, so a DUT's rate per DUT core
+//! alone would mislead; this counts its work wherever it ran.
+
+use crate::daemon::Podswitchd;
+use crate::host::{self, Ovs, Testpmd};
+use crate::pktgen::gen::{Generator, RunOpts};
+use crate::pktgen::sink::Sink;
+use crate::pktgen::stream::{Stream, IMIX};
+use anyhow::{Context, Result};
+use control::netns::NetNs;
+use serde::Serialize;
+use std::time::Duration;
+use switch_core::wire::EthernetAddress;
+
+/// The generator's core.
+pub const GEN_CORE: usize = 0;
+/// The DUT's core.
+pub const DUT_CORE: usize = 1;
+/// The generator's MAC.
+const GEN_MAC: &str = "02:00:00:00:00:01";
+/// Where frames go: behind the sink's port in every L2 DUT, the routed DUTs' next hop.
+const SINK_MAC: &str = "02:00:00:00:00:99";
+/// podswitchd's gateway MAC on the routed DUT's first network.
+const GW_MAC: &str = "02:aa:00:00:00:01";
+
+/// A device under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Dut {
+    /// podswitchd, one worker, both veths AF_XDP ports of one network.
+    PodswitchL2,
+    /// podswitchd routing between two networks.
+    PodswitchRouted,
+    /// The Linux bridge.
+    LinuxBridge,
+    /// Linux IP forwarding.
+    LinuxRouter,
+    /// Open vSwitch, userspace datapath, AF_XDP ports, NORMAL.
+    OvsAfxdp,
+    /// dpdk-testpmd io forwarding over net_af_xdp.
+    TestpmdIo,
+    /// dpdk-testpmd mac forwarding over net_af_xdp.
+    TestpmdMac,
+    /// An XDP program redirecting dut0 to dut1 (the kernel's ceiling).
+    XdpRedirect,
+}
+
+impl Dut {
+    /// Every DUT, podswitchd first.
+    pub const ALL: [Dut; 8] = [
+        Dut::PodswitchL2,
+        Dut::PodswitchRouted,
+        Dut::LinuxBridge,
+        Dut::LinuxRouter,
+        Dut::OvsAfxdp,
+        Dut::TestpmdIo,
+        Dut::TestpmdMac,
+        Dut::XdpRedirect,
+    ];
+
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dut::PodswitchL2 => "podswitchd-l2",
+            Dut::PodswitchRouted => "podswitchd-routed",
+            Dut::LinuxBridge => "linux-bridge",
+            Dut::LinuxRouter => "linux-router",
+            Dut::OvsAfxdp => "ovs-afxdp",
+            Dut::TestpmdIo => "testpmd-io",
+            Dut::TestpmdMac => "testpmd-mac",
+            Dut::XdpRedirect => "xdp-redirect",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Result<Dut> {
+        Dut::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .with_context(|| format!("unknown DUT {s}; choose from {}", Dut::ALL.map(Dut::name).join(", ")))
+    }
+
+    fn routed(self) -> bool {
+        matches!(self, Dut::PodswitchRouted | Dut::LinuxRouter)
+    }
+
+    /// The Debian packages it needs, if they are not installed.
+    pub fn missing(self) -> Option<&'static [&'static str]> {
+        match self {
+            Dut::OvsAfxdp if !host::ovs_installed() => Some(&["openvswitch-switch"]),
+            Dut::TestpmdIo | Dut::TestpmdMac if !host::testpmd_installed() => {
+                Some(&["dpdk-dev", "librte-net-af-xdp23"])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The namespaces and veths.
+pub struct Topo {
+    gen: NetNs,
+    dut: NetNs,
+    sink: NetNs,
+    dut0_mac: EthernetAddress,
+}
+
+impl Topo {
+    /// Builds the topology.
+    pub fn new() -> Result<Topo> {
+        let (gen, dut, sink) = (NetNs::new("psc-gen")?, NetNs::new("psc-dut")?, NetNs::new("psc-sink")?);
+        for ns in [&gen, &dut, &sink] {
+            ns.run("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        }
+        gen.ip(&["link", "add", "gen0", "type", "veth", "peer", "name", "dut0", "netns", dut.name()])?;
+        dut.ip(&["link", "add", "dut1", "type", "veth", "peer", "name", "sink0", "netns", sink.name()])?;
+        gen.ip(&["link", "add", "base0", "type", "veth", "peer", "name", "base1", "netns", sink.name()])?;
+        for (ns, dev) in
+            [(&gen, "gen0"), (&dut, "dut0"), (&dut, "dut1"), (&sink, "sink0"), (&gen, "base0"), (&sink, "base1")]
+        {
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        let out = dut.exec("cat", &["/sys/class/net/dut0/address"])?;
+        let dut0_mac = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        Ok(Topo { gen, dut, sink, dut0_mac })
+    }
+}
+
+/// Frame sizes and flows of one measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    /// "64", "1518" or "imix".
+    pub size: String,
+    /// Flows.
+    pub flows: u32,
+    #[serde(skip)]
+    sizes: Vec<usize>,
+}
+
+/// 64, 1518 and IMIX; 1 and 256 flows.
+pub fn loads() -> Vec<Load> {
+    let mut v = Vec::new();
+    for (size, sizes) in [("64", vec![64]), ("1518", vec![1518]), ("imix", IMIX.to_vec())] {
+        for flows in [1, 256] {
+            v.push(Load { size: size.into(), flows, sizes: sizes.clone() });
+        }
+    }
+    v
+}
+
+fn stream(load: &Load, dut: Dut, dut0_mac: EthernetAddress) -> Result<Stream> {
+    let (dst_mac, src_ip, dst_ip) = match dut {
+        Dut::PodswitchRouted => (GW_MAC.parse()?, "198.18.1.10", "198.18.2.20"),
+        Dut::LinuxRouter => (dut0_mac, "198.18.1.10", "198.18.2.20"),
+        _ => (SINK_MAC.parse()?, "198.18.0.1", "198.18.0.2"),
+    };
+    Ok(Stream {
+        src_mac: GEN_MAC.parse()?,
+        dst_mac,
+        src_ip: src_ip.parse()?,
+        dst_ip: dst_ip.parse()?,
+        src_port: 1024,
+        dst_port: 9,
+        flows: load.flows,
+        sizes: load.sizes.clone(),
+        vxlan: None,
+    })
+}
+
+/// Runs `undo` when dropped.
+struct Undo<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Undo<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// Sets `dut` up on the topology; dropping the result takes it down.
+fn setup(dut: Dut, t: &Topo) -> Result<Box<dyn std::any::Any>> {
+    let d = &t.dut;
+    let dp = format!("[dataplane]\ncores = [{DUT_CORE}]\nidle = \"poll\"\nring_size = 2048\nhugepages = \"off\"\n");
+    let name = d.name().to_string();
+    let kernel_napi = || -> Result<()> {
+        // GRO gives the veth a NAPI (which frames sent with XDP need); threaded and
+        // pinned, the kernel's forwarding runs on the DUT core.
+        d.run("ethtool", &["-K", "dut0", "gro", "on"])?;
+        host::pin_napi(d.name(), "dut0", DUT_CORE)
+    };
+    let in_dut = move |args: &[&str]| {
+        let mut a = vec!["netns", "exec", name.as_str()];
+        a.extend_from_slice(args);
+        let _ = control::netns::run("ip", &a);
+    };
+    Ok(match dut {
+        Dut::PodswitchL2 => Box::new(Podswitchd::start(
+            d,
+            "l2",
+            &format!(
+                "{dp}[[networks]]\nname = \"pods\"\n[[ports]]\nname = \"dut0\"\nnetwork = \"pods\"\n\
+                 [[ports]]\nname = \"dut1\"\nnetwork = \"pods\"\nmacs = [\"{SINK_MAC}\"]\n"
+            ),
+        )?),
+        Dut::PodswitchRouted => Box::new(Podswitchd::start(
+            d,
+            "routed",
+            &format!(
+                "{dp}[[networks]]\nname = \"a\"\ngateway = [\"198.18.1.1/24\"]\ngateway_mac = \"{GW_MAC}\"\n\
+                 [[networks]]\nname = \"b\"\ngateway = [\"198.18.2.1/24\"]\n\
+                 [[ports]]\nname = \"dut0\"\nnetwork = \"a\"\nmacs = [\"{GEN_MAC}\"]\naddresses = [\"198.18.1.10\"]\n\
+                 [[ports]]\nname = \"dut1\"\nnetwork = \"b\"\nmacs = [\"{SINK_MAC}\"]\naddresses = [\"198.18.2.20\"]\n"
+            ),
+        )?),
+        Dut::LinuxBridge => {
+            d.ip(&["link", "add", "lbr0", "type", "bridge"])?;
+            d.ip(&["link", "set", "dut0", "master", "lbr0"])?;
+            d.ip(&["link", "set", "dut1", "master", "lbr0"])?;
+            d.ip(&["link", "set", "lbr0", "up"])?;
+            d.run("bridge", &["fdb", "add", SINK_MAC, "dev", "dut1", "master", "static"])?;
+            kernel_napi()?;
+            Box::new(Undo(move || {
+                in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"]);
+                in_dut(&["ethtool", "-K", "dut0", "gro", "off"]);
+                in_dut(&["ip", "link", "del", "lbr0"]);
+            }))
+        }
+        Dut::LinuxRouter => {
+            d.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+            d.ip(&["addr", "add", "198.18.1.1/24", "dev", "dut0"])?;
+            d.ip(&["addr", "add", "198.18.2.1/24", "dev", "dut1"])?;
+            d.ip(&["neigh", "replace", "198.18.2.20", "lladdr", SINK_MAC, "dev", "dut1", "nud", "permanent"])?;
+            kernel_napi()?;
+            Box::new(Undo(move || {
+                in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"]);
+                in_dut(&["ethtool", "-K", "dut0", "gro", "off"]);
+                in_dut(&["ip", "addr", "flush", "dev", "dut0"]);
+                in_dut(&["ip", "addr", "flush", "dev", "dut1"]);
+                in_dut(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+            }))
+        }
+        Dut::OvsAfxdp => {
+            let ovs = Ovs::start(d, &["dut0", "dut1"], DUT_CORE)?;
+            ovs.fdb_add("dut1", SINK_MAC)?;
+            std::thread::sleep(Duration::from_secs(1));
+            Box::new(ovs)
+        }
+        Dut::TestpmdIo => Box::new(Testpmd::start(d, "dut0", "dut1", (DUT_CORE, GEN_CORE), "io", SINK_MAC)?),
+        Dut::TestpmdMac => Box::new(Testpmd::start(d, "dut0", "dut1", (DUT_CORE, GEN_CORE), "mac", SINK_MAC)?),
+        Dut::XdpRedirect => {
+            use switch_core::xdp::asm::Asm;
+            let ifindex = crate::pktgen::in_netns(Some(d.name()), || Ok(switch_core::sys::netdev::ifindex("dut1")?))?;
+            let mut a = Asm::new();
+            // r0 = bpf_redirect(dut1, 0)
+            a.mov_imm(1, ifindex as i32).mov_imm(2, 0).call(23).exit();
+            let prog = switch_core::xdp::bpf::load_xdp(&a.finish(), "psc_redirect")?;
+            let link = crate::pktgen::in_netns(Some(d.name()), move || {
+                let ifindex = switch_core::sys::netdev::ifindex("dut0")?;
+                Ok(switch_core::xdp::bpf::link_xdp(&prog, ifindex, switch_core::xdp::XDP_FLAGS_DRV_MODE)?)
+            })?;
+            host::pin_napi(d.name(), "dut0", DUT_CORE)?;
+            Box::new((link, Undo(move || in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"]))))
+        }
+    })
+}
+
+/// One trial's figures.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Sample {
+    /// Frames per second the sink received.
+    pub mpps: f64,
+    /// Gigabits per second received (FCS included).
+    pub gbit_s: f64,
+    /// Frames per second sent.
+    pub sent_mpps: f64,
+    /// CPU time on every core per frame delivered, generator and sink taken out.
+    pub cpu_ns_per_pkt: f64,
+    /// Share of the DUT core that was busy.
+    pub dut_core_busy: f64,
+}
+
+/// A DUT's figures for one load in one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The DUT.
+    pub dut: &'static str,
+    /// The load.
+    pub load: Load,
+    /// The round.
+    pub round: u32,
+    /// Generator flat out.
+    pub flat: Sample,
+    /// Generator paced 5% above the flat-out delivered rate.
+    pub paced: Sample,
+}
+
+/// The measuring side of the topology.
+pub struct Meter {
+    sink: Sink,
+    base_sink: Sink,
+    seconds: f64,
+}
+
+impl Meter {
+    /// Attaches the sinks.
+    pub fn new(t: &Topo, seconds: f64) -> Result<Meter> {
+        Ok(Meter {
+            sink: Sink::attach_counting("sink0", Some(t.sink.name()))?,
+            base_sink: Sink::attach_counting("base1", Some(t.sink.name()))?,
+            seconds,
+        })
+    }
+
+    fn run(&self, t: &Topo, gen: &Generator, dev: &str, sink: &Sink, rate_pps: u64) -> Result<(Sample, u64)> {
+        sink.clear()?;
+        let opts =
+            RunOpts { rate_pps, count: None, seconds: self.seconds, batch: 64, progress: false, core: Some(GEN_CORE) };
+        let c0 = host::cpu_times()?;
+        let sent = gen.run(dev, Some(t.gen.name()), &opts)?;
+        let c1 = host::cpu_times()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let got = sink.read()?.frames;
+        let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.0 - a.0) as f64 / host::USER_HZ).collect();
+        let wall = sent.seconds.max(1e-9);
+        let mean_wire = gen.stream().mean_wire();
+        Ok((
+            Sample {
+                mpps: got as f64 / wall / 1e6,
+                gbit_s: got as f64 / wall * mean_wire * 8.0 / 1e9,
+                sent_mpps: sent.rate_pps / 1e6,
+                cpu_ns_per_pkt: busy.iter().sum::<f64>() * 1e9 / got.max(1) as f64,
+                dut_core_busy: busy.get(DUT_CORE).copied().unwrap_or(0.0) / wall,
+            },
+            sent.frames,
+        ))
+    }
+
+    /// What the generator and sink alone cost per frame for `load`, ns of CPU.
+    pub fn baseline(&self, t: &Topo, load: &Load) -> Result<f64> {
+        let gen = Generator::new(&stream(load, Dut::PodswitchL2, t.dut0_mac)?)?;
+        let (s, _) = self.run(t, &gen, "base0", &self.base_sink, 0)?;
+        Ok(s.cpu_ns_per_pkt)
+    }
+
+    /// Measures `dut` (already set up) under `load`: flat out, then paced.
+    pub fn measure(&self, t: &Topo, dut: Dut, load: &Load, base_ns: f64) -> Result<(Sample, Sample)> {
+        let gen = Generator::new(&stream(load, dut, t.dut0_mac)?)?;
+        let (mut flat, sent) = self.run(t, &gen, "gen0", &self.sink, 0)?;
+        let got = flat.mpps * 1e6 * self.seconds;
+        // Take out the generator's and sink's work for the frames they handled.
+        let total_ns = flat.cpu_ns_per_pkt * got.max(1.0);
+        if std::env::var_os("PSC_DEBUG").is_some() {
+            eprintln!("total {:.3} s of CPU, {sent} sent at {base_ns:.1} ns, {got} got", total_ns / 1e9);
+        }
+        flat.cpu_ns_per_pkt = ((total_ns - base_ns * sent as f64) / got.max(1.0)).max(0.0);
+        let rate = ((flat.mpps * 1.05) * 1e6) as u64;
+        let (mut paced, _) = self.run(t, &gen, "gen0", &self.sink, rate.max(1000))?;
+        paced.cpu_ns_per_pkt = 0.0;
+        Ok((flat, paced))
+    }
+}
+
+/// Sets `dut` up, measures every load, takes it down.
+pub fn round(t: &Topo, m: &Meter, dut: Dut, loads: &[Load], base: &[f64], round: u32) -> Result<Vec<Row>> {
+    let _guard = setup(dut, t).with_context(|| format!("setting up {}", dut.name()))?;
+    let mut rows = Vec::new();
+    for (load, &b) in loads.iter().zip(base) {
+        let (flat, paced) = m.measure(t, dut, load, b)?;
+        rows.push(Row { dut: dut.name(), load: load.clone(), round, flat, paced });
+    }
+    Ok(rows)
+}
+
+/// `dut`'s routed peer for ratios: podswitchd's L2 against the L2 peers, its routed
+/// mode against Linux's router.
+pub fn podswitch_for(dut: &str) -> &'static str {
+    if dut == Dut::LinuxRouter.name() {
+        Dut::PodswitchRouted.name()
+    } else {
+        Dut::PodswitchL2.name()
+    }
+}
+
+/// Whether `dut` (by name) forwards at L3.
+pub fn is_routed(dut: &str) -> bool {
+    Dut::ALL.iter().any(|d| d.name() == dut && d.routed())
+}
