@@ -23,6 +23,15 @@ fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
     b.ip(&["link", "set", b_if, "up"]).unwrap();
 }
 
+/// Generator, DUT and sink namespaces: gen0 ── dut0 [DUT] dut1 ── sink0.
+fn three_hops() -> (NetNs, NetNs, NetNs) {
+    let (g, d, s) =
+        (NetNs::new("ps-pg-gen").unwrap(), NetNs::new("ps-pg-dut").unwrap(), NetNs::new("ps-pg-sink").unwrap());
+    veth(&g, "gen0", &d, "dut0");
+    veth(&d, "dut1", &s, "sink0");
+    (g, d, s)
+}
+
 fn stream(flows: u32, sizes: Vec<usize>, v6: bool) -> Stream {
     let (src_ip, dst_ip) = if v6 {
         ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
@@ -123,10 +132,7 @@ fn the_sink_detects_loss_and_reordering_behind_a_lossy_dut() {
     if !root_or_skip() {
         return;
     }
-    let (g, d, s) =
-        (NetNs::new("ps-pg-gen").unwrap(), NetNs::new("ps-pg-dut").unwrap(), NetNs::new("ps-pg-sink").unwrap());
-    veth(&g, "gen0", &d, "dut0");
-    veth(&d, "dut1", &s, "sink0");
+    let (g, d, s) = three_hops();
     let sink = Sink::attach("sink0", Some(s.name())).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let dut = lossy_dut(&d, "dut0", "dut1", stop.clone());
@@ -149,15 +155,11 @@ fn the_ndr_search_finds_a_rate_capped_devices_limit() {
     if !root_or_skip() {
         return;
     }
-    let (g, d, s) =
-        (NetNs::new("ps-pg-gen").unwrap(), NetNs::new("ps-pg-dut").unwrap(), NetNs::new("ps-pg-sink").unwrap());
-    veth(&g, "gen0", &d, "dut0");
-    veth(&d, "dut1", &s, "sink0");
+    let (g, d, s) = three_hops();
     // The DUT: a Linux bridge whose egress is capped by a token bucket to 24 Mbit/s,
     // 50,000 frames per second of 60 bytes (what tbf counts of a 64-byte frame), with
-    // a small queue so that a rate above the cap loses frames within a trial. (The
-    // generator shares its core with the bridge's receive work, which stops it near
-    // 110,000 frames per second here: the cap leaves it twice that.)
+    // a small queue so that a rate above the cap loses frames within a trial. The
+    // bridge's receive work runs on the generator's core; well below its capacity.
     d.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
     for i in ["dut0", "dut1"] {
         d.ip(&["link", "set", i, "master", "br0"]).unwrap();

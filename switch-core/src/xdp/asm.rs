@@ -116,30 +116,18 @@ impl Cond {
     }
 }
 
-const BPF_LD: u8 = 0x00;
-const BPF_LDX: u8 = 0x01;
+use super::insn::{regs, BPF_ALU64, BPF_CALL, BPF_EXIT, BPF_IMM, BPF_JMP, BPF_LD, BPF_LDX, BPF_MEM, BPF_PSEUDO_MAP_FD};
 const BPF_ST: u8 = 0x02;
 const BPF_STX: u8 = 0x03;
 const BPF_ALU: u8 = 0x04;
-const BPF_JMP: u8 = 0x05;
-const BPF_ALU64: u8 = 0x07;
-const BPF_MEM: u8 = 0x60;
-const BPF_IMM: u8 = 0x00;
 const BPF_X: u8 = 0x08;
 const BPF_END: u8 = 0xd0;
 const BPF_TO_BE: u8 = 0x08;
-const BPF_CALL: u8 = 0x80;
-const BPF_EXIT: u8 = 0x90;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 /// `bpf_ktime_get_ns` helper id.
 pub const HELPER_KTIME_GET_NS: i32 = 5;
 /// `bpf_xdp_adjust_tail` helper id.
 pub const HELPER_XDP_ADJUST_TAIL: i32 = 65;
-
-const fn regs(dst: u8, src: u8) -> u8 {
-    dst | (src << 4)
-}
 
 /// A program being written. Methods append one instruction (two for 64-bit
 /// immediates) and return the builder, so short sequences read as one line each.

@@ -306,15 +306,7 @@ pub fn test_run_out(prog: &OwnedFd, frame: &[u8]) -> Result<(u32, Vec<u8>), BpfE
 
 /// `map[key] = value`.
 pub(crate) fn map_update(map: &OwnedFd, key: u32, value: u32) -> Result<(), BpfError> {
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: &value as *const u32 as u64,
-        ..Default::default()
-    };
-    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_UPDATE_ELEM, attr: as_bytes_mut(&mut a) })
-        .map(drop)
-        .map_err(|e| BpfError::new("updating a map entry", e))
+    map_update_bytes(map, key, &value.to_ne_bytes())
 }
 
 /// Removes `map[key]`.

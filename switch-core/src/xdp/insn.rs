@@ -15,19 +15,19 @@ pub struct Insn {
 }
 
 // Opcode parts (linux/bpf_common.h, linux/bpf.h).
-const BPF_LD: u8 = 0x00;
-const BPF_LDX: u8 = 0x01;
-const BPF_JMP: u8 = 0x05;
-const BPF_ALU64: u8 = 0x07;
+pub(super) const BPF_LD: u8 = 0x00;
+pub(super) const BPF_LDX: u8 = 0x01;
+pub(super) const BPF_JMP: u8 = 0x05;
+pub(super) const BPF_ALU64: u8 = 0x07;
 const BPF_W: u8 = 0x00;
 const BPF_DW: u8 = 0x18;
-const BPF_IMM: u8 = 0x00;
-const BPF_MEM: u8 = 0x60;
+pub(super) const BPF_IMM: u8 = 0x00;
+pub(super) const BPF_MEM: u8 = 0x60;
 const BPF_K: u8 = 0x00;
 const BPF_MOV: u8 = 0xb0;
-const BPF_CALL: u8 = 0x80;
-const BPF_EXIT: u8 = 0x90;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+pub(super) const BPF_CALL: u8 = 0x80;
+pub(super) const BPF_EXIT: u8 = 0x90;
+pub(super) const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 /// `bpf_redirect_map` helper id.
 pub const HELPER_REDIRECT_MAP: i32 = 51;
@@ -42,7 +42,7 @@ pub const XDP_TX: i32 = 3;
 /// `bpf_map_lookup_elem` helper id.
 pub const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 
-const fn regs(dst: u8, src: u8) -> u8 {
+pub(super) const fn regs(dst: u8, src: u8) -> u8 {
     dst | (src << 4)
 }
 
