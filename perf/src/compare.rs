@@ -94,10 +94,6 @@ impl Dut {
             .with_context(|| format!("unknown DUT {s}; choose from {}", Dut::ALL.map(Dut::name).join(", ")))
     }
 
-    fn routed(self) -> bool {
-        matches!(self, Dut::PodswitchRouted | Dut::LinuxRouter)
-    }
-
     /// The Debian packages it needs, if they are not installed.
     pub fn missing(self) -> Option<&'static [&'static str]> {
         match self {
@@ -383,7 +379,7 @@ pub fn round(t: &Topo, m: &Meter, dut: Dut, loads: &[Load], base: &[f64], round:
     Ok(rows)
 }
 
-/// `dut`'s routed peer for ratios: podswitchd's L2 against the L2 peers, its routed
+/// The podswitchd mode `dut` is held against: its L2 against the L2 peers, its routed
 /// mode against Linux's router.
 pub fn podswitch_for(dut: &str) -> &'static str {
     if dut == Dut::LinuxRouter.name() {
@@ -391,9 +387,4 @@ pub fn podswitch_for(dut: &str) -> &'static str {
     } else {
         Dut::PodswitchL2.name()
     }
-}
-
-/// Whether `dut` (by name) forwards at L3.
-pub fn is_routed(dut: &str) -> bool {
-    Dut::ALL.iter().any(|d| d.name() == dut && d.routed())
 }

@@ -50,11 +50,6 @@ pub fn pin_napi(ns: &str, dev: &str, core: usize) -> Result<()> {
     Ok(())
 }
 
-/// Undoes [`pin_napi`] (the NAPI goes back to softirq context).
-pub fn unpin_napi(ns: &str, dev: &str) {
-    let _ = sh_in(ns, &format!("echo 0 > /sys/class/net/{dev}/threaded"));
-}
-
 fn kill_and_wait(pid: i32, signal: i32) {
     // SAFETY: kill on the pid of a process this module started and has not reaped
     // (a daemon's pid from its own pidfile, or our child's).
