@@ -319,7 +319,8 @@ impl Meter {
         })
     }
 
-    fn run(&self, t: &Topo, gen: &Generator, dev: &str, sink: &Sink, rate_pps: u64) -> Result<(Sample, u64)> {
+    /// A trial: its figures, frames sent and frames the sink received.
+    fn run(&self, t: &Topo, gen: &Generator, dev: &str, sink: &Sink, rate_pps: u64) -> Result<(Sample, u64, u64)> {
         sink.clear()?;
         let opts =
             RunOpts { rate_pps, count: None, seconds: self.seconds, batch: 64, progress: false, core: Some(GEN_CORE) };
@@ -340,29 +341,30 @@ impl Meter {
                 dut_core_busy: busy.get(DUT_CORE).copied().unwrap_or(0.0) / wall,
             },
             sent.frames,
+            got,
         ))
     }
 
     /// What the generator and sink alone cost per frame for `load`, ns of CPU.
     pub fn baseline(&self, t: &Topo, load: &Load) -> Result<f64> {
         let gen = Generator::new(&stream(load, Dut::PodswitchL2, t.dut0_mac)?)?;
-        let (s, _) = self.run(t, &gen, "base0", &self.base_sink, 0)?;
+        let (s, _, _) = self.run(t, &gen, "base0", &self.base_sink, 0)?;
         Ok(s.cpu_ns_per_pkt)
     }
 
     /// Measures `dut` (already set up) under `load`: flat out, then paced.
     pub fn measure(&self, t: &Topo, dut: Dut, load: &Load, base_ns: f64) -> Result<(Sample, Sample)> {
         let gen = Generator::new(&stream(load, dut, t.dut0_mac)?)?;
-        let (mut flat, sent) = self.run(t, &gen, "gen0", &self.sink, 0)?;
-        let got = flat.mpps * 1e6 * self.seconds;
+        let (mut flat, sent, got) = self.run(t, &gen, "gen0", &self.sink, 0)?;
+        let got = got.max(1) as f64;
         // Take out the generator's and sink's work for the frames they handled.
-        let total_ns = flat.cpu_ns_per_pkt * got.max(1.0);
+        let total_ns = flat.cpu_ns_per_pkt * got;
         if std::env::var_os("PSC_DEBUG").is_some() {
             eprintln!("total {:.3} s of CPU, {sent} sent at {base_ns:.1} ns, {got} got", total_ns / 1e9);
         }
-        flat.cpu_ns_per_pkt = ((total_ns - base_ns * sent as f64) / got.max(1.0)).max(0.0);
+        flat.cpu_ns_per_pkt = ((total_ns - base_ns * sent as f64) / got).max(0.0);
         let rate = ((flat.mpps * 1.05) * 1e6) as u64;
-        let (mut paced, _) = self.run(t, &gen, "gen0", &self.sink, rate.max(1000))?;
+        let (mut paced, _, _) = self.run(t, &gen, "gen0", &self.sink, rate.max(1000))?;
         paced.cpu_ns_per_pkt = 0.0;
         Ok((flat, paced))
     }

@@ -195,17 +195,9 @@ pub fn create_percpu_counters(entries: u32) -> Result<OwnedFd, BpfError> {
 /// Sum over every CPU of counter `key` of a per-CPU array made by
 /// [`create_percpu_counters`].
 pub fn read_percpu_counter(map: &OwnedFd, key: u32) -> Result<u64, BpfError> {
-    let cpus = possible_cpus();
-    let mut values = vec![0u64; cpus];
-    let mut a = MapElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: values.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    sys::syscall(Syscall::Bpf { cmd: BPF_MAP_LOOKUP_ELEM, attr: as_bytes_mut(&mut a) })
-        .map_err(|e| BpfError::new("reading a per-CPU counter", e))?;
-    Ok(values.iter().sum())
+    let mut values = vec![0u8; possible_cpus() * 8];
+    map_lookup_bytes(map, key, &mut values)?;
+    Ok(values.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).sum())
 }
 
 /// An array of `entries` values of `value_size` bytes (u32 keys), zeroed; per CPU if
