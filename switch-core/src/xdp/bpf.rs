@@ -192,14 +192,6 @@ pub fn create_percpu_counters(entries: u32) -> Result<OwnedFd, BpfError> {
         .map_err(|e| BpfError::new("creating a per-CPU counter map", e))
 }
 
-/// Sum over every CPU of counter `key` of a per-CPU array made by
-/// [`create_percpu_counters`].
-pub fn read_percpu_counter(map: &OwnedFd, key: u32) -> Result<u64, BpfError> {
-    let mut values = vec![0u8; possible_cpus() * 8];
-    map_lookup_bytes(map, key, &mut values)?;
-    Ok(values.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).sum())
-}
-
 /// An array of `entries` values of `value_size` bytes (u32 keys), zeroed; per CPU if
 /// `per_cpu` (each CPU its own copy, written without atomics).
 pub fn create_array(name: &str, value_size: u32, entries: u32, per_cpu: bool) -> Result<OwnedFd, BpfError> {
