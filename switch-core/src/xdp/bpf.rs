@@ -178,20 +178,6 @@ pub(crate) fn create_u32_hash(entries: u32, name: &str) -> Result<OwnedFd, BpfEr
         .map_err(|e| BpfError::new("creating a hash map", e))
 }
 
-/// A per-CPU array of `entries` u64 counters.
-pub fn create_percpu_counters(entries: u32) -> Result<OwnedFd, BpfError> {
-    let mut a = MapCreateAttr {
-        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
-        key_size: 4,
-        value_size: 8,
-        max_entries: entries,
-        map_name: name16("podswitch_cnt"),
-        ..Default::default()
-    };
-    sys::syscall_fd(Syscall::Bpf { cmd: BPF_MAP_CREATE, attr: as_bytes_mut(&mut a) })
-        .map_err(|e| BpfError::new("creating a per-CPU counter map", e))
-}
-
 /// An array of `entries` values of `value_size` bytes (u32 keys), zeroed; per CPU if
 /// `per_cpu` (each CPU its own copy, written without atomics).
 pub fn create_array(name: &str, value_size: u32, entries: u32, per_cpu: bool) -> Result<OwnedFd, BpfError> {
