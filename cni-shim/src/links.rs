@@ -155,6 +155,20 @@ impl Host {
     pub async fn up(&self, index: u32) -> Result<(), CniError> {
         up(&self.nl, index).await
     }
+
+    /// Turns IPv6 off on the switch end `name` (call before it goes up): the switch
+    /// takes every frame, so the end needs no address, and a link-local one would cost
+    /// the node's kernel a route, duplicate address detection and MLD reports per pod.
+    /// Done as `sysctl -w net.ipv6.conf.NAME.disable_ipv6=1` does, through /proc/sys,
+    /// which shows this thread's namespace. A kernel without IPv6 has nothing to turn off.
+    pub fn ipv6_off(&self, name: &str) -> Result<(), CniError> {
+        match std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("cannot turn IPv6 off on {name} (net.ipv6.conf.{name}.disable_ipv6)"), e))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Netlink (and an ethtool socket) inside the pod's namespace.

@@ -232,6 +232,7 @@ async fn add_rest(
     let outside = host.find(name).await?.ok_or_else(|| missing(name))?;
     pod.offloads_off(&env.ifname)?;
     pod.up(inside.index).await?;
+    host.ipv6_off(name)?;
     host.up(outside.index).await?;
 
     let req = pb::PodAttach {

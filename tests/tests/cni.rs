@@ -85,6 +85,9 @@ fn add_check_del_through_the_plugin() {
     for off in ["tx-checksumming: off", "tcp-segmentation-offload: off", "generic-segmentation-offload: off"] {
         assert!(k.contains(off), "the pod's offloads AF_XDP cannot carry are off: {off}\n{k}");
     }
+    let host_end = ra["interfaces"][0]["name"].as_str().unwrap();
+    let v6 = node.ns.exec("sysctl", &["-n", &format!("net.ipv6.conf.{host_end}.disable_ipv6")]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&v6.stdout).trim(), "1", "the switch end has no IPv6 of its own");
 
     let ping = |ns: &NetNs, dst: &str| {
         ns.exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", "-q", dst]).unwrap().status.success()
