@@ -248,8 +248,8 @@ pub struct Dataplane {
     pub hugepages: Hugepages,
     /// UMEM frame size: 2048 or 4096.
     pub frame_size: u32,
-    /// UMEM frames per worker; when absent, enough for the configured ports' rings and
-    /// at least 16384 (room for ports added through the API).
+    /// Frames of each worker's own UMEM segment (for frames it builds itself); when
+    /// absent, 1024. Ports bring segments of their own, sized by `ring_size`.
     pub umem_frames: Option<u32>,
     /// Entries in each AF_XDP ring (rx, tx, fill, completion): a power of two.
     pub ring_size: u32,

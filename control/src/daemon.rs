@@ -15,7 +15,6 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use switch_core::pipeline::BATCH_SIZE;
 use switch_core::stats::WorkerStats;
 use switch_core::tables::neigh::ResolverStats;
 use switch_core::tables::{Emit, Learner, NeighEvent, Parts, Publisher, Resolver, Routes, TablesHandle, Topology};
@@ -89,11 +88,9 @@ pub struct PortView {
     pub max_frame: u32,
 }
 
-/// A worker's UMEM as the metrics show it.
+/// A worker's own UMEM segment as the metrics show it.
 #[derive(Debug, Clone, Copy)]
 pub struct UmemView {
-    /// Frames.
-    pub frames: u32,
     /// Backing.
     pub backing: Backing,
 }
@@ -130,21 +127,15 @@ impl core::fmt::Display for StopReport {
     }
 }
 
-fn umem_frames(cfg: &Config, ports: usize) -> u32 {
-    if let Some(n) = cfg.dataplane.umem_frames {
-        return n;
-    }
-    // Each port keeps a full fill ring with the kernel and can have a full tx ring in
-    // flight; add room for a batch being flooded, leave room for ports added later,
-    // and round up to whole 2 MiB pages.
-    let ring = cfg.dataplane.ring_size;
-    let need = (ports as u32 * 2 * ring + 8 * BATCH_SIZE as u32).max(MIN_UMEM_FRAMES);
-    let per_page = (2 << 20) / cfg.dataplane.frame_size;
-    need.div_ceil(per_page) * per_page
+/// Frames of each worker's own UMEM segment (for frames it builds itself: ARP
+/// requests, neighbour solicitations, router advertisements); each port brings its own
+/// (see `engine::segment_frames`).
+fn own_frames(cfg: &Config) -> u32 {
+    cfg.dataplane.umem_frames.unwrap_or(OWN_FRAMES)
 }
 
-/// Frames per worker at least, when the config does not say.
-const MIN_UMEM_FRAMES: u32 = 16384;
+/// A worker's own frames when the config does not say.
+const OWN_FRAMES: u32 = 1024;
 
 /// The CPUs that are not the workers' (all of them if the workers have every one).
 fn other_cpus(cfg: &Config) -> Vec<usize> {
@@ -232,8 +223,7 @@ impl Daemon {
             comp_size: cfg.dataplane.ring_size,
             mode: BindMode::Copy,
         };
-        let frames =
-            umem_frames(cfg, desired.ports.len() + usize::from(host.is_some()) + usize::from(cfg.uplink.is_some()));
+        let frames = own_frames(cfg);
         let mut workers = Vec::new();
         let mut sides = Vec::new();
         let mut umems = Vec::new();
@@ -244,9 +234,9 @@ impl Daemon {
                 hugepages: cfg.hugepage_policy(),
             })
             .with_context(|| format!("worker {w}: UMEM"))?;
-            umems.push(UmemView { frames, backing: umem.backing() });
+            umems.push(UmemView { backing: umem.backing() });
             let q = WorkerQueues::new(QUEUE);
-            sides.push(WorkerSide { queues: q.clone(), region: umem.region(), frames });
+            sides.push(WorkerSide { queues: q.clone() });
             let wcfg = WorkerConfig {
                 id: w,
                 core: Some(*core),
@@ -293,7 +283,14 @@ impl Daemon {
             tunnel: Arc::new(switch_core::tables::Tunnel::empty()),
         }));
         let queues: Vec<WorkerQueues> = sides.iter().map(|s| s.queues.clone()).collect();
-        let mut dp = Dataplane::new(sides, xsk_cfg, cfg.xdp_mode(), cfg.dataplane.max_ports, cfg.dataplane.frame_size);
+        let mut dp = Dataplane::new(
+            sides,
+            xsk_cfg,
+            cfg.xdp_mode(),
+            cfg.dataplane.max_ports,
+            cfg.dataplane.frame_size,
+            cfg.hugepage_policy(),
+        );
         dp.uplink_filter = cfg.uplink_filter();
         let control = {
             let (stop, view, live) = (stop.clone(), view.clone(), live.clone());
@@ -336,7 +333,8 @@ impl Daemon {
         tracing::info!(
             workers = workers_n,
             ports = view.ports().len(),
-            umem_frames = frames,
+            own_frames = frames,
+            port_frames = crate::engine::segment_frames(&xsk_cfg),
             backing = ?view.umems.first().map(|u| u.backing),
             socket = %cfg.control_socket.display(),
             "podswitchd ready"

@@ -17,7 +17,6 @@ use crate::state::{self, Desired, Mutation, Refusal};
 use crate::store::Store;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switch_core::pipeline::BATCH_SIZE;
@@ -30,7 +29,7 @@ use switch_core::wire::EthernetAddress;
 use switch_core::worker::{PortCommand, PortDone, WorkerQueues};
 use switch_core::xdp::insn::UplinkFilter;
 use switch_core::xdp::{Fallback, XdpMember, XdpMode, XdpShared};
-use switch_core::xsk::{UmemRegion, XskConfig, XskSocket, FRAME_HEADROOM};
+use switch_core::xsk::{port_segment, HugepagePolicy, Segment, UmemConfig, XskConfig, XskSocket, FRAME_HEADROOM};
 
 /// How long the kernel may take to free a queue whose socket was closed.
 const QUEUE_RELEASE: Duration = Duration::from_secs(1);
@@ -132,23 +131,26 @@ impl Live {
     }
 }
 
+/// Frames in each socket's UMEM segment: a full fill ring with the kernel (fill and rx
+/// rings hold that many together), full tx and completion rings in flight, and a batch
+/// in the worker's hands (received, or copied in for a send), so that sending never
+/// starves the port's receive. Frames this port's receive parks for a next hop come
+/// out of the same budget: a next hop that never answers slows only this port.
+pub fn segment_frames(xsk: &XskConfig) -> u32 {
+    xsk.fill_size + xsk.tx_size + xsk.comp_size + BATCH_SIZE as u32
+}
+
 /// One worker as control sees it.
 #[derive(Debug)]
 pub struct WorkerSide {
     /// Its queues.
     pub queues: WorkerQueues,
-    /// Its UMEM, for registering sockets.
-    pub region: UmemRegion,
-    /// Frames in its UMEM.
-    pub frames: u32,
 }
 
 #[derive(Debug)]
 struct Attached {
     name: String,
     xdp: XdpMember,
-    /// Each worker's socket on the port (owned by the worker; valid while attached).
-    fds: Vec<RawFd>,
     max_frame: u32,
 }
 
@@ -158,6 +160,8 @@ pub struct Dataplane {
     workers: Vec<WorkerSide>,
     attached: BTreeMap<u16, Attached>,
     xsk: XskConfig,
+    /// Each socket's own UMEM segment (see `switch_core::xsk` for why one per socket).
+    segment: UmemConfig,
     xdp_mode: XdpMode,
     /// One steering program for every port, made at the first attach (see XdpShared
     /// for why one), with a slot per port id.
@@ -169,18 +173,21 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Workers with no ports yet; port ids below `max_ports`.
+    /// Workers with no ports yet; port ids below `max_ports`; every socket with a UMEM
+    /// segment of [`segment_frames`] frames.
     pub fn new(
         workers: Vec<WorkerSide>,
         xsk: XskConfig,
         xdp_mode: XdpMode,
         max_ports: u16,
         frame_size: u32,
+        hugepages: HugepagePolicy,
     ) -> Dataplane {
         Dataplane {
             workers,
             attached: BTreeMap::new(),
             xsk,
+            segment: UmemConfig { frames: segment_frames(&xsk), frame_size, hugepages },
             xdp_mode,
             xdp: None,
             max_ports,
@@ -216,20 +223,6 @@ impl Dataplane {
         }
         let mtu = netdev::mtu(name).map_err(|e| Refusal::Conflict(format!("port {name:?}: MTU: {e}")))?;
         let tag = if matches!(spec.mode, PortMode::Trunk { .. }) { 4 } else { 0 };
-        // Every port keeps a full fill ring with the kernel; leave room for a batch
-        // being flooded to every port.
-        let ring = self.xsk.fill_size;
-        for w in &self.workers {
-            let need = (self.attached.len() as u32 + 1) * ring + 8 * BATCH_SIZE as u32;
-            if need > w.frames {
-                return Err(Refusal::Conflict(format!(
-                    "port {name:?}: the UMEM has {} frames per worker and {} ports would need {need} ({ring} per \
-                     port's fill ring): raise dataplane.umem_frames or lower dataplane.ring_size",
-                    w.frames,
-                    self.attached.len() + 1
-                )));
-            }
-        }
         Ok((mtu + 14 + tag).min(self.frame_size - FRAME_HEADROOM))
     }
 
@@ -241,22 +234,20 @@ impl Dataplane {
         let name = &spec.name;
         let fail = |what: String| Refusal::Conflict(format!("port {name:?}: {what}"));
         let mut sockets = Vec::new();
-        for (w, side) in self.workers.iter().enumerate() {
-            // Share the UMEM through any socket the worker already has: it stays open
-            // while its port is in `attached`, and only this engine removes ports.
-            let shared = self.attached.values().map(|a| a.fds[w]).next();
+        for w in 0..self.workers.len() {
+            let seg = Segment::new(&self.segment).map_err(|e| fail(format!("worker {w}: {e}")))?;
             // A socket closed just before (the same port removed and put again) frees
             // its queue in deferred kernel work: EBUSY for a moment, then free.
             let deadline = Instant::now() + QUEUE_RELEASE;
             let s = loop {
-                match XskSocket::new(side.region, name, w as u32, shared, &self.xsk) {
+                match XskSocket::new(seg.region(), name, w as u32, None, &self.xsk) {
                     Err(e) if e.source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     r => break r.map_err(|e| fail(e.to_string()))?,
                 }
             };
-            sockets.push(s);
+            sockets.push((s, seg));
         }
         let t1 = Instant::now();
         let shared = match &self.xdp {
@@ -274,13 +265,13 @@ impl Dataplane {
         }
         .map_err(|e| fail(e.to_string()))?;
         let t2 = Instant::now();
-        for (w, s) in sockets.iter().enumerate() {
+        for (w, (s, _)) in sockets.iter().enumerate() {
             xdp.insert(w as u32, s.raw_fd()).map_err(|e| fail(e.to_string()))?;
         }
-        let fds: Vec<RawFd> = sockets.iter().map(|s| s.raw_fd()).collect();
-        self.attached.insert(spec.id.0, Attached { name: name.clone(), xdp, fds, max_frame });
-        for (w, s) in sockets.into_iter().enumerate() {
-            if let Err(r) = self.command(w, PortCommand::Add(spec.id, Port::Xsk(XskPort::new(s, max_frame)))) {
+        self.attached.insert(spec.id.0, Attached { name: name.clone(), xdp, max_frame });
+        for (w, (s, seg)) in sockets.into_iter().enumerate() {
+            let port = Port::Xsk(XskPort::new(s, port_segment(spec.id.0), max_frame));
+            if let Err(r) = self.command(w, PortCommand::Add(spec.id, port, Some(seg))) {
                 let _ = self.detach(spec.id);
                 return Err(r);
             }

@@ -149,13 +149,13 @@ pub fn render(view: &View) -> String {
             let _ = writeln!(o, "{name}{{worker=\"{}\"}} {}", w.worker, get(w));
         }
     }
-    family(&mut o, "podswitch_worker_umem_frames", "gauge", "UMEM frames of the worker.");
-    for (i, u) in view.umems.iter().enumerate() {
-        let _ = writeln!(o, "podswitch_worker_umem_frames{{worker=\"{i}\"}} {}", u.frames);
+    family(&mut o, "podswitch_worker_umem_frames", "gauge", "UMEM frames of the worker (its own and its ports').");
+    for w in &view.workers {
+        let _ = writeln!(o, "podswitch_worker_umem_frames{{worker=\"{}\"}} {}", w.worker, w.umem_frames.get());
     }
-    family(&mut o, "podswitch_worker_umem_frames_in_use", "gauge", "UMEM frames not in the free pool.");
-    for (w, u) in view.workers.iter().zip(&view.umems) {
-        let used = u64::from(u.frames).saturating_sub(w.free_frames.get());
+    family(&mut o, "podswitch_worker_umem_frames_in_use", "gauge", "UMEM frames not in the free pools.");
+    for w in &view.workers {
+        let used = w.umem_frames.get().saturating_sub(w.free_frames.get());
         let _ = writeln!(o, "podswitch_worker_umem_frames_in_use{{worker=\"{}\"}} {used}", w.worker);
     }
     family(&mut o, "podswitch_worker_tables_generation", "gauge", "Generation of the tables the worker uses.");
@@ -182,7 +182,7 @@ pub fn render(view: &View) -> String {
     family(&mut o, "podswitch_capture_lost_total", "counter", "Captured frames lost to a full capture queue.");
     let lost: u64 = view.taps.iter().map(|t| t.capture.lost()).sum();
     let _ = writeln!(o, "podswitch_capture_lost_total {lost}");
-    family(&mut o, "podswitch_worker_umem_hugepages", "gauge", "1 if the worker's UMEM is on hugepages.");
+    family(&mut o, "podswitch_worker_umem_hugepages", "gauge", "1 if the worker's own UMEM segment is on hugepages.");
     for (i, u) in view.umems.iter().enumerate() {
         let _ = writeln!(
             o,

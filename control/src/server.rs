@@ -585,7 +585,7 @@ impl pb::switch_server::Switch for Api {
                 idle_loops: w.idle_loops.get(),
                 batches: w.batches.get(),
                 packets: w.packets.get(),
-                umem_frames: v.umems.get(i).map_or(0, |u| u.frames),
+                umem_frames: w.umem_frames.get() as u32,
                 free_frames: w.free_frames.get(),
                 tables_generation: w.generation.get(),
                 drops: drops(&[w]),

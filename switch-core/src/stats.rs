@@ -70,11 +70,11 @@ drop_reasons! {
     Ipv4BadHeader => "ipv4_bad_header", "IPv4 with a bad version, IHL or total length.";
     Ipv6Truncated => "ipv6_truncated", "IPv6 header or payload shorter than its length fields say.";
     Ipv6BadHeader => "ipv6_bad_header", "IPv6 with a bad version.";
-    NoPort => "no_port", "Received on a port the current tables do not know (being removed).";
+    NoPort => "no_port", "For or from a port being removed (not in the current tables, or gone while the packet waited).";
     SamePort => "same_port", "Destination is on the port the frame came from.";
     FloodNoFrame => "flood_no_frame", "No free frame for a flood copy.";
     FloodNoTarget => "flood_no_target", "Flooded in a network with no port but the ingress one.";
-    TxRingFull => "tx_ring_full", "The output port's tx ring was full.";
+    TxRingFull => "tx_ring_full", "The output port's tx ring was full, or all its UMEM frames were in flight.";
     TooBig => "too_big", "Larger than the output port can send.";
     ArpUnsupported => "arp_unsupported", "ARP to a gateway that is not Ethernet/IPv4, or not a request or reply.";
     NdpInvalid => "ndp_invalid", "ICMPv6 to a gateway with a bad checksum, hop limit or option.";
@@ -212,8 +212,11 @@ pub struct WorkerStats {
     pub l3: L3Counters,
     /// Generation of the tables the worker uses now (a gauge; lets control free old ones).
     pub generation: Counter,
-    /// Frames in the worker's free pool (a gauge, updated once per loop).
+    /// Frames in the worker's free pools (a gauge, updated once per loop).
     pub free_frames: Counter,
+    /// Frames in the worker's UMEM: its own segment and its ports' (a gauge, updated
+    /// once per loop).
+    pub umem_frames: Counter,
     /// Batches by size: at most 1, 7, 31, 63, 64 packets (see [`BATCH_BUCKETS`]).
     pub batch_sizes: [Counter; 5],
 }
@@ -238,6 +241,7 @@ impl WorkerStats {
             l3: L3Counters::default(),
             generation: Counter::default(),
             free_frames: Counter::default(),
+            umem_frames: Counter::default(),
             batch_sizes: core::array::from_fn(|_| Counter::default()),
         }
     }

@@ -9,7 +9,7 @@ use crate::pipeline::{self, Batch, Ctx, IcmpLimiter, LearnDedup, Outputs, Pendin
 use crate::port::{Held, Port};
 use crate::stats::{DropReason, WorkerStats};
 use crate::tables::{Emit, LearnEvent, NeighEvent, PortId, TablesReader};
-use crate::xsk::Umem;
+use crate::xsk::{port_segment, Segment, Umem};
 use core::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
@@ -84,13 +84,14 @@ pub struct WorkerConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PortCommand {
-    /// Start polling `Port` as this id (its socket is bound and in the XSKMAP, or will be).
-    Add(PortId, Port),
+    /// Start polling `Port` as this id (its socket is bound and in the XSKMAP, or will
+    /// be), with the UMEM segment its socket registered.
+    Add(PortId, Port, Option<Segment>),
     /// Stop polling the port and hand it back (closing a socket blocks, so control
     /// does it, off the worker).
     Remove(PortId),
-    /// The port's socket is closed: return the frames it held to the pool and zero its
-    /// counters, so the id can name a new port.
+    /// The port's socket is closed: give its UMEM segment back (with the frames its
+    /// rings held) and zero its counters, so the id can name a new port.
     Reclaim(PortId),
 }
 
@@ -102,8 +103,9 @@ pub enum PortDone {
     Added(PortId),
     /// Not polling it any more; the port, if the worker had one with that id.
     Removed(PortId, Option<Port>),
-    /// Frames that came back to the pool.
-    Reclaimed(PortId, u32),
+    /// The port's segment, for control to unmap (off the worker), and how many of its
+    /// frames were still on the closed socket's rings.
+    Reclaimed(PortId, Option<Segment>, u32),
 }
 
 /// The queues between a worker and control.
@@ -190,9 +192,9 @@ fn flush(out: &mut Outputs, ports: &mut [Option<Port>], umem: &mut Umem, stats: 
             }
             let sent = port.tx_burst(umem, descs);
             let pc = &stats.ports[p.0 as usize];
-            pc.tx_packets.add(sent as u64);
-            pc.tx_bytes.add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
-            for _ in sent..descs.len() {
+            pc.tx_packets.add(u64::from(sent.packets));
+            pc.tx_bytes.add(sent.bytes);
+            for _ in sent.packets as usize..descs.len() {
                 stats.drop(DropReason::TxRingFull);
             }
         }
@@ -226,7 +228,8 @@ pub struct Worker {
 
 impl Worker {
     /// A worker with no ports yet.
-    pub fn new(cfg: WorkerConfig, umem: Umem, tables: TablesReader, queues: WorkerQueues, clock: Clock) -> Worker {
+    pub fn new(cfg: WorkerConfig, mut umem: Umem, tables: TablesReader, queues: WorkerQueues, clock: Clock) -> Worker {
+        umem.reserve(port_segment(cfg.max_ports as u16) as usize);
         let stats = Arc::new(WorkerStats::new(cfg.id, cfg.max_ports));
         stats.generation.set(tables.tables().generation);
         Worker {
@@ -249,8 +252,22 @@ impl Worker {
 
     /// Adds `port` as `id`, giving it receive frames. Panics if `id` is out of range
     /// (control validates ids against `max_ports` first).
-    pub fn add_port(&mut self, id: PortId, mut port: Port) {
-        port.set_owner(id.0);
+    pub fn add_port(&mut self, id: PortId, port: Port) {
+        self.attach_port(id, port, None);
+    }
+
+    /// Adds `port` as `id` with `segment`, the UMEM segment its socket registered (an
+    /// AF_XDP port's, as its [`segment`](Port::segment) says).
+    pub fn attach_port(&mut self, id: PortId, mut port: Port, segment: Option<Segment>) {
+        if let (Some(seg), Some(n)) = (segment, port.segment()) {
+            if self.umem.has_segment(n) {
+                // The id's last Reclaim never reached us (control gave up waiting):
+                // finish it here rather than lose the new port. Rare; the unmap is
+                // then a syscall on the worker.
+                drop(self.reclaim_port(id));
+            }
+            self.umem.add_segment(n, seg);
+        }
         port.housekeep(&mut self.umem);
         self.out.set_max_frame(id, port.max_frame());
         self.ports[id.0 as usize] = Some(port);
@@ -259,31 +276,46 @@ impl Worker {
         }
     }
 
-    /// Stops polling port `id` and returns it. Frames on its rings stay lent until
-    /// [`reclaim_port`](Self::reclaim_port), after the port is dropped.
+    /// Stops polling port `id` and returns it. Frames on its rings stay out of the
+    /// pools until [`reclaim_port`](Self::reclaim_port), after the port is dropped.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         let port = self.ports.get_mut(id.0 as usize)?.take();
         self.active.retain(|p| *p != id);
         port
     }
 
-    /// Returns the frames a removed (and dropped) port held, and zeroes its counters.
-    pub fn reclaim_port(&mut self, id: PortId) -> u32 {
+    /// After a removed port was dropped (its socket closed): takes its UMEM segment out
+    /// (packets parked from it are dropped, counted as `no_port`), zeroes its counters,
+    /// and returns the segment with how many of its frames the socket's rings held.
+    pub fn reclaim_port(&mut self, id: PortId) -> (Option<Segment>, u32) {
         if let Some(c) = self.stats.ports.get(id.0 as usize) {
             c.reset();
         }
-        self.umem.reclaim(id.0)
+        let seg = port_segment(id.0);
+        for _ in 0..self.pending.drop_segment(seg, &mut self.umem) {
+            WorkerStats::drop(&self.stats, DropReason::NoPort);
+        }
+        match self.umem.remove_segment(seg) {
+            Some(s) => {
+                let lent = s.frames() - s.free_frames();
+                (Some(s), lent)
+            }
+            None => (None, 0),
+        }
     }
 
     fn port_commands(&mut self) {
         while let Some(cmd) = self.queues.ports.pop() {
             let done = match cmd {
-                PortCommand::Add(id, port) => {
-                    self.add_port(id, port);
+                PortCommand::Add(id, port, seg) => {
+                    self.attach_port(id, port, seg);
                     PortDone::Added(id)
                 }
                 PortCommand::Remove(id) => PortDone::Removed(id, self.remove_port(id)),
-                PortCommand::Reclaim(id) => PortDone::Reclaimed(id, self.reclaim_port(id)),
+                PortCommand::Reclaim(id) => {
+                    let (seg, lent) = self.reclaim_port(id);
+                    PortDone::Reclaimed(id, seg, lent)
+                }
             };
             // Control keeps at most PORT_COMMANDS in flight, so there is room.
             let _ = self.queues.done.push(done);
@@ -414,6 +446,7 @@ impl Worker {
             }
         }
         self.stats.free_frames.set(u64::from(self.umem.free_frames()));
+        self.stats.umem_frames.set(u64::from(self.umem.frames()));
         work
     }
 

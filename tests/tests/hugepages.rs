@@ -32,33 +32,37 @@ impl Drop for Hugepages {
     }
 }
 
-fn config(policy: &str, frames: u64) -> String {
+/// One worker with 512 frames of its own (one page) and two ports, each with a segment
+/// of 3 x 64 + 64 frames of 4 KiB (1 MiB, one page): three pages in all.
+fn config(policy: &str) -> String {
     format!(
-        "[dataplane]\ncores = [{}]\nidle = \"backoff\"\nring_size = 512\nhugepages = \"{policy}\"\numem_frames = {frames}\n\
+        "[dataplane]\ncores = [{}]\nidle = \"backoff\"\nring_size = 64\nhugepages = \"{policy}\"\numem_frames = 512\n\
          [[networks]]\nname = \"n\"\n[[ports]]\nname = \"pod0\"\nnetwork = \"n\"\n[[ports]]\nname = \"pod1\"\nnetwork = \"n\"\n",
         worker_core()
     )
 }
+
+const PAGES: u64 = 3;
 
 #[test]
 fn require_refuses_without_pages_and_runs_on_them_when_there() {
     if !root_or_skip() {
         return;
     }
-    // 8 pages' worth of frames: 8 x 512 frames of 4 KiB.
-    let frames = 8 * 512;
     let mut node = Node::new("ps-huge").unwrap();
     let p0 = node.pod("pod0", Some("198.18.2.1"), None, 1500, 1).unwrap();
     let _p1 = node.pod("pod1", Some("198.18.2.2"), None, 1500, 1).unwrap();
 
-    if free() < 8 {
-        let err = node.start(&config("require", frames)).unwrap_err().to_string();
+    if free() < PAGES {
+        let err = node.start(&config("require")).unwrap_err().to_string();
         assert!(err.contains("missing") && err.contains("hugepages"), "{err}");
     }
 
-    let guard = Hugepages::add(8);
-    assert_eq!(guard.added, 8, "the kernel could not reserve 8 hugepages");
-    node.start(&config("require", frames)).unwrap();
+    let guard = Hugepages::add(PAGES);
+    assert_eq!(guard.added, PAGES, "the kernel could not reserve {PAGES} hugepages");
+    let before = free();
+    node.start(&config("require")).unwrap();
+    assert_eq!(before - free(), PAGES, "the worker's own segment and each port's are on hugepages");
     let m = node.metrics().unwrap();
     assert_eq!(m.sum("podswitch_worker_umem_hugepages", &[]), 1);
     assert!(p0.ping("198.18.2.2", 3).unwrap(), "forwarding from hugepage-backed frames");
@@ -66,13 +70,13 @@ fn require_refuses_without_pages_and_runs_on_them_when_there() {
     assert!(status.success());
 
     // auto takes the pages when they are free...
-    node.start(&config("auto", frames)).unwrap();
+    node.start(&config("auto")).unwrap();
     assert_eq!(node.metrics().unwrap().sum("podswitch_worker_umem_hugepages", &[]), 1);
     node.stop().unwrap();
     drop(guard);
     // ...and falls back to normal pages, with a warning, when they are not.
-    if free() < 8 {
-        node.start(&config("auto", frames)).unwrap();
+    if free() < PAGES {
+        node.start(&config("auto")).unwrap();
         assert_eq!(node.metrics().unwrap().sum("podswitch_worker_umem_hugepages", &[]), 0);
         assert!(node.log_text().contains("hugepages.conf"), "the warning names hugepages.conf");
         assert!(p0.ping("198.18.2.2", 2).unwrap());

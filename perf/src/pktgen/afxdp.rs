@@ -43,7 +43,7 @@ impl XskLink {
             };
             let mtu = switch_core::sys::netdev::mtu(&dev).unwrap_or(1500);
             let max_frame = (mtu + 14).min(FRAME_SIZE - FRAME_HEADROOM);
-            let mut link = XskLink { umem, port: Port::Xsk(XskPort::new(sock, max_frame)), _xdp: xdp };
+            let mut link = XskLink { umem, port: Port::Xsk(XskPort::new(sock, 0, max_frame)), _xdp: xdp };
             link.port.housekeep(&mut link.umem);
             Ok(link)
         })
@@ -62,7 +62,7 @@ impl XskLink {
             n += 1;
         }
         // Frames the ring did not take go back to the pool; the caller sends them again.
-        self.port.tx_burst(&mut self.umem, &descs[..n])
+        self.port.tx_burst(&mut self.umem, &descs[..n]).packets as usize
     }
 
     /// Waits up to `wait` for frames and hands each to `f`; returns how many.

@@ -70,6 +70,20 @@ impl Pending {
         self.items.len() as u32
     }
 
+    /// Frees the parked frames of UMEM segment `seg` (its port is being removed);
+    /// returns how many. The others keep their order.
+    pub fn drop_segment(&mut self, seg: u32, umem: &mut crate::xsk::Umem) -> usize {
+        let before = self.items.len();
+        self.items.retain(|p| {
+            let gone = crate::xsk::segment_of(p.desc.addr) == seg;
+            if gone {
+                umem.free(p.desc.addr);
+            }
+            !gone
+        });
+        before - self.items.len()
+    }
+
     /// Frees every parked frame (the worker is stopping).
     pub fn clear(&mut self, umem: &mut crate::xsk::Umem) {
         for p in self.items.drain(..) {

@@ -7,6 +7,7 @@ use crate::stats::DropReason;
 use crate::tables::topology::{NOT_MEMBER, UNTAGGED};
 use crate::tables::{NetworkId, PortId};
 use crate::wire::EtherType;
+use crate::xsk::port_segment;
 
 /// Frames gathered per output port during one batch.
 ///
@@ -123,15 +124,18 @@ fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u1
     }
 }
 
-/// The frame for a flood's next target, `left` targets before the last: copies
-/// first, from the untouched original; the original goes last. None (counted) when
-/// no frame is free for a copy.
+/// The frame for a flood's next target, port `to`, `left` targets before the last:
+/// copies first, from the untouched original, into `to`'s UMEM segment (so that its
+/// send need not copy again); the original goes last. None (counted) when no frame is
+/// free for a copy.
 #[inline]
-fn flood_copy(ctx: &mut Ctx<'_>, d: Desc, left: usize) -> Option<Desc> {
+fn flood_copy(ctx: &mut Ctx<'_>, d: Desc, left: usize, to: PortId) -> Option<Desc> {
     if left == 0 {
         return Some(d);
     }
-    let copy = ctx.umem.clone_frame(d.addr, d.len).map(|addr| Desc { addr, len: d.len });
+    let seg = port_segment(to.0);
+    let seg = if ctx.umem.has_segment(seg) { seg } else { 0 };
+    let copy = ctx.umem.clone_into(seg, d.addr, d.len).map(|addr| Desc { addr, len: d.len });
     if copy.is_none() {
         ctx.stats.drop(DropReason::FloodNoFrame);
     }
@@ -214,14 +218,15 @@ pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
             let mut left = targets;
             for &p in members.iter().filter(|p| Some(**p) != skip) {
                 left -= 1;
-                let Some(frame) = flood_copy(ctx, d, left) else { continue };
+                let Some(frame) = flood_copy(ctx, d, left, p) else { continue };
                 if emit(ctx, out, p, frame, m.network, m.tagged) {
                     ctx.stats.ports[p.0 as usize].tx_flood.add(1);
                 }
             }
+            let uplink = tables.tunnel.local.as_ref().map_or(PortId(0), |l| l.uplink);
             for &peer in remote {
                 left -= 1;
-                let Some(frame) = flood_copy(ctx, d, left) else { continue };
+                let Some(frame) = flood_copy(ctx, d, left, uplink) else { continue };
                 if let Some(uplink) = to_vtep(ctx, out, frame, m, peer) {
                     ctx.stats.ports[uplink.0 as usize].tx_flood.add(1);
                 }

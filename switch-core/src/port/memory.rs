@@ -102,7 +102,7 @@ impl MemoryPort {
         n
     }
 
-    pub(super) fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> usize {
+    pub(super) fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> super::Sent {
         for d in descs {
             if self.keep_sent {
                 self.sent.push(umem.data(d.addr, d.len).to_vec());
@@ -110,6 +110,6 @@ impl MemoryPort {
             self.sent_packets += 1;
             umem.free(d.addr);
         }
-        descs.len()
+        super::Sent { packets: descs.len() as u32, bytes: descs.iter().map(|d| u64::from(d.len)).sum() }
     }
 }

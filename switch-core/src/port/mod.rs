@@ -2,8 +2,9 @@
 //!
 //! A port is an enum, not a trait object, so a burst costs one match, not a virtual
 //! call, and the compiler can inline each kind's loop. Frames are named by their
-//! address in the worker's [`Umem`]; a port never copies bytes except where its kind
-//! must (the in-memory port, between test buffers and frames).
+//! address in the worker's [`Umem`]; a port copies bytes only where its kind must: the
+//! in-memory port between test buffers and frames, an AF_XDP port a frame of another
+//! UMEM segment into its own.
 
 mod memory;
 mod xsk;
@@ -16,7 +17,7 @@ use crate::xsk::Umem;
 /// A frame in the worker's UMEM: where its bytes start and how many there are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Desc {
-    /// Offset of the first byte in the UMEM.
+    /// Address of the first byte: UMEM segment and offset in it (see `xsk::frame_addr`).
     pub addr: u64,
     /// Length in bytes.
     pub len: u32,
@@ -29,6 +30,15 @@ pub struct Held {
     pub rx: u32,
     /// Frames sent and not yet completed.
     pub tx: u32,
+}
+
+/// What a tx burst queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames.
+    pub packets: u32,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// One port of one worker.
@@ -50,10 +60,10 @@ impl Port {
         }
     }
 
-    /// Sends `descs`; returns how many were accepted. Frames not accepted are returned
-    /// to the pool by the port (the caller counts them as dropped).
+    /// Sends `descs`; returns what was accepted. Frames not accepted are returned to
+    /// their pools by the port (the caller counts them as dropped).
     #[inline]
-    pub fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> usize {
+    pub fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> Sent {
         match self {
             Port::Xsk(p) => p.tx_burst(umem, descs),
             Port::Memory(p) => p.tx_burst(umem, descs),
@@ -86,11 +96,11 @@ impl Port {
         }
     }
 
-    /// Tags the frames this port lends to the kernel, so they can be reclaimed when it
-    /// is removed.
-    pub fn set_owner(&mut self, owner: u16) {
-        if let Port::Xsk(p) = self {
-            p.set_owner(owner);
+    /// The UMEM segment whose frames its rings hold (an AF_XDP port's own), or None.
+    pub fn segment(&self) -> Option<u32> {
+        match self {
+            Port::Xsk(p) => Some(p.segment()),
+            Port::Memory(_) => None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The AF_XDP port: one socket on one queue of an interface.
 
 use super::{Desc, Held};
-use crate::xsk::{Umem, XskSocket};
+use crate::xsk::{frame_addr, offset_of, segment_of, Umem, XskSocket};
 
 /// Kicks per tx burst at most: copy mode sends 32 frames per kick.
 const MAX_KICKS: u32 = 4;
@@ -18,17 +18,22 @@ pub struct XskPort {
     rx_target: u32,
     max_frame: u32,
     kick_errors: u64,
-    /// Marks the frames this port's rings hold in the UMEM (see [`Umem::reclaim`]).
-    owner: u16,
+    /// The UMEM segment the socket registered: its rings hold only frames of it.
+    seg: u32,
 }
 
 impl XskPort {
-    /// Wraps a bound socket. `max_frame` is what the interface can send (MTU + 14, and
-    /// never more than the frame minus its headroom). Fill the rx side with
-    /// [`housekeep`](Self::housekeep).
-    pub fn new(sock: XskSocket, max_frame: u32) -> XskPort {
+    /// Wraps a socket bound on the UMEM segment `seg` of the worker that will poll it.
+    /// `max_frame` is what the interface can send (MTU + 14, and never more than the
+    /// frame minus its headroom). Fill the rx side with [`housekeep`](Self::housekeep).
+    pub fn new(sock: XskSocket, seg: u32, max_frame: u32) -> XskPort {
         let rx_target = sock.fill.size();
-        XskPort { sock, rx_held: 0, tx_held: 0, rx_target, max_frame, kick_errors: 0, owner: crate::xsk::NO_OWNER }
+        XskPort { sock, rx_held: 0, tx_held: 0, rx_target, max_frame, kick_errors: 0, seg }
+    }
+
+    /// The UMEM segment of its rings.
+    pub fn segment(&self) -> u32 {
+        self.seg
     }
 
     /// The socket, for statistics.
@@ -51,11 +56,6 @@ impl XskPort {
         self.kick_errors
     }
 
-    /// Tags the frames this port's rings hold with `owner` (the worker uses the port id).
-    pub fn set_owner(&mut self, owner: u16) {
-        self.owner = owner;
-    }
-
     /// Frames held outside the pool.
     pub fn held(&self) -> Held {
         Held { rx: self.rx_held, tx: self.tx_held }
@@ -66,8 +66,7 @@ impl XskPort {
         let n = self.sock.rx.peek(out.len() as u32);
         for (i, slot) in out.iter_mut().enumerate().take(n as usize) {
             let d = self.sock.rx.read(i as u32);
-            umem.take_back(d.addr);
-            *slot = Desc { addr: d.addr, len: d.len };
+            *slot = Desc { addr: frame_addr(self.seg, d.addr), len: d.len };
         }
         self.sock.rx.release(n);
         self.rx_held -= n;
@@ -77,22 +76,39 @@ impl XskPort {
         n as usize
     }
 
+    /// Queues `descs` on the tx ring. A frame of another segment is copied into one of
+    /// this port's first; frames that find no room (ring full, or no free frame in the
+    /// segment: both mean this port's frames are all in flight) go back to their pools.
     #[inline]
-    pub(super) fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> usize {
-        let n = self.sock.tx.reserve(descs.len() as u32);
-        for (i, d) in descs.iter().enumerate().take(n as usize) {
-            self.sock.tx.write(i as u32, libc::xdp_desc { addr: d.addr, len: d.len, options: 0 });
-            umem.lend(d.addr, self.owner);
+    pub(super) fn tx_burst(&mut self, umem: &mut Umem, descs: &[Desc]) -> super::Sent {
+        let room = self.sock.tx.reserve(descs.len() as u32);
+        let mut sent = super::Sent::default();
+        for d in descs {
+            let addr = if sent.packets == room {
+                None
+            } else if segment_of(d.addr) == self.seg {
+                Some(d.addr)
+            } else {
+                let copy = umem.clone_into(self.seg, d.addr, d.len);
+                umem.free(d.addr);
+                copy
+            };
+            match addr {
+                Some(a) => {
+                    self.sock.tx.write(sent.packets, libc::xdp_desc { addr: offset_of(a), len: d.len, options: 0 });
+                    sent.packets += 1;
+                    sent.bytes += u64::from(d.len);
+                }
+                None if sent.packets == room => umem.free(d.addr),
+                None => {}
+            }
         }
-        self.sock.tx.submit(n);
-        self.tx_held += n;
-        for d in &descs[n as usize..] {
-            umem.free(d.addr);
-        }
-        if n > 0 {
+        self.sock.tx.submit(sent.packets);
+        self.tx_held += sent.packets;
+        if sent.packets > 0 {
             self.kick();
         }
-        n as usize
+        sent
     }
 
     #[inline]
@@ -121,16 +137,15 @@ impl XskPort {
 
     #[inline]
     fn refill(&mut self, umem: &mut Umem) {
-        let want = self.rx_target.saturating_sub(self.rx_held).min(umem.free_frames());
+        let want = self.rx_target.saturating_sub(self.rx_held).min(umem.free_in(self.seg));
         if want == 0 {
             return;
         }
         let n = self.sock.fill.reserve(want);
         for i in 0..n {
             // `want` is bounded by the pool's size, so alloc cannot fail here.
-            let Some(addr) = umem.alloc() else { break };
-            self.sock.fill.write(i, addr);
-            umem.lend(addr, self.owner);
+            let Some(addr) = umem.alloc_in(self.seg) else { break };
+            self.sock.fill.write(i, offset_of(addr));
         }
         self.sock.fill.submit(n);
         self.rx_held += n;
@@ -143,9 +158,7 @@ impl XskPort {
     pub(super) fn housekeep(&mut self, umem: &mut Umem) {
         let n = self.sock.comp.peek(self.sock.comp.size());
         for i in 0..n {
-            let addr = self.sock.comp.read(i);
-            umem.take_back(addr);
-            umem.free(addr);
+            umem.free(frame_addr(self.seg, self.sock.comp.read(i)));
         }
         self.sock.comp.release(n);
         self.tx_held -= n;

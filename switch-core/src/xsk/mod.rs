@@ -1,18 +1,20 @@
-//! AF_XDP: UMEM memory, the four rings, and sockets that share one UMEM per worker.
+//! AF_XDP: UMEM memory in segments, the four rings, and the sockets.
 //!
-//! One worker owns one [`Umem`]. The first socket the worker opens registers it
-//! (`XDP_UMEM_REG`); every further socket of that worker, on any interface and queue,
-//! binds with `XDP_SHARED_UMEM` and gets fill and completion rings of its own. A frame
-//! address therefore means the same bytes on every port of the worker, and forwarding
-//! between two ports moves an address, never the bytes.
+//! One worker owns one [`Umem`]: its own segment 0 and one [`Segment`] per AF_XDP
+//! socket, which that socket registers (`XDP_UMEM_REG`) and binds with fill and
+//! completion rings of its own. A frame address names its segment and the offset in
+//! it (see `umem`), so forwarding between two sockets of one segment moves an address;
+//! into another segment it costs one copy, made by the sending port.
 //!
-//! Ownership of a frame is always exactly one of: the worker's free pool, a port's fill
-//! ring or rx ring (the kernel's), the worker's current batch, a port's tx ring (the
+//! Ownership of a frame is always exactly one of: its segment's free pool, a port's fill
+//! ring or rx ring (the kernel's), the worker's current batch, the
+//! worker's parked packets, a port's tx ring (the
 //! kernel's until it appears on the completion ring). `XskPort` counts what it gave the
 //! kernel, so a stopped worker can account for every frame.
 //!
 //! Why our own layer: see the commit that added it — no maintained, permissively licensed
-//! crate shares a UMEM between interfaces without building C.
+//! crate lets one worker own the UMEMs of many sockets and address frames across them
+//! without building C.
 #![allow(unsafe_code)]
 
 mod ring;
@@ -21,4 +23,7 @@ mod umem;
 
 pub use ring::{ConsumerRing, ProducerRing};
 pub use socket::{BindMode, XskConfig, XskError, XskSocket, XskStatistics};
-pub use umem::{Backing, HugepagePolicy, Umem, UmemConfig, UmemError, UmemRegion, FRAME_HEADROOM, NO_OWNER};
+pub use umem::{
+    frame_addr, offset_of, port_segment, segment_of, Backing, HugepagePolicy, Segment, Umem, UmemConfig, UmemError,
+    UmemRegion, FRAME_HEADROOM, SEGMENT_SHIFT,
+};
