@@ -25,5 +25,5 @@ pub use ring::{ConsumerRing, ProducerRing};
 pub use socket::{BindMode, XskConfig, XskError, XskSocket, XskStatistics};
 pub use umem::{
     frame_addr, offset_of, port_segment, segment_of, Backing, HugepagePolicy, Segment, Umem, UmemConfig, UmemError,
-    UmemRegion, FRAME_HEADROOM, SEGMENT_SHIFT,
+    UmemRegion, FRAME_HEADROOM,
 };

@@ -26,7 +26,7 @@ use std::io;
 pub const FRAME_HEADROOM: u32 = 256;
 
 /// A frame address's segment is its top 32 bits.
-pub const SEGMENT_SHIFT: u32 = 32;
+const SEGMENT_SHIFT: u32 = 32;
 
 /// The segment of an AF_XDP port (the worker's own is 0).
 #[inline]
@@ -217,11 +217,6 @@ impl Segment {
         self.free.len() as u32
     }
 
-    /// Hugepages or normal pages.
-    pub fn backing(&self) -> Backing {
-        self.backing
-    }
-
     fn len_bytes(&self) -> u64 {
         u64::from(self.frames) * u64::from(self.frame_size)
     }
@@ -308,11 +303,6 @@ impl Umem {
     #[inline]
     pub fn has_segment(&self, id: u32) -> bool {
         self.views.get(id as usize).is_some_and(|v| v.len != 0)
-    }
-
-    /// Segment `id`, if there.
-    pub fn segment(&self, id: u32) -> Option<&Segment> {
-        self.segments.get(id as usize)?.as_ref()
     }
 
     /// Where segment 0 is, for registering it with a socket (a worker that opens one
@@ -404,14 +394,6 @@ impl Umem {
         let p = self.check(addr, len);
         // SAFETY: as in `data`, and `&mut self` makes this the only view.
         unsafe { core::slice::from_raw_parts_mut(p, len as usize) }
-    }
-
-    /// Copies frame `src` (`len` bytes at `src_addr`) into a new frame of the same
-    /// segment at the same headroom, returning its address; `None` when the pool is
-    /// empty.
-    #[inline]
-    pub fn clone_frame(&mut self, src_addr: u64, len: u32) -> Option<u64> {
-        self.clone_into(segment_of(src_addr), src_addr, len)
     }
 
     /// Copies frame `src` into a new frame of segment `seg`, at the same headroom;
@@ -541,7 +523,7 @@ mod tests {
         let mut u = umem(4);
         let a = u.alloc().unwrap() + u64::from(FRAME_HEADROOM);
         u.data_mut(a, 5).copy_from_slice(b"hello");
-        let b = u.clone_frame(a, 5).unwrap();
+        let b = u.clone_into(0, a, 5).unwrap();
         assert_ne!(a, b);
         assert_eq!(b % 4096, u64::from(FRAME_HEADROOM));
         assert_eq!(u.data(b, 5), b"hello");
