@@ -422,7 +422,7 @@ impl Control {
                 let live = &mut *guard;
                 let mut changed = false;
                 for (w, q) in self.queues.iter().enumerate() {
-                    changed |= live.learner.drain(&q.learn, now_s);
+                    changed |= live.learner.drain(&q.learn, now_s, &live.topology);
                     while let Some(ev) = q.neigh.pop() {
                         match ev {
                             // The worker that waits sends the request.

@@ -89,6 +89,17 @@ impl Live {
         self.publish()
     }
 
+    /// Takes a topology that differs from the current one only in the ports `delta`
+    /// names, patches the FDB's and the neighbour table's statics for those ports, and
+    /// publishes: a pod's attachment without compiling every other port again.
+    pub fn set_ports(&mut self, topology: Topology, delta: &PortDelta) -> u64 {
+        let old = core::mem::replace(&mut self.topology, Arc::new(topology));
+        let changed: Vec<PortId> = delta.removed.iter().copied().chain(delta.added.iter().map(|p| p.id)).collect();
+        self.learner.sync_ports(&old, &self.topology, &changed);
+        self.resolver.patch_statics(&delta.neigh_removed, &delta.neigh_added);
+        self.publish()
+    }
+
     /// Takes the underlay next hops' MACs; publishes if they changed anything.
     pub fn set_next_hops(&mut self, next_hops: HashMap<IpAddr, EthernetAddress>) {
         if next_hops != self.next_hops {
@@ -138,6 +149,83 @@ impl Live {
 /// out of the same budget: a next hop that never answers slows only this port.
 pub fn segment_frames(xsk: &XskConfig) -> u32 {
     xsk.fill_size + xsk.tx_size + xsk.comp_size + BATCH_SIZE as u32
+}
+
+/// The ports added and removed since the last publish, and their static neighbours:
+/// what a burst of pod attachments and detachments changes in the tables. Their net
+/// effect, applied as "remove, then add" ([`Topology::with_ports`],
+/// [`Resolver::patch_statics`](switch_core::tables::Resolver::patch_statics)).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PortDelta {
+    /// Ports taken out (by id).
+    pub removed: Vec<PortId>,
+    /// Ports put in.
+    pub added: Vec<PortSpec>,
+    /// Static neighbours taken out.
+    pub neigh_removed: Vec<NeighKey>,
+    /// Static neighbours put in.
+    pub neigh_added: Vec<(NeighKey, EthernetAddress)>,
+}
+
+impl PortDelta {
+    /// Port `spec` (configured as `p`) comes.
+    pub fn add(&mut self, spec: PortSpec, p: &PortConfig) {
+        self.neigh_added.extend(port_neighbours(&spec, p));
+        self.added.push(spec);
+    }
+
+    /// Port `spec` (configured as `p`) goes. If it came in this same burst, its coming
+    /// is forgotten: "remove, then add" would otherwise put it back.
+    pub fn remove(&mut self, spec: &PortSpec, p: &PortConfig) {
+        let keys: Vec<NeighKey> = port_neighbours(spec, p).into_iter().map(|(k, _)| k).collect();
+        self.added.retain(|a| a.id != spec.id);
+        self.neigh_added.retain(|(k, _)| !keys.contains(k));
+        self.removed.push(spec.id);
+        self.neigh_removed.extend(keys);
+    }
+}
+
+/// The static neighbours a port's addresses make (as `Config::routing` makes them): each
+/// address, in the network of the port's untagged frames, at the pod's MAC.
+pub fn port_neighbours(spec: &PortSpec, p: &PortConfig) -> Vec<(NeighKey, EthernetAddress)> {
+    let network = match &spec.mode {
+        PortMode::Access { network } => Some(*network),
+        PortMode::Trunk { native, .. } => *native,
+        PortMode::Uplink => None,
+    };
+    match (network, spec.static_macs.first()) {
+        (Some(n), Some(mac)) => p.addresses.iter().map(|a| (NeighKey::new(n, *a), *mac)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The spec port `p` compiles to with id `id`, in `desired`'s networks: what the whole
+/// compile would give it, at the cost of the networks only.
+pub fn port_spec(base: &Config, desired: &Desired, p: &PortConfig, id: u16) -> Result<PortSpec, Refusal> {
+    let mut c = base.clone();
+    c.host_port = None;
+    c.uplink = None;
+    c.routes = vec![];
+    c.peers = vec![];
+    c.networks = desired.networks.values().cloned().collect();
+    c.ports = vec![p.clone()];
+    let mut ids = Ids { networks: desired.ids.networks.clone(), ports: Default::default() };
+    ids.ports.insert(p.name.clone(), id);
+    c.ids = Some(ids);
+    let (_, specs) = c.specs().map_err(|e| Refusal::Conflict(e.to_string()))?;
+    specs.into_iter().next().ok_or_else(|| Refusal::Conflict(format!("port {:?}: no spec", p.name)))
+}
+
+/// What changed since the last publish.
+#[derive(Debug, Default)]
+enum Pending {
+    /// Nothing.
+    #[default]
+    Nothing,
+    /// Only ports came and went (pods): the tables are patched.
+    Ports(PortDelta),
+    /// Anything else: the whole state is compiled.
+    All,
 }
 
 /// One worker as control sees it.
@@ -198,10 +286,13 @@ impl Dataplane {
 
     /// The attached ports, for the metrics.
     fn views(&self) -> Vec<PortView> {
-        self.attached
-            .iter()
-            .map(|(id, a)| PortView { id: *id, name: a.name.clone(), xdp_mode: a.xdp.mode(), max_frame: a.max_frame })
-            .collect()
+        self.attached.keys().filter_map(|id| self.view(*id)).collect()
+    }
+
+    /// Attached port `id`, for the metrics.
+    fn view(&self, id: u16) -> Option<PortView> {
+        let a = self.attached.get(&id)?;
+        Some(PortView { id, name: a.name.clone(), xdp_mode: a.xdp.mode(), max_frame: a.max_frame })
     }
 
     /// Checks that `spec`'s interface can be attached; returns its largest frame.
@@ -378,7 +469,7 @@ pub struct Engine {
     view: Arc<View>,
     changes: tokio::sync::broadcast::Sender<Change>,
     /// Changes applied but not yet published.
-    dirty: bool,
+    pending: Pending,
     /// The sockets of vhost-user ports, by port.
     vhost: BTreeMap<String, VhostSocket>,
 }
@@ -458,7 +549,7 @@ impl Engine {
             missing: BTreeMap::new(),
             view,
             changes,
-            dirty: false,
+            pending: Pending::Nothing,
             vhost: BTreeMap::new(),
         };
         let all = e.desired.config(&e.base, |_| false);
@@ -535,6 +626,8 @@ impl Engine {
 
     /// Compiles the desired state (without missing ports) and publishes it.
     fn publish(&mut self) -> Result<u64, Refusal> {
+        let t0 = Instant::now();
+        self.pending = Pending::Nothing;
         let c = self.desired.config(&self.base, |n| self.missing.contains_key(n));
         let topology = c.topology().map_err(|e| Refusal::Conflict(e.to_string()))?;
         let routing = c.routing(&topology).map_err(|e| Refusal::Conflict(e.to_string()))?;
@@ -555,10 +648,57 @@ impl Engine {
         if let Ok(mut p) = self.view.ports.lock() {
             *p = self.dp.views();
         }
+        self.published_gauges();
+        tracing::debug!(generation, us = t0.elapsed().as_micros() as u64, "published the whole state");
+        Ok(generation)
+    }
+
+    /// Publishes `delta` as a patch of the published tables (see [`PortDelta`]); the
+    /// whole compile if the patch does not apply.
+    fn publish_ports(&mut self, delta: PortDelta) -> Result<u64, Refusal> {
+        let t0 = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let max_ports = self.base.dataplane.max_ports;
+        let topology = match live.topology.with_ports(&delta.removed, &delta.added, max_ports) {
+            Ok(t) => t,
+            Err(e) => {
+                // The state was checked: this is a bug, and the whole compile is right.
+                tracing::error!("patching the topology: {e}; compiling the whole state");
+                drop(live);
+                return self.publish();
+            }
+        };
+        let generation = live.set_ports(topology, &delta);
+        drop(live);
+        self.published_gauges();
+        tracing::debug!(
+            generation,
+            us = t0.elapsed().as_micros() as u64,
+            added = delta.added.len(),
+            removed = delta.removed.len(),
+            "published ports"
+        );
+        Ok(generation)
+    }
+
+    fn published_gauges(&self) {
         // Relaxed: gauges for the metrics endpoint.
         self.view.state_generation.store(self.desired.generation, core::sync::atomic::Ordering::Relaxed);
         self.view.ports_missing.store(self.missing.len() as u64, core::sync::atomic::Ordering::Relaxed);
-        Ok(generation)
+    }
+
+    /// Shows port `id` in the view as the dataplane has it (attached or not).
+    fn view_port(&self, id: u16) {
+        let Ok(mut views) = self.view.ports.lock() else { return };
+        let at = views.binary_search_by_key(&id, |v| v.id);
+        match (self.dp.view(id), at) {
+            (Some(v), Ok(i)) => views[i] = v,
+            (Some(v), Err(i)) => views.insert(i, v),
+            (None, Ok(i)) => {
+                views.remove(i);
+            }
+            (None, Err(_)) => {}
+        }
     }
 
     /// Checks and applies `m`. The answer may be sent once `store.sync(seq)` returns.
@@ -575,19 +715,29 @@ impl Engine {
                 match p.vhost_user {
                     Some(owner) => vhost_new = Some(VhostSocket::serve(&self.base, &p.name, owner)?),
                     None => {
-                        let spec = self.new_port_spec(p)?;
+                        let spec = port_spec(&self.base, &self.desired, p, self.desired.next_port_id())?;
                         self.dp.attach(&spec)?;
-                        attached_new = Some(spec.id);
+                        attached_new = Some(spec);
                     }
                 }
             }
         }
+        // A pod's port coming or going patches the published tables; anything else
+        // has the whole state compiled.
+        let patch = match m {
+            Mutation::PutPort(p) => attached_new.clone().map(|spec| (spec, p.clone(), true)),
+            Mutation::DeletePort(name) => self.desired.ports.get(name).and_then(|p| {
+                let id = *self.desired.ids.ports.get(name)?;
+                Some((port_spec(&self.base, &self.desired, p, id).ok()?, p.clone(), false))
+            }),
+            _ => None,
+        };
         let generation = self.desired.generation + 1;
         let seq = match self.store.append(generation, m) {
             Ok(seq) => seq,
             Err(e) => {
-                if let Some(id) = attached_new {
-                    let _ = self.dp.detach(id);
+                if let Some(spec) = attached_new {
+                    let _ = self.dp.detach(spec.id);
                 }
                 return Err(Refusal::Conflict(format!(
                     "could not write the state to {}: {e}; nothing changed",
@@ -610,16 +760,21 @@ impl Engine {
             self.vhost.insert(p.name.clone(), v);
             self.missing.insert(p.name.clone(), VHOST_NO_DATAPATH.into());
         }
-        self.dirty = true;
+        self.pending = match (core::mem::take(&mut self.pending), patch) {
+            (Pending::All, _) | (_, None) => Pending::All,
+            (Pending::Nothing, Some(patch)) => Pending::Ports(Self::patched(PortDelta::default(), patch)),
+            (Pending::Ports(d), Some(patch)) => Pending::Ports(Self::patched(d, patch)),
+        };
+        if let Some(spec) = &attached_new {
+            self.view_port(spec.id.0);
+        }
         if let Some(id) = removed {
             // Publish first, so no worker sends to the port any more, then detach.
             self.flush();
             if let Err(r) = self.dp.detach(PortId(id)) {
                 tracing::error!(port = id, "detach: {r}");
             }
-            if let Ok(mut p) = self.view.ports.lock() {
-                *p = self.dp.views();
-            }
+            self.view_port(id);
         }
         let (kind, name, op) = m.describe();
         tracing::debug!(generation, kind, name = %name, op, "state changed");
@@ -757,31 +912,27 @@ impl Engine {
         }
     }
 
-    /// Publishes the changes applied since the last publish. Callers apply, then flush
-    /// before they answer: changes that queued up meanwhile share one compile.
-    pub fn flush(&mut self) {
-        if !self.dirty {
-            return;
+    fn patched(mut d: PortDelta, (spec, p, put): (PortSpec, PortConfig, bool)) -> PortDelta {
+        if put {
+            d.add(spec, &p);
+        } else {
+            d.remove(&spec, &p);
         }
-        self.dirty = false;
-        if let Err(r) = self.publish() {
+        d
+    }
+
+    /// Publishes the changes applied since the last publish. Callers apply, then flush
+    /// before they answer: changes that queued up meanwhile share one publish.
+    pub fn flush(&mut self) {
+        let r = match core::mem::take(&mut self.pending) {
+            Pending::Nothing => return,
+            Pending::Ports(d) => self.publish_ports(d),
+            Pending::All => self.publish(),
+        };
+        if let Err(r) = r {
             // check() accepted every change: this cannot happen; say so loudly.
             tracing::error!("publishing an accepted state failed: {r}");
         }
-    }
-
-    /// The spec a new port `p` gets (its id is the lowest free one).
-    fn new_port_spec(&self, p: &PortConfig) -> Result<PortSpec, Refusal> {
-        let mut c = self.base.clone();
-        c.host_port = None;
-        c.routes = vec![];
-        c.networks = self.desired.networks.values().cloned().collect();
-        c.ports = vec![p.clone()];
-        let mut ids = Ids { networks: self.desired.ids.networks.clone(), ports: Default::default() };
-        ids.ports.insert(p.name.clone(), self.desired.next_port_id());
-        c.ids = Some(ids);
-        let (_, specs) = c.specs().map_err(|e| Refusal::Conflict(e.to_string()))?;
-        specs.into_iter().next().ok_or_else(|| Refusal::Conflict(format!("port {:?}: no spec", p.name)))
     }
 
     /// Attaches ports whose interface appeared, and takes out of the dataplane ports
@@ -825,5 +976,102 @@ impl Engine {
         let names = self.dp.attached.values().map(|a| a.name.clone()).collect();
         self.dp.attached.clear();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NetworkConfig, VlanConfig};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn base() -> Config {
+        Config::parse("[dataplane]\ncores = [0]\nmax_ports = 64\n").unwrap()
+    }
+
+    fn network(name: &str, gateway: &[&str]) -> Mutation {
+        Mutation::PutNetwork(NetworkConfig {
+            name: name.into(),
+            ageing_s: 300,
+            gateway: gateway.iter().map(|s| s.to_string()).collect(),
+            gateway_mac: None,
+            router_advertisements: false,
+            vni: None,
+        })
+    }
+
+    /// What the tables hold: every port's compiled entry and each network's flood
+    /// list, and the static neighbours.
+    type Tables = (Vec<(PortSpec, u16, Vec<u16>)>, Vec<Vec<PortId>>, BTreeSet<(NeighKey, [u8; 6])>);
+
+    fn tables(t: &Topology, statics: impl IntoIterator<Item = (NeighKey, EthernetAddress)>) -> Tables {
+        let ports = t.ports().map(|e| (e.spec.clone(), e.untagged, e.egress.to_vec())).collect();
+        let floods = t.networks().map(|n| n.flood.to_vec()).collect();
+        (ports, floods, statics.into_iter().map(|(k, m)| (k, m.0)).collect())
+    }
+
+    fn whole(d: &Desired) -> Tables {
+        let c = d.config(&base(), |_| false);
+        let t = c.topology().unwrap();
+        let r = c.routing(&t).unwrap();
+        tables(&t, r.neighbours)
+    }
+
+    proptest! {
+        /// Pods' ports put and deleted in bursts (a port put and deleted in one burst,
+        /// ids reused, access and trunk ports, one or two addresses or none) and
+        /// published as patches give the tables the whole compile gives.
+        #[test]
+        fn port_patches_agree_with_the_whole_compile(
+            steps in proptest::collection::vec((0u8..4, 0usize..40, 0u8..3, proptest::bool::ANY), 1..80)
+        ) {
+            let mut d = Desired::default();
+            d.apply(&network("pods", &["198.18.0.1/24", "2001:db8::1/64"]));
+            d.apply(&network("plain", &[]));
+            let mut t = d.config(&base(), |_| false).topology().unwrap();
+            let mut statics: BTreeMap<NeighKey, EthernetAddress> = BTreeMap::new();
+            let mut delta = PortDelta::default();
+            for (n, (kind, pick, addrs, flush)) in steps.into_iter().enumerate() {
+                let names: Vec<String> = d.ports.keys().cloned().collect();
+                if kind == 0 && !names.is_empty() {
+                    let name = &names[pick % names.len()];
+                    let p = d.ports[name].clone();
+                    let spec = port_spec(&base(), &d, &p, d.ids.ports[name]).unwrap();
+                    delta.remove(&spec, &p);
+                    d.apply(&Mutation::DeletePort(name.clone()));
+                } else {
+                    let gw = d.networks["pods"].gateway_spec().unwrap().unwrap();
+                    let mut addresses = vec![];
+                    for v4 in [true, false].into_iter().take(usize::from(addrs)) {
+                        addresses.push(d.free_address("pods", &gw, v4, |_| false).unwrap());
+                    }
+                    let mac = format!("02:00:00:00:{:02x}:{:02x}", n / 256, n % 256);
+                    let p = PortConfig {
+                        name: format!("p{n}"),
+                        network: (kind != 3).then(|| "pods".to_string()),
+                        vlans: if kind == 3 { vec![VlanConfig { vid: 10, network: "plain".into() }] } else { vec![] },
+                        native: (kind == 3).then(|| "pods".to_string()),
+                        macs: vec![mac],
+                        addresses,
+                        pod: None,
+                        vhost_user: None,
+                    };
+                    let m = Mutation::PutPort(p.clone());
+                    prop_assert!(state::check(&base(), &d, &m, |_| false).is_ok());
+                    delta.add(port_spec(&base(), &d, &p, d.next_port_id()).unwrap(), &p);
+                    d.apply(&m);
+                }
+                if flush {
+                    let delta = core::mem::take(&mut delta);
+                    t = t.with_ports(&delta.removed, &delta.added, 64).unwrap();
+                    for k in &delta.neigh_removed {
+                        statics.remove(k);
+                    }
+                    statics.extend(delta.neigh_added.iter().copied());
+                    prop_assert_eq!(tables(&t, statics.clone()), whole(&d));
+                }
+            }
+        }
     }
 }

@@ -91,7 +91,7 @@ pub fn worker(frames: Vec<Vec<u8>>) -> Worker {
     w.add_port(PortId(2), Port::Memory(MemoryPort::replaying("t", vec![])));
     for _ in 0..4 {
         w.poll_once(0);
-        if learner.drain(&learn, 0) {
+        if learner.drain(&learn, 0, &topo) {
             publisher.publish(Parts::l2(topo.clone(), Arc::new(learner.build())));
         }
     }

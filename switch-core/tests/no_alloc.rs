@@ -123,7 +123,7 @@ fn worker_loop_allocates_nothing_once_started() {
     // the new snapshot.
     for _ in 0..4 {
         w.poll_once(0);
-        if learner.drain(&learn, 0) {
+        if learner.drain(&learn, 0, &topo) {
             publisher.publish(Parts::l2(topo.clone(), Arc::new(learner.build())));
         }
     }

@@ -101,7 +101,7 @@ impl Rig {
     /// what it published or asked for.
     pub(super) fn control(&mut self) {
         let now = self.t0 + Duration::from_secs(u64::from(self.now_s));
-        let mut changed = self.learner.drain(&self.queues.learn, self.now_s);
+        let mut changed = self.learner.drain(&self.queues.learn, self.now_s, &self.topo);
         changed |= self.learner.age(self.now_s, &self.topo);
         while let Some(ev) = self.queues.neigh.pop() {
             match ev {

@@ -164,6 +164,9 @@ pub struct Learner {
     pub moves: u64,
     /// The peers' underlay addresses when remote entries were last checked.
     peer_addrs: Vec<std::net::IpAddr>,
+    /// Some static MAC is claimed by two ports of one network (which wins is the whole
+    /// sync's rule, so every sync is a whole one until that ends).
+    contested: bool,
 }
 
 impl Learner {
@@ -177,6 +180,7 @@ impl Learner {
             full_drops: 0,
             moves: 0,
             peer_addrs: vec![],
+            contested: false,
         }
     }
 
@@ -184,6 +188,7 @@ impl Learner {
     /// learned entries on ports that no longer exist. Returns true if anything changed.
     pub fn sync_topology(&mut self, topology: &Topology) -> bool {
         let mut statics = FxHashMap::default();
+        self.contested = false;
         for p in topology.ports() {
             for (net, e) in p.egress.iter().enumerate() {
                 if *e == super::topology::NOT_MEMBER {
@@ -191,7 +196,7 @@ impl Learner {
                 }
                 for mac in &p.spec.static_macs {
                     let e = FdbEntry { port: p.spec.id, peer: LOCAL, slot: STATIC };
-                    statics.insert(key(NetworkId(net as u16), *mac), e);
+                    self.contested |= statics.insert(key(NetworkId(net as u16), *mac), e).is_some();
                 }
             }
         }
@@ -215,6 +220,64 @@ impl Learner {
             changed = true;
         }
         changed
+    }
+
+    /// What [`sync_topology`](Learner::sync_topology) does, for the ports in `changed`
+    /// only: `old` is the topology the statics were last synced with, `topology` the
+    /// new one, and no port outside `changed` differs between them. Costs the changed
+    /// ports' MACs and one pass over the learned entries, not every port's. Falls back
+    /// to the whole sync while a static MAC is claimed by two ports of one network
+    /// (which of them wins is the whole sync's rule). Returns true if anything changed.
+    pub fn sync_ports(&mut self, old: &Topology, topology: &Topology, changed: &[PortId]) -> bool {
+        if self.contested {
+            return self.sync_topology(topology);
+        }
+        let statics = |t: &Topology, id: PortId| -> Vec<u64> {
+            t.port(id).map_or_else(Vec::new, |p| {
+                let nets = p.egress.iter().enumerate().filter(|(_, e)| **e != super::topology::NOT_MEMBER);
+                nets.flat_map(|(n, _)| p.spec.static_macs.iter().map(move |m| key(NetworkId(n as u16), *m))).collect()
+            })
+        };
+        let mut any = false;
+        for id in changed {
+            for k in statics(old, *id) {
+                if self.statics.get(&k).is_none_or(|e| e.port != *id) {
+                    return self.sync_topology(topology);
+                }
+                self.statics.remove(&k);
+                any = true;
+            }
+        }
+        let mut now_static = Vec::new();
+        for id in changed {
+            for k in statics(topology, *id) {
+                let e = FdbEntry { port: *id, peer: LOCAL, slot: STATIC };
+                if self.statics.insert(k, e).is_some() {
+                    return self.sync_topology(topology);
+                }
+                now_static.push(k);
+                any = true;
+            }
+        }
+        let stale: Vec<u64> = self
+            .learned
+            .iter()
+            .filter(|(k, e)| {
+                let net = (*k >> 48) as usize;
+                let gone = !e.is_remote()
+                    && changed.contains(&e.port)
+                    && topology
+                        .port(e.port)
+                        .is_none_or(|p| p.egress.get(net).is_none_or(|x| *x == super::topology::NOT_MEMBER));
+                gone || now_static.contains(k)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.remove(k);
+            any = true;
+        }
+        any
     }
 
     /// Forgets MACs learned behind remote nodes that no longer carry their network
@@ -272,12 +335,26 @@ impl Learner {
         true
     }
 
-    /// Applies every event waiting in a worker's `queue`; returns true if the table
-    /// changed (so a new snapshot should be published).
-    pub fn drain(&mut self, queue: &crossbeam_queue::ArrayQueue<LearnEvent>, now_s: u32) -> bool {
+    /// Applies `ev` if its port is still in `topology` and in its network: a worker's
+    /// queue may still hold events of a port that was removed since (or whose id a new
+    /// port took), and an entry for it would send the MAC's traffic to the wrong port
+    /// until it aged out. Returns true if the table changed.
+    pub fn learn(&mut self, ev: LearnEvent, now_s: u32, topology: &Topology) -> bool {
+        let member = |p: &super::topology::PortEntry| {
+            p.egress.get(usize::from(ev.network.0)).is_some_and(|x| *x != super::topology::NOT_MEMBER)
+        };
+        if ev.peer == LOCAL && !topology.port(ev.port).is_some_and(member) {
+            return false;
+        }
+        self.apply(ev, now_s)
+    }
+
+    /// Learns every event waiting in a worker's `queue` (see [`learn`](Learner::learn));
+    /// returns true if the table changed (so a new snapshot should be published).
+    pub fn drain(&mut self, queue: &crossbeam_queue::ArrayQueue<LearnEvent>, now_s: u32, topology: &Topology) -> bool {
         let mut changed = false;
         while let Some(ev) = queue.pop() {
-            changed |= self.apply(ev, now_s);
+            changed |= self.learn(ev, now_s, topology);
         }
         changed
     }
@@ -303,9 +380,12 @@ impl Learner {
 
     /// Builds a snapshot of the static and learned entries.
     pub fn build(&self) -> Fdb {
-        let mut map = FxHashMap::with_capacity_and_hasher(self.learned.len() + self.statics.len(), Default::default());
+        // A copy of the statics' table (no hashing: a pod per port makes them the bulk),
+        // then the learned entries. The two never share a key: a static MAC is not
+        // learned, and one that becomes static leaves the learned entries.
+        let mut map = self.statics.clone();
+        map.reserve(self.learned.len());
         map.extend(self.learned.iter().map(|(k, e)| (*k, *e)));
-        map.extend(self.statics.iter().map(|(k, e)| (*k, *e)));
         Fdb { map, ageing: self.ageing.clone() }
     }
 
@@ -340,6 +420,68 @@ mod tests {
 
     fn ev(net: u16, m: u8, port: u16) -> LearnEvent {
         LearnEvent { network: NetworkId(net), mac: mac(m), port: PortId(port), peer: LOCAL }
+    }
+
+    fn sorted(f: &Fdb) -> Vec<(NetworkId, EthernetAddress, FdbEntry)> {
+        let mut v: Vec<_> = f.iter().collect();
+        v.sort_by_key(|(n, m, _)| (*n, m.0));
+        v
+    }
+
+    proptest::proptest! {
+        /// Ports coming and going a burst at a time, with MACs learned in between (some
+        /// of them a port's static MAC, some claimed by two ports): the incremental sync
+        /// leaves the table the whole sync leaves.
+        #[test]
+        fn sync_ports_agrees_with_sync_topology(
+            bursts in proptest::collection::vec((
+                proptest::collection::vec((0u16..12, 0u16..3, 0u8..6, proptest::bool::ANY), 1..4),
+                proptest::collection::vec((0u16..2, 0u8..8, 0u16..12), 0..4),
+            ), 1..30)
+        ) {
+            let nets = [
+                NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10, gateway: None },
+                NetworkSpec { id: NetworkId(1), name: "b".into(), ageing_s: 10, gateway: None },
+            ];
+            let spec = |id: u16, n: u16, m: u8| PortSpec {
+                id: PortId(id),
+                name: format!("p{id}"),
+                mode: match n {
+                    2 => PortMode::Trunk { vlans: vec![(crate::wire::VlanId::new(9).unwrap(), NetworkId(1))], native: Some(NetworkId(0)) },
+                    n => PortMode::Access { network: NetworkId(n) },
+                },
+                static_macs: if m == 0 { vec![] } else { vec![mac(m)] },
+            };
+            let mut have: std::collections::BTreeMap<u16, PortSpec> = Default::default();
+            let mut t = Topology::new(&nets, &[], 16).unwrap();
+            let (mut inc, mut whole) = (Learner::new(64), Learner::new(64));
+            for (ports, learns) in bursts {
+                for (net, m, port) in learns {
+                    let e = LearnEvent { network: NetworkId(net), mac: mac(m), port: PortId(port), peer: LOCAL };
+                    proptest::prop_assert_eq!(inc.learn(e, 0, &t), whole.learn(e, 0, &t));
+                }
+                let (mut removed, mut added) = (vec![], vec![]);
+                for (id, n, m, put) in ports {
+                    if removed.contains(&PortId(id)) || added.iter().any(|a: &PortSpec| a.id.0 == id) {
+                        continue;
+                    }
+                    if have.contains_key(&id) {
+                        removed.push(PortId(id));
+                        have.remove(&id);
+                    }
+                    if put {
+                        added.push(spec(id, n, m));
+                        have.insert(id, spec(id, n, m));
+                    }
+                }
+                let next = t.with_ports(&removed, &added, 16).unwrap();
+                let changed: Vec<PortId> = removed.iter().copied().chain(added.iter().map(|a| a.id)).collect();
+                inc.sync_ports(&t, &next, &changed);
+                whole.sync_topology(&next);
+                t = next;
+                proptest::prop_assert_eq!(sorted(&inc.build()), sorted(&whole.build()));
+            }
+        }
     }
 
     #[test]

@@ -166,7 +166,6 @@ enum Phase {
     Reachable { until: Instant },
     Probe { tries: u32, next: Instant },
     Failed { until: Instant },
-    Static,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +202,11 @@ pub struct ResolverStats {
 #[derive(Debug)]
 pub struct Resolver {
     cfg: NeighConfig,
+    /// Entries being resolved or resolved (never a static one).
     entries: FxHashMap<NeighKey, Entry>,
+    /// Static entries, as published: kept apart so that publishing copies them as one
+    /// table (a pod per port makes them the bulk) and the timers never visit them.
+    statics: FxHashMap<NeighKey, NeighState>,
     /// Counters.
     pub stats: ResolverStats,
 }
@@ -211,41 +214,57 @@ pub struct Resolver {
 impl Resolver {
     /// An empty table.
     pub fn new(cfg: NeighConfig) -> Resolver {
-        Resolver { cfg, entries: FxHashMap::default(), stats: ResolverStats::default() }
+        Resolver { cfg, entries: FxHashMap::default(), statics: FxHashMap::default(), stats: ResolverStats::default() }
     }
 
     /// Installs a static entry (replacing any learned one). Returns true (the snapshot
     /// changes).
     pub fn set_static(&mut self, key: NeighKey, mac: EthernetAddress) -> bool {
-        self.entries.insert(key, Entry { mac: Some(mac), phase: Phase::Static });
+        self.entries.remove(&key);
+        self.statics.insert(key, NeighState::Reachable(mac));
         true
+    }
+
+    /// Removes the static entries `removed`, then installs `added` (replacing any
+    /// learned ones): a pod's port gone and another come, without visiting the other
+    /// statics. Returns true if the published table changes.
+    pub fn patch_statics(&mut self, removed: &[NeighKey], added: &[(NeighKey, EthernetAddress)]) -> bool {
+        let mut changed = false;
+        for k in removed {
+            changed |= self.statics.remove(k).is_some();
+        }
+        for (k, mac) in added {
+            if self.statics.get(k) != Some(&NeighState::Reachable(*mac)) || self.entries.contains_key(k) {
+                changed |= self.set_static(*k, *mac);
+            }
+        }
+        changed
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len() + self.statics.len()
     }
 
     /// Makes `statics` the whole set of static entries: ones not listed any more are
     /// removed (the address is resolved again if traffic needs it). Returns true if the
     /// published table changes.
     pub fn set_statics(&mut self, statics: &[(NeighKey, EthernetAddress)]) -> bool {
-        let want: FxHashMap<NeighKey, EthernetAddress> = statics.iter().copied().collect();
+        let want: FxHashMap<NeighKey, NeighState> =
+            statics.iter().map(|(k, mac)| (*k, NeighState::Reachable(*mac))).collect();
         let before = self.entries.len();
-        let mut changed = false;
-        self.entries.retain(|k, e| !matches!(e.phase, Phase::Static) || want.contains_key(k));
-        changed |= self.entries.len() != before;
-        for (key, mac) in want {
-            let same = self.entries.get(&key).is_some_and(|e| e.phase == Phase::Static && e.mac == Some(mac));
-            if !same {
-                changed |= self.set_static(key, mac);
-            }
-        }
+        self.entries.retain(|k, _| !want.contains_key(k));
+        let changed = self.entries.len() != before || want != self.statics;
+        self.statics = want;
         changed
     }
 
     /// A worker waits for `key`: starts resolving it unless that is under way. Returns
     /// the first request to send.
     pub fn miss(&mut self, key: NeighKey, now: Instant) -> Option<Emit> {
-        if self.entries.contains_key(&key) {
+        if self.entries.contains_key(&key) || self.statics.contains_key(&key) {
             return None;
         }
-        if self.entries.len() >= self.cfg.capacity {
+        if self.len() >= self.cfg.capacity {
             self.stats.full += 1;
             return None;
         }
@@ -258,9 +277,11 @@ impl Resolver {
     /// The neighbour announced `mac`. Returns true if the published table changes.
     pub fn seen(&mut self, key: NeighKey, mac: EthernetAddress, now: Instant) -> bool {
         let until = now + self.cfg.reachable;
-        let full = self.entries.len() >= self.cfg.capacity;
+        if self.statics.contains_key(&key) {
+            return false;
+        }
+        let full = self.len() >= self.cfg.capacity;
         match self.entries.get_mut(&key) {
-            Some(Entry { phase: Phase::Static, .. }) => false,
             Some(e) => {
                 let was_published = matches!(e.phase, Phase::Reachable { .. } | Phase::Probe { .. });
                 let changed = !was_published || e.mac != Some(mac);
@@ -325,11 +346,12 @@ impl Resolver {
 
     /// The snapshot for workers.
     pub fn build(&self) -> Neighbours {
-        let mut map = FxHashMap::default();
+        // A copy of the statics' table (no hashing), then the resolved entries.
+        let mut map = self.statics.clone();
         map.reserve(self.entries.len());
         for (k, e) in &self.entries {
             match (e.phase, e.mac) {
-                (Phase::Reachable { .. } | Phase::Probe { .. } | Phase::Static, Some(mac)) => {
+                (Phase::Reachable { .. } | Phase::Probe { .. }, Some(mac)) => {
                     map.insert(*k, NeighState::Reachable(mac));
                 }
                 (Phase::Failed { .. }, _) => {
@@ -354,10 +376,17 @@ impl Resolver {
                     Phase::Reachable { .. } => "reachable",
                     Phase::Probe { .. } => "probe",
                     Phase::Failed { .. } => "failed",
-                    Phase::Static => "static",
                 },
             })
             .collect();
+        v.extend(self.statics.iter().map(|(k, s)| NeighInfo {
+            key: *k,
+            mac: match s {
+                NeighState::Reachable(mac) => Some(*mac),
+                NeighState::Failed => None,
+            },
+            state: "static",
+        }));
         v.sort_by_key(|i| i.key);
         v
     }
@@ -461,5 +490,33 @@ mod tests {
         assert!(n.lookup(k(1)).is_none(), "dropped from the set");
         assert_eq!(n.lookup(k(2)), Some(NeighState::Reachable(EthernetAddress([2, 0, 0, 0, 0, 8]))));
         assert_eq!(n.lookup(k(3)), Some(NeighState::Reachable(MAC)), "learned entries stay");
+    }
+
+    #[test]
+    fn patching_statics_is_setting_the_patched_set() {
+        let other = EthernetAddress([2, 0, 0, 0, 0, 8]);
+        let k = |i| NeighKey::v4(NetworkId(0), Ipv4Addr::new(198, 18, 0, i));
+        let t0 = Instant::now();
+        let big = NeighConfig { capacity: 8, ..cfg() };
+        let (mut patched, mut whole) = (Resolver::new(big), Resolver::new(big));
+        for r in [&mut patched, &mut whole] {
+            r.set_statics(&[(k(1), MAC), (k(2), MAC)]);
+            assert!(r.seen(k(3), MAC, t0), "a learned entry");
+        }
+        assert!(patched.patch_statics(&[k(1)], &[(k(3), other), (k(4), MAC)]));
+        assert!(whole.set_statics(&[(k(2), MAC), (k(3), other), (k(4), MAC)]));
+        let (p, w) = (patched.build(), whole.build());
+        let sorted = |n: &Neighbours| {
+            let mut v: Vec<_> = n.iter().map(|(k, s)| (*k, *s)).collect();
+            v.sort_by_key(|(k, _)| *k);
+            v
+        };
+        assert_eq!(sorted(&p), sorted(&w));
+        assert_eq!(p.lookup(k(3)), Some(NeighState::Reachable(other)), "the static replaced the learned entry");
+        assert!(p.lookup(k(1)).is_none());
+        assert!(!patched.patch_statics(&[], &[(k(4), MAC)]), "the same entry again changes nothing");
+        assert!(!patched.seen(k(4), other, t0), "a static entry is not learned over");
+        let list = patched.list();
+        assert_eq!(list.iter().filter(|i| i.state == "static").count(), 3);
     }
 }

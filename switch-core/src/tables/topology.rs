@@ -5,6 +5,7 @@ use super::fib::{Ipv4Prefix, Ipv6Prefix};
 use crate::wire::{EthernetAddress, VlanId};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// A network's dense index, the same on every worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,8 +157,9 @@ pub struct PortEntry {
 pub struct NetworkEntry {
     /// The spec.
     pub spec: NetworkSpec,
-    /// Ports that get its broadcast, multicast and unknown unicast.
-    pub flood: Box<[PortId]>,
+    /// Ports that get its broadcast, multicast and unknown unicast, by id (shared
+    /// between snapshots until a member comes or goes).
+    pub flood: Arc<[PortId]>,
     /// The gateway MAC as [`EthernetAddress::to_u64`], or `NO_GATEWAY`.
     pub gw_mac: u64,
     /// The IPv4 subnet's broadcast address, or 0.0.0.0 without one.
@@ -259,15 +261,89 @@ fn check_overlaps(networks: &[NetworkSpec]) -> Result<(), TopologyError> {
     Ok(())
 }
 
+/// Port slots per chunk of [`Topology`]'s port array.
+const CHUNK: usize = 64;
+
 /// Networks and ports, indexed by id.
+///
+/// Port entries live in chunks of [`CHUNK`] slots, each shared between snapshots: a
+/// pod's port added or removed ([`Topology::with_ports`]) copies one chunk and the
+/// chunk pointers, not every port, so a change costs the same at 10,000 ports as at
+/// 10 (about 160 pointers and one chunk, against 10,000 deep copies). A lookup reads
+/// the chunk pointer and then the entry: two dependent loads, as an array of pointers
+/// to entries would need.
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
-    ports: Box<[Option<PortEntry>]>,
+    ports: Box<[Arc<[Option<PortEntry>]>]>,
     networks: Box<[Option<NetworkEntry>]>,
 }
 
 /// Largest number of networks (ids 0..MAX_NETWORKS).
 pub const MAX_NETWORKS: u16 = 4096;
+
+/// Compiles port `p` against `nets` (the network slots); `max_ports` bounds its id.
+fn compile_port(p: &PortSpec, nets: &[Option<NetworkEntry>], max_ports: u16) -> Result<PortEntry, TopologyError> {
+    if p.id.0 >= max_ports {
+        return Err(TopologyError::IdOutOfRange { kind: "port", id: p.id.0, max: max_ports - 1 });
+    }
+    let known = |id: NetworkId| -> Result<u16, TopologyError> {
+        if nets.get(id.0 as usize).is_some_and(|n| n.is_some()) {
+            Ok(id.0)
+        } else {
+            Err(TopologyError::UnknownNetwork { port: p.name.clone(), network: id.0 })
+        }
+    };
+    let mut egress = vec![NOT_MEMBER; nets.len()].into_boxed_slice();
+    let (untagged, vid_to_network) = match &p.mode {
+        PortMode::Uplink => (NOT_MEMBER, Box::default()),
+        PortMode::Access { network } => {
+            let n = known(*network)?;
+            egress[n as usize] = UNTAGGED;
+            (n, Box::default())
+        }
+        PortMode::Trunk { vlans, native } => {
+            let mut map = vec![NOT_MEMBER; 4096].into_boxed_slice();
+            for (vid, net) in vlans {
+                let n = known(*net)?;
+                if map[vid.get() as usize] != NOT_MEMBER {
+                    return Err(TopologyError::BadTrunk {
+                        port: p.name.clone(),
+                        reason: format!("VLAN {} is mapped twice", vid.get()),
+                    });
+                }
+                if egress[n as usize] != NOT_MEMBER {
+                    return Err(TopologyError::BadTrunk {
+                        port: p.name.clone(),
+                        reason: format!("network id {n} is carried twice"),
+                    });
+                }
+                map[vid.get() as usize] = n;
+                egress[n as usize] = vid.get();
+            }
+            let untagged = match native {
+                Some(net) => {
+                    let n = known(*net)?;
+                    if egress[n as usize] != NOT_MEMBER {
+                        return Err(TopologyError::BadTrunk {
+                            port: p.name.clone(),
+                            reason: format!("native network id {n} is also tagged"),
+                        });
+                    }
+                    egress[n as usize] = UNTAGGED;
+                    n
+                }
+                None => NOT_MEMBER,
+            };
+            (untagged, map)
+        }
+    };
+    Ok(PortEntry { spec: p.clone(), untagged, vid_to_network, egress })
+}
+
+/// The networks `e` is a member of.
+fn memberships(e: &PortEntry) -> impl Iterator<Item = usize> + '_ {
+    e.egress.iter().enumerate().filter(|(_, x)| **x != NOT_MEMBER).map(|(n, _)| n)
+}
 
 impl Topology {
     /// No networks, no ports.
@@ -296,90 +372,89 @@ impl Topology {
             };
             let gw_broadcast4 =
                 n.gateway.as_ref().and_then(|g| g.subnet4()).map_or(Ipv4Addr::UNSPECIFIED, |s| s.broadcast());
-            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Box::new([]), gw_mac, gw_broadcast4 });
+            nets[n.id.0 as usize] = Some(NetworkEntry { spec: n.clone(), flood: Arc::new([]), gw_mac, gw_broadcast4 });
         }
         check_overlaps(networks)?;
         let port_slots = ports.iter().map(|p| p.id.0 as usize + 1).max().unwrap_or(0);
-        let mut out: Vec<Option<PortEntry>> = vec![None; port_slots];
+        let mut out: Vec<Option<PortEntry>> = vec![None; port_slots.div_ceil(CHUNK) * CHUNK];
         let mut flood: Vec<Vec<PortId>> = vec![Vec::new(); net_slots];
         let mut pnames = HashMap::new();
         for p in ports {
-            if p.id.0 >= max_ports {
-                return Err(TopologyError::IdOutOfRange { kind: "port", id: p.id.0, max: max_ports - 1 });
-            }
+            let e = compile_port(p, &nets, max_ports)?;
             if out[p.id.0 as usize].is_some() || pnames.insert(p.name.clone(), ()).is_some() {
                 return Err(TopologyError::Duplicate { kind: "port", name: p.name.clone() });
             }
-            let known = |id: NetworkId| -> Result<u16, TopologyError> {
-                if nets.get(id.0 as usize).is_some_and(|n| n.is_some()) {
-                    Ok(id.0)
-                } else {
-                    Err(TopologyError::UnknownNetwork { port: p.name.clone(), network: id.0 })
-                }
-            };
-            let mut egress = vec![NOT_MEMBER; net_slots].into_boxed_slice();
-            let (untagged, vid_to_network) = match &p.mode {
-                PortMode::Uplink => (NOT_MEMBER, Box::default()),
-                PortMode::Access { network } => {
-                    let n = known(*network)?;
-                    egress[n as usize] = UNTAGGED;
-                    (n, Box::default())
-                }
-                PortMode::Trunk { vlans, native } => {
-                    let mut map = vec![NOT_MEMBER; 4096].into_boxed_slice();
-                    for (vid, net) in vlans {
-                        let n = known(*net)?;
-                        if map[vid.get() as usize] != NOT_MEMBER {
-                            return Err(TopologyError::BadTrunk {
-                                port: p.name.clone(),
-                                reason: format!("VLAN {} is mapped twice", vid.get()),
-                            });
-                        }
-                        if egress[n as usize] != NOT_MEMBER {
-                            return Err(TopologyError::BadTrunk {
-                                port: p.name.clone(),
-                                reason: format!("network id {n} is carried twice"),
-                            });
-                        }
-                        map[vid.get() as usize] = n;
-                        egress[n as usize] = vid.get();
-                    }
-                    let untagged = match native {
-                        Some(net) => {
-                            let n = known(*net)?;
-                            if egress[n as usize] != NOT_MEMBER {
-                                return Err(TopologyError::BadTrunk {
-                                    port: p.name.clone(),
-                                    reason: format!("native network id {n} is also tagged"),
-                                });
-                            }
-                            egress[n as usize] = UNTAGGED;
-                            n
-                        }
-                        None => NOT_MEMBER,
-                    };
-                    (untagged, map)
-                }
-            };
-            for (net, e) in egress.iter().enumerate() {
-                if *e != NOT_MEMBER {
-                    flood[net].push(p.id);
-                }
+            for net in memberships(&e) {
+                flood[net].push(p.id);
             }
-            out[p.id.0 as usize] = Some(PortEntry { spec: p.clone(), untagged, vid_to_network, egress });
+            out[p.id.0 as usize] = Some(e);
         }
         for (i, n) in nets.iter_mut().enumerate() {
             if let Some(n) = n {
-                n.flood = core::mem::take(&mut flood[i]).into_boxed_slice();
+                let mut f = core::mem::take(&mut flood[i]);
+                f.sort_unstable();
+                n.flood = f.into();
             }
         }
-        Ok(Topology { ports: out.into_boxed_slice(), networks: nets.into_boxed_slice() })
+        let ports = out.chunks(CHUNK).map(Arc::from).collect();
+        Ok(Topology { ports, networks: nets.into_boxed_slice() })
+    }
+
+    /// This topology with the ports `removed` taken out and then `added` put in (the
+    /// networks stay as they are): what a pod's attachment or detachment changes,
+    /// without compiling every other port again. Ports are checked as [`Topology::new`]
+    /// checks them, except that names are not compared: the caller keeps them unique
+    /// (control's state is keyed by name).
+    pub fn with_ports(
+        &self,
+        removed: &[PortId],
+        added: &[PortSpec],
+        max_ports: u16,
+    ) -> Result<Topology, TopologyError> {
+        let mut chunks: Vec<Arc<[Option<PortEntry>]>> = self.ports.to_vec();
+        let mut gone: Vec<(usize, PortId)> = Vec::new();
+        for id in removed {
+            let (c, i) = (id.0 as usize / CHUNK, id.0 as usize % CHUNK);
+            if chunks.get(c).is_some_and(|ch| ch[i].is_some()) {
+                if let Some(e) = Arc::make_mut(&mut chunks[c])[i].take() {
+                    gone.extend(memberships(&e).map(|n| (n, *id)));
+                }
+            }
+        }
+        let mut joined: Vec<(usize, PortId)> = Vec::new();
+        for p in added {
+            let e = compile_port(p, &self.networks, max_ports)?;
+            let (c, i) = (p.id.0 as usize / CHUNK, p.id.0 as usize % CHUNK);
+            while chunks.len() <= c {
+                chunks.push(vec![None; CHUNK].into());
+            }
+            let slot = &mut Arc::make_mut(&mut chunks[c])[i];
+            if slot.is_some() {
+                return Err(TopologyError::Duplicate { kind: "port", name: p.name.clone() });
+            }
+            joined.extend(memberships(&e).map(|n| (n, p.id)));
+            *slot = Some(e);
+        }
+        let mut networks = self.networks.clone();
+        let mut touched: Vec<usize> = gone.iter().chain(&joined).map(|(n, _)| *n).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for n in touched {
+            let Some(net) = networks.get_mut(n).and_then(|x| x.as_mut()) else { continue };
+            let out = |id: &PortId| gone.iter().any(|(m, g)| *m == n && g == id);
+            let mut f: Vec<PortId> = net.flood.iter().filter(|id| !out(id)).copied().collect();
+            f.extend(joined.iter().filter(|(m, _)| *m == n).map(|(_, id)| *id));
+            f.sort_unstable();
+            net.flood = f.into();
+        }
+        Ok(Topology { ports: chunks.into_boxed_slice(), networks })
     }
 
     /// The port with id `p`, if it exists.
     #[inline]
     pub fn port(&self, p: PortId) -> Option<&PortEntry> {
-        self.ports.get(p.0 as usize).and_then(|e| e.as_ref())
+        let i = p.0 as usize;
+        self.ports.get(i / CHUNK).and_then(|c| c[i % CHUNK].as_ref())
     }
 
     /// The network with id `n`, if it exists.
@@ -390,7 +465,7 @@ impl Topology {
 
     /// Every port.
     pub fn ports(&self) -> impl Iterator<Item = &PortEntry> {
-        self.ports.iter().flatten()
+        self.ports.iter().flat_map(|c| c.iter()).flatten()
     }
 
     /// Every network.
@@ -443,6 +518,84 @@ mod tests {
         assert_eq!(tp.egress[1], 200);
         assert_eq!(tp.untagged, NOT_MEMBER);
         assert_eq!(t.port(PortId(0)).unwrap().egress[..], [UNTAGGED, NOT_MEMBER]);
+    }
+
+    /// The same ports, compiled whole and patched in: entries and flood lists agree.
+    fn assert_same(patched: &Topology, whole: &Topology) {
+        let ids = |t: &Topology| t.ports().map(|e| e.spec.id).collect::<Vec<_>>();
+        assert_eq!(ids(patched), ids(whole));
+        for w in whole.ports() {
+            let p = patched.port(w.spec.id).unwrap();
+            assert_eq!(p.spec, w.spec);
+            assert_eq!((p.untagged, &p.egress, &p.vid_to_network), (w.untagged, &w.egress, &w.vid_to_network));
+        }
+        for w in whole.networks() {
+            assert_eq!(patched.network(w.spec.id).unwrap().flood, w.flood, "network {}", w.spec.name);
+        }
+    }
+
+    proptest::proptest! {
+        /// Ports put and removed one burst at a time, across chunk boundaries, give the
+        /// topology compiling them all at once gives; earlier snapshots never change.
+        #[test]
+        fn with_ports_agrees_with_a_whole_compile(
+            bursts in proptest::collection::vec(
+                proptest::collection::vec((0u16..200, 0u16..4, proptest::bool::ANY), 1..6), 1..40)
+        ) {
+            let nets = [net(0, "a"), net(1, "b"), net(3, "d")];
+            let spec = |id: u16, n: u16| match n {
+                3 => PortSpec {
+                    id: PortId(id),
+                    name: format!("t{id}"),
+                    mode: PortMode::Trunk { vlans: vec![(VlanId::new(7).unwrap(), NetworkId(1))], native: Some(NetworkId(0)) },
+                    static_macs: vec![],
+                },
+                n => access(id, &format!("p{id}"), if n == 2 { 3 } else { n }),
+            };
+            let mut have: std::collections::BTreeMap<u16, PortSpec> = Default::default();
+            let mut t = Topology::new(&nets, &[], 256).unwrap();
+            for burst in bursts {
+                let before = t.clone();
+                let before_ids: Vec<PortId> = before.ports().map(|e| e.spec.id).collect();
+                let (mut removed, mut added) = (vec![], vec![]);
+                for (id, n, put) in burst {
+                    if removed.contains(&PortId(id)) || added.iter().any(|a: &PortSpec| a.id.0 == id) {
+                        continue;
+                    }
+                    if put && !have.contains_key(&id) {
+                        added.push(spec(id, n));
+                    } else if !put && have.contains_key(&id) {
+                        removed.push(PortId(id));
+                    }
+                }
+                for r in &removed {
+                    have.remove(&r.0);
+                }
+                for a in &added {
+                    have.insert(a.id.0, a.clone());
+                }
+                t = t.with_ports(&removed, &added, 256).unwrap();
+                let all: Vec<PortSpec> = have.values().cloned().collect();
+                assert_same(&t, &Topology::new(&nets, &all, 256).unwrap());
+                proptest::prop_assert_eq!(before.ports().map(|e| e.spec.id).collect::<Vec<_>>(), before_ids);
+            }
+        }
+    }
+
+    #[test]
+    fn with_ports_refuses_what_new_refuses() {
+        let t = Topology::new(&[net(0, "a")], &[access(0, "p0", 0)], 16).unwrap();
+        let e = t.with_ports(&[], &[access(0, "again", 0)], 16).unwrap_err();
+        assert!(matches!(e, TopologyError::Duplicate { kind: "port", .. }));
+        let e = t.with_ports(&[], &[access(1, "p1", 5)], 16).unwrap_err();
+        assert_eq!(e, TopologyError::UnknownNetwork { port: "p1".into(), network: 5 });
+        let e = t.with_ports(&[], &[access(16, "p16", 0)], 16).unwrap_err();
+        assert!(matches!(e, TopologyError::IdOutOfRange { kind: "port", id: 16, .. }));
+        // Removing and putting back the same id in one burst is a replacement.
+        let t2 = t.with_ports(&[PortId(0)], &[access(0, "p0b", 0)], 16).unwrap();
+        assert_eq!(t2.port(PortId(0)).unwrap().spec.name, "p0b");
+        assert_eq!(&*t2.network(NetworkId(0)).unwrap().flood, &[PortId(0)]);
+        assert_eq!(t.port(PortId(0)).unwrap().spec.name, "p0", "the old snapshot is untouched");
     }
 
     #[test]
