@@ -137,6 +137,42 @@ fn own_frames(cfg: &Config) -> u32 {
 /// A worker's own frames when the config does not say.
 const OWN_FRAMES: u32 = 1024;
 
+/// File descriptors beside the ports' (API connections, netlink, the state files).
+const OTHER_FILES: u64 = 1024;
+/// Memory mappings per port and worker: the UMEM segment and the socket's four rings.
+const MAPS_PER_SOCKET: u64 = 5;
+/// Memory mappings beside the ports' (libraries, heap, thread stacks).
+const OTHER_MAPS: u64 = 4096;
+
+/// Makes room for `max_ports` ports on `workers` workers: each port holds a socket per
+/// worker and an XDP link (file descriptors), and each socket five mappings. Raises
+/// the open-file limit (the soft limit, and the hard one as root); says at start, not
+/// at the ten-thousandth pod, if the process or the kernel will refuse ports early.
+fn check_port_limits(max_ports: u16, workers: usize) {
+    let (ports, workers) = (u64::from(max_ports), workers as u64);
+    let files = ports * (workers + 1) + OTHER_FILES;
+    match switch_core::sys::raise_open_files(files) {
+        Ok(got) if got >= files => tracing::debug!(limit = got, "open-file limit"),
+        Ok(got) => tracing::warn!(
+            "max_ports = {ports} on {workers} worker(s) may need {files} open files but the limit is {got}: ports \
+             past about {} will be refused. Raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn) or \
+             lower max_ports",
+            got.saturating_sub(OTHER_FILES) / (workers + 1)
+        ),
+        Err(e) => tracing::warn!("reading the open-file limit: {e}"),
+    }
+    let maps = ports * workers * MAPS_PER_SOCKET + OTHER_MAPS;
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(limit) = limit.filter(|l| *l < maps) {
+        tracing::warn!(
+            "max_ports = {ports} on {workers} worker(s) may need {maps} memory mappings ({MAPS_PER_SOCKET} per port \
+             and worker) but vm.max_map_count is {limit}: ports past about {} will be refused. Raise it \
+             (sysctl -w vm.max_map_count={maps}, and in /etc/sysctl.d to keep it) or lower max_ports",
+            limit.saturating_sub(OTHER_MAPS) / (workers * MAPS_PER_SOCKET).max(1)
+        );
+    }
+}
+
 /// The CPUs that are not the workers' (all of them if the workers have every one).
 fn other_cpus(cfg: &Config) -> Vec<usize> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -202,6 +238,7 @@ impl Daemon {
         })?;
 
         let workers_n = cfg.dataplane.cores.len();
+        check_port_limits(cfg.dataplane.max_ports, workers_n);
         let routing = cfg.routing(&cfg.topology()?)?;
         let host = match &cfg.host_port {
             Some(h) => Some(crate::host::HostPort::create(h, &routing, workers_n)?),

@@ -235,3 +235,46 @@ impl Drop for Mapping {
         }
     }
 }
+
+/// Raises this process's open-file limit to `want` if it is lower: the soft limit, and
+/// the hard limit too where the process may (root: CAP_SYS_RESOURCE, up to
+/// `fs.nr_open`). Returns the soft limit now in force, which is below `want` only if
+/// the hard limit could not be raised.
+pub fn raise_open_files(want: u64) -> io::Result<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` into `r`, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r.rlim_cur >= want {
+        return Ok(r.rlim_cur);
+    }
+    let set = |cur: u64, max: u64| {
+        let n = libc::rlimit { rlim_cur: cur, rlim_max: max };
+        // SAFETY: setrlimit reads one `rlimit` from `n`, which lives across the call.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &n) == 0 }
+    };
+    if r.rlim_max < want && set(want, want) {
+        return Ok(want);
+    }
+    let cur = want.min(r.rlim_max);
+    if set(cur, r.rlim_max) {
+        Ok(cur)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn the_open_file_limit_is_raised_to_what_is_asked_within_the_hard_limit() {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as in raise_open_files.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+        assert_eq!(super::raise_open_files(r.rlim_cur / 2).unwrap(), r.rlim_cur, "never lowered");
+        if r.rlim_cur < r.rlim_max {
+            assert_eq!(super::raise_open_files(r.rlim_cur + 1).unwrap(), r.rlim_cur + 1);
+        }
+    }
+}

@@ -5,27 +5,23 @@
 //! when it runs in a namespace of its own.
 
 use super::{syscall, syscall_fd, Syscall};
-use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
 
+const SIOCGIFINDEX: u64 = 0x8933;
 const SIOCGIFMTU: u64 = 0x8921;
 const SIOCGIFHWADDR: u64 = 0x8927;
 const SIOCETHTOOL: u64 = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 
-/// The interface index of `name`, or `NotFound`.
+/// The interface index of `name` (ENODEV if there is none). Through our own socket
+/// rather than libc's `if_nametoindex`, which reports a failure to open its socket
+/// (out of file descriptors, say) as a missing interface.
 pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated string that lives across the call.
-    #[allow(unsafe_code)]
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(idx)
-    }
+    let mut r = IfReq::new(name)?;
+    r.call(SIOCGIFINDEX)?;
+    Ok(i32::from_ne_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as u32)
 }
 
 /// `struct ifreq`: the name, then a 24-byte union.

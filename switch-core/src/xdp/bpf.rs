@@ -36,13 +36,14 @@ pub struct BpfError {
 }
 
 impl BpfError {
-    fn new(what: &'static str, source: io::Error) -> BpfError {
+    pub(crate) fn new(what: &'static str, source: io::Error) -> BpfError {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) => ": loading BPF needs CAP_BPF and CAP_NET_ADMIN (run podswitchd as root)".into(),
             Some(libc::EBUSY) | Some(libc::EEXIST) => {
                 ": another XDP program is attached to this interface; remove it (`ip link set dev IF xdp off`) or stop the process that owns it".into()
             }
             Some(libc::ERANGE) => ": the MTU is too large for native XDP on this device (veth: at most 3506); lower it or use generic mode".into(),
+            Some(libc::EMFILE) => ": out of file descriptors (each port holds a socket per worker and an XDP link); raise podswitchd's open-file limit (LimitNOFILE=, ulimit -n)".into(),
             _ => String::new(),
         };
         BpfError { what, source, hint }

@@ -92,8 +92,7 @@ impl XdpShared {
     /// Attaches the program to `ifname` as `slot` (each interface its own slot, below
     /// `slots`). Sockets are inserted afterwards with [`XdpMember::insert`].
     pub fn attach(self: &std::sync::Arc<Self>, ifname: &str, slot: u32, mode: XdpMode) -> Result<XdpMember, XdpError> {
-        let ifindex = sys::netdev::ifindex(ifname)
-            .map_err(|source| XdpError::NoInterface { ifname: ifname.to_string(), source })?;
+        let ifindex = lookup(ifname)?;
         let wrap = |source| XdpError::Bpf { ifname: ifname.to_string(), source };
         if slot >= self.slots {
             return Err(wrap(BpfError {
@@ -131,8 +130,7 @@ impl XdpShared {
         mode: XdpMode,
         filter: &insn::UplinkFilter,
     ) -> Result<XdpMember, XdpError> {
-        let ifindex = sys::netdev::ifindex(ifname)
-            .map_err(|source| XdpError::NoInterface { ifname: ifname.to_string(), source })?;
+        let ifindex = lookup(ifname)?;
         let wrap = |source| XdpError::Bpf { ifname: ifname.to_string(), source };
         if slot >= self.slots {
             return Err(wrap(BpfError {
@@ -153,6 +151,14 @@ impl XdpShared {
             mode,
         })
     }
+}
+
+/// The index of `ifname`: [`XdpError::NoInterface`] if it does not exist.
+fn lookup(ifname: &str) -> Result<u32, XdpError> {
+    sys::netdev::ifindex(ifname).map_err(|source| match source.raw_os_error() {
+        Some(libc::ENODEV) => XdpError::NoInterface { ifname: ifname.to_string(), source },
+        _ => XdpError::Bpf { ifname: ifname.to_string(), source: BpfError::new("looking up the interface", source) },
+    })
 }
 
 /// One interface's share of an [`XdpShared`]. Dropping it detaches the program from

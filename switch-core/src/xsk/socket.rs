@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn socket_failure_explains_capabilities() {
         let e = with_fake(
-            |c| matches!(c, Syscall::Socket { .. }).then(|| errno(libc::EPERM)),
+            |c| matches!(c, Syscall::Socket { domain: libc::AF_XDP, .. }).then(|| errno(libc::EPERM)),
             || XskSocket::new(umem().region(), "lo", 0, None, &XskConfig::default()).unwrap_err(),
         );
         assert_eq!(e.source.raw_os_error(), Some(libc::EPERM));
