@@ -83,8 +83,10 @@ fn main() -> Result<()> {
     let socket = d.socket();
     let (hwm0, _) = memory(d.pid())?;
 
+    // Quiet (-q): a line per reply into a pipe nobody reads until the end fills it
+    // after about 1,000 replies, and ping then blocks instead of sending.
     let pinger = Command::new("ip")
-        .args(["netns", "exec", pa.name(), "ping", "-i", "0.005", "-W", "1", "198.18.0.2"])
+        .args(["netns", "exec", pa.name(), "ping", "-q", "-i", "0.005", "-W", "1", "198.18.0.2"])
         .stdout(Stdio::piped())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(500));
