@@ -30,6 +30,20 @@ pub fn key(network: NetworkId, mac: EthernetAddress) -> u64 {
     (u64::from(network.0) << 48) | mac.to_u64()
 }
 
+/// True if port `port` of `topology` is in the network of table key `k`.
+fn member(topology: &Topology, port: PortId, k: u64) -> bool {
+    let net = (k >> 48) as usize;
+    topology.port(port).and_then(|p| p.egress.get(net)).is_some_and(|x| *x != super::topology::NOT_MEMBER)
+}
+
+/// The keys of port `id`'s static MACs in each of its networks, in `topology`.
+fn static_keys(topology: &Topology, id: PortId) -> Vec<u64> {
+    topology.port(id).map_or_else(Vec::new, |p| {
+        let nets = p.egress.iter().enumerate().filter(|(_, e)| **e != super::topology::NOT_MEMBER);
+        nets.flat_map(|(n, _)| p.spec.static_macs.iter().map(move |m| key(NetworkId(n as u16), *m))).collect()
+    })
+}
+
 /// Last-seen times (seconds on the daemon's clock) of learned entries.
 ///
 /// Thread-safety: workers store, the learner loads and stores; all relaxed, since a
@@ -190,36 +204,16 @@ impl Learner {
         let mut statics = FxHashMap::default();
         self.contested = false;
         for p in topology.ports() {
-            for (net, e) in p.egress.iter().enumerate() {
-                if *e == super::topology::NOT_MEMBER {
-                    continue;
-                }
-                for mac in &p.spec.static_macs {
-                    let e = FdbEntry { port: p.spec.id, peer: LOCAL, slot: STATIC };
-                    self.contested |= statics.insert(key(NetworkId(net as u16), *mac), e).is_some();
-                }
+            for k in static_keys(topology, p.spec.id) {
+                let e = FdbEntry { port: p.spec.id, peer: LOCAL, slot: STATIC };
+                self.contested |= statics.insert(k, e).is_some();
             }
         }
-        let mut changed = statics != self.statics;
+        let changed = statics != self.statics;
         self.statics = statics;
-        let stale: Vec<u64> = self
-            .learned
-            .iter()
-            .filter(|(k, e)| {
-                let net = (*k >> 48) as usize;
-                let gone = !e.is_remote()
-                    && topology
-                        .port(e.port)
-                        .is_none_or(|p| p.egress.get(net).is_none_or(|x| *x == super::topology::NOT_MEMBER));
-                gone || self.statics.contains_key(k)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
-            self.remove(k);
-            changed = true;
-        }
-        changed
+        let stale = self
+            .learned_where(|k, e| (!e.is_remote() && !member(topology, e.port, k)) || self.statics.contains_key(&k));
+        self.forget(stale) || changed
     }
 
     /// What [`sync_topology`](Learner::sync_topology) does, for the ports in `changed`
@@ -232,15 +226,9 @@ impl Learner {
         if self.contested {
             return self.sync_topology(topology);
         }
-        let statics = |t: &Topology, id: PortId| -> Vec<u64> {
-            t.port(id).map_or_else(Vec::new, |p| {
-                let nets = p.egress.iter().enumerate().filter(|(_, e)| **e != super::topology::NOT_MEMBER);
-                nets.flat_map(|(n, _)| p.spec.static_macs.iter().map(move |m| key(NetworkId(n as u16), *m))).collect()
-            })
-        };
         let mut any = false;
         for id in changed {
-            for k in statics(old, *id) {
+            for k in static_keys(old, *id) {
                 if self.statics.get(&k).is_none_or(|e| e.port != *id) {
                     return self.sync_topology(topology);
                 }
@@ -250,7 +238,7 @@ impl Learner {
         }
         let mut now_static = Vec::new();
         for id in changed {
-            for k in statics(topology, *id) {
+            for k in static_keys(topology, *id) {
                 let e = FdbEntry { port: *id, peer: LOCAL, slot: STATIC };
                 if self.statics.insert(k, e).is_some() {
                     return self.sync_topology(topology);
@@ -259,25 +247,10 @@ impl Learner {
                 any = true;
             }
         }
-        let stale: Vec<u64> = self
-            .learned
-            .iter()
-            .filter(|(k, e)| {
-                let net = (*k >> 48) as usize;
-                let gone = !e.is_remote()
-                    && changed.contains(&e.port)
-                    && topology
-                        .port(e.port)
-                        .is_none_or(|p| p.egress.get(net).is_none_or(|x| *x == super::topology::NOT_MEMBER));
-                gone || now_static.contains(k)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
-            self.remove(k);
-            any = true;
-        }
-        any
+        let stale = self.learned_where(|k, e| {
+            (!e.is_remote() && changed.contains(&e.port) && !member(topology, e.port, k)) || now_static.contains(&k)
+        });
+        self.forget(stale) || any
     }
 
     /// Forgets MACs learned behind remote nodes that no longer carry their network
@@ -286,22 +259,27 @@ impl Learner {
     pub fn sync_tunnel(&mut self, tunnel: &super::Tunnel) -> bool {
         let addrs: Vec<std::net::IpAddr> = tunnel.peers.iter().map(|p| p.spec.underlay).collect();
         let renamed = |i: u16| self.peer_addrs.get(usize::from(i)) != addrs.get(usize::from(i));
-        let stale: Vec<u64> = self
-            .learned
-            .iter()
-            .filter(|(k, e)| {
-                e.is_remote()
-                    && (renamed(e.peer)
-                        || tunnel.l2_of(NetworkId((*k >> 48) as u16)).is_none_or(|v| !v.peers.contains(&e.peer)))
-            })
-            .map(|(k, _)| *k)
-            .collect();
+        let stale = self.learned_where(|k, e| {
+            e.is_remote()
+                && (renamed(e.peer)
+                    || tunnel.l2_of(NetworkId((k >> 48) as u16)).is_none_or(|v| !v.peers.contains(&e.peer)))
+        });
         self.peer_addrs = addrs;
-        let changed = !stale.is_empty();
-        for k in stale {
+        self.forget(stale)
+    }
+
+    /// The keys of the learned entries for which `f` holds.
+    fn learned_where(&self, f: impl Fn(u64, &FdbEntry) -> bool) -> Vec<u64> {
+        self.learned.iter().filter(|(k, e)| f(**k, e)).map(|(k, _)| *k).collect()
+    }
+
+    /// Removes the learned entries `keys`; returns true if there were any.
+    fn forget(&mut self, keys: Vec<u64>) -> bool {
+        let any = !keys.is_empty();
+        for k in keys {
             self.remove(k);
         }
-        changed
+        any
     }
 
     fn remove(&mut self, k: u64) {
@@ -340,10 +318,7 @@ impl Learner {
     /// port took), and an entry for it would send the MAC's traffic to the wrong port
     /// until it aged out. Returns true if the table changed.
     pub fn learn(&mut self, ev: LearnEvent, now_s: u32, topology: &Topology) -> bool {
-        let member = |p: &super::topology::PortEntry| {
-            p.egress.get(usize::from(ev.network.0)).is_some_and(|x| *x != super::topology::NOT_MEMBER)
-        };
-        if ev.peer == LOCAL && !topology.port(ev.port).is_some_and(member) {
+        if ev.peer == LOCAL && !member(topology, ev.port, key(ev.network, ev.mac)) {
             return false;
         }
         self.apply(ev, now_s)
