@@ -101,8 +101,13 @@ fn lowest_free(used: &BTreeMap<String, u16>) -> u16 {
             *w |= 1 << (id % 64);
         }
     }
-    let word = taken.iter().position(|w| *w != u64::MAX).unwrap_or(taken.len());
-    (word * 64 + taken.get(word).map_or(0, |w| w.trailing_ones() as usize)) as u16
+    first_clear(&taken)
+}
+
+/// The lowest bit that is clear in `words` (bit i of word w is id 64 × w + i).
+fn first_clear(words: &[u64]) -> u16 {
+    let word = words.iter().position(|w| *w != u64::MAX).unwrap_or(words.len());
+    (word * 64 + words.get(word).map_or(0, |w| w.trailing_ones() as usize)) as u16
 }
 
 impl Desired {
@@ -144,8 +149,7 @@ impl Desired {
 
     /// The id a new port would get.
     pub fn next_port_id(&self) -> u16 {
-        let word = self.port_ids.iter().position(|w| *w != u64::MAX).unwrap_or(self.port_ids.len());
-        (word * 64 + self.port_ids.get(word).map_or(0, |w| w.trailing_ones() as usize)) as u16
+        first_clear(&self.port_ids)
     }
 
     fn mark_port_id(&mut self, id: u16, used: bool) {

@@ -21,7 +21,7 @@ const ETHTOOL_STXCSUM: u32 = 0x17;
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let mut r = IfReq::new(name)?;
     r.call(SIOCGIFINDEX)?;
-    Ok(i32::from_ne_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as u32)
+    Ok(r.int() as u32)
 }
 
 /// `struct ifreq`: the name, then a 24-byte union.
@@ -41,6 +41,11 @@ impl IfReq {
         Ok(r)
     }
 
+    /// The union's first member as an `int` (ifr_ifindex, ifr_mtu).
+    fn int(&self) -> i32 {
+        i32::from_ne_bytes([self.data[0], self.data[1], self.data[2], self.data[3]])
+    }
+
     fn call(&mut self, request: u64) -> io::Result<()> {
         let sock = syscall_fd(Syscall::Socket { domain: libc::AF_INET, ty: libc::SOCK_DGRAM | libc::SOCK_CLOEXEC })?;
         // SAFETY: IfReq is repr(C) bytes; viewing it as a byte slice is sound.
@@ -54,7 +59,7 @@ impl IfReq {
 pub fn mtu(name: &str) -> io::Result<u32> {
     let mut r = IfReq::new(name)?;
     r.call(SIOCGIFMTU)?;
-    Ok(i32::from_ne_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as u32)
+    Ok(r.int() as u32)
 }
 
 /// The interface's hardware address (a `struct sockaddr`: family, then the bytes).
