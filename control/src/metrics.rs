@@ -102,7 +102,7 @@ pub fn render(view: &View) -> String {
         }
     }
     type WorkerField = fn(&switch_core::stats::WorkerStats) -> u64;
-    let worker_counters: [(&str, &str, &str, WorkerField); 21] = [
+    let worker_counters: [(&str, &str, &str, WorkerField); 22] = [
         ("podswitch_worker_busy_loops_total", "counter", "Poll loops that found packets.", |w| w.busy_loops.get()),
         ("podswitch_worker_idle_loops_total", "counter", "Poll loops that found none.", |w| w.idle_loops.get()),
         ("podswitch_worker_batches_total", "counter", "Batches processed.", |w| w.batches.get()),
@@ -128,6 +128,9 @@ pub fn render(view: &View) -> String {
             w.l3.echo_replies.get()
         }),
         ("podswitch_l3_icmp_errors_total", "counter", "ICMP errors sent.", |w| w.l3.icmp_errors.get()),
+        ("podswitch_l3_fragments_total", "counter", "IPv4 fragments made of routed packets without DF.", |w| {
+            w.l3.fragments.get()
+        }),
         ("podswitch_l3_icmp_rate_limited_total", "counter", "ICMP errors held back by the rate limit.", |w| {
             w.l3.icmp_rate_limited.get()
         }),

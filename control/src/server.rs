@@ -757,16 +757,19 @@ fn decision(
         Next::L2 => format!("network {net}"),
         Next::Port(p) => format!("send on {}", port_name(ports, p)),
         Next::Raw(p) => format!("to a remote node, on {}", port_name(ports, p)),
-        Next::Vtep(i) => format!(
-            "to remote node {} in network {net}'s VNI",
-            peers.get(usize::from(i)).cloned().unwrap_or_else(|| format!("#{i}"))
-        ),
+        Next::Vtep(i) => format!("to remote node {} in network {net}'s VNI", peer_name(peers, i)),
+        Next::Fragment(p) => format!("send on {} in IPv4 fragments", port_name(ports, p)),
+        Next::FragmentToPeer(i) => format!("to remote node {} in IPv4 fragments", peer_name(peers, i)),
         Next::Flood => format!("flood in network {net}"),
         Next::L3 => format!("to network {net}'s gateway"),
         Next::Consumed => "answered by the switch".into(),
         Next::Parked => "parked until the next hop resolves".into(),
         Next::Drop(r) => format!("drop: {}", r.name()),
     }
+}
+
+fn peer_name(peers: &[String], i: u16) -> String {
+    peers.get(usize::from(i)).cloned().unwrap_or_else(|| format!("#{i}"))
 }
 
 type CaptureStream = Pin<Box<dyn Stream<Item = Result<pb::CaptureChunk, Status>> + Send>>;

@@ -89,7 +89,8 @@ drop_reasons! {
     NeighFailed => "neigh_failed", "Next hop did not answer ARP/ND (unreachable sent if allowed).";
     NeighQueueFull => "neigh_queue_full", "Next hop unresolved and the waiting queue is full.";
     NeighTimeout => "neigh_timeout", "Waited too long for its next hop to resolve.";
-    FragNeeded => "frag_needed", "Larger than the next hop's MTU (fragmentation needed / packet too big sent if DF or IPv6).";
+    FragNeeded => "frag_needed", "Larger than the next hop's MTU: DF set or IPv6 (fragmentation needed / packet too big sent), or more than 32 fragments.";
+    FragNoFrame => "frag_no_frame", "No free frames for the fragments of a packet without DF (the whole packet is dropped).";
     NoFrame => "no_frame", "No free frame to build a packet the switch sends itself.";
     UnderlayUnsupported => "underlay_unsupported", "On the uplink, neither IPv4 nor IPv6 (the uplink's XDP program passes those to the kernel).";
     UnderlayNotOurs => "underlay_not_ours", "On the uplink, not to this node's VTEP address and VXLAN port.";
@@ -179,6 +180,9 @@ pub struct L3Counters {
     pub released: Counter,
     /// Neighbour events lost because the queue to control was full.
     pub neigh_events_lost: Counter,
+    /// Fragments made of routed IPv4 packets without DF that were larger than the next
+    /// hop's MTU (each one counted, the first included).
+    pub fragments: Counter,
     /// Packets sent to a remote node (VXLAN-encapsulated, or routed over the underlay).
     pub to_peers: Counter,
     /// Packets received from remote nodes (decapsulated, or routed in from the underlay).

@@ -141,11 +141,25 @@ fn worker_loop_allocates_nothing_once_started() {
 }
 
 fn udp4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    sized_udp4(src_mac, dst_mac, src, dst, ttl, 32, true)
+}
+
+fn sized_udp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    len: usize,
+    df: bool,
+) -> Vec<u8> {
+    let mut ip = etherparse::Ipv4Header::new(0, ttl, etherparse::IpNumber::UDP, src, dst).unwrap();
+    ip.dont_fragment = df;
     let mut f = Vec::new();
     etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, ttl)
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
         .udp(1, 2)
-        .write(&mut f, &[7; 32])
+        .write(&mut f, &vec![7; len])
         .unwrap();
     f
 }
@@ -193,7 +207,8 @@ fn routing_loop_allocates_nothing_once_started() {
     let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 8, pending: 64 };
     let mut w = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues.clone(), Clock::new());
     // Routed both ways, TTL 1 (time exceeded), no route (unreachable), an echo to the
-    // gateway.
+    // gateway, and packets without DF too big for port 1 (three fragments each; a
+    // third of a batch, more than port 1's queue holds).
     let mut echo = Vec::new();
     etherparse::PacketBuilder::ethernet2(ma, gw_a)
         .ipv4([198, 18, 1, 10], [198, 18, 1, 1], 64)
@@ -205,10 +220,12 @@ fn routing_loop_allocates_nothing_once_started() {
         udp4(ma, gw_a, [198, 18, 1, 10], [198, 18, 2, 20], 1),
         udp4(ma, gw_a, [198, 18, 1, 10], [10, 9, 9, 9], 64),
         echo,
+        sized_udp4(ma, gw_a, [198, 18, 1, 10], [198, 18, 2, 20], 64, 1200, false),
+        sized_udp4(ma, gw_a, [198, 18, 1, 10], [198, 18, 2, 20], 64, 1200, false),
     ];
     w.add_port(PortId(0), Port::Memory(MemoryPort::replaying("p0", a)));
     let b = vec![udp4(mb, gw_b, [198, 18, 2, 20], [198, 18, 1, 10], 64)];
-    w.add_port(PortId(1), Port::Memory(MemoryPort::replaying("p1", b)));
+    w.add_port(PortId(1), Port::Memory(MemoryPort::replaying("p1", b).with_max_frame(514)));
     w.poll_once(0);
 
     let (packets, allocs) = poll_counting(&mut w);
@@ -217,6 +234,10 @@ fn routing_loop_allocates_nothing_once_started() {
     let s = w.stats();
     assert!(s.l3.routed.get() > 50_000, "routed {}", s.l3.routed.get());
     assert!(s.l3.icmp_errors.get() > 0 && s.l3.echo_replies.get() > 0);
+    assert!(s.l3.fragments.get() > 50_000, "fragments {}", s.l3.fragments.get());
+    let drops = |r| s.drops[r as usize].get();
+    use switch_core::stats::DropReason::{FragNeeded, FragNoFrame, TxRingFull};
+    assert_eq!((drops(FragNeeded), drops(FragNoFrame), drops(TxRingFull)), (0, 0, 0));
     let acct = w.account();
     assert!(acct.balanced(), "{acct}");
 }

@@ -200,6 +200,11 @@ fn errors_come_back_from_the_gateway() {
             assert!(t.contains(&format!("From {gw}")) && t.contains("Time to live exceeded"), "{t}");
             let t = output(&a, "ping", &["-c", "1", "-W", "2", "198.19.9.9"]);
             assert!(t.contains("Destination Net Unreachable"), "{t}");
+            // Without DF the gateway fragments it, and b's reassembled answer comes
+            // back (b's own kernel fragments that to its 1400-byte MTU). First, before
+            // a's kernel learns the path MTU and fragments by itself.
+            let t = output(&a, "ping", &["-c", "2", "-W", "2", "-M", "dont", "-s", "1500", dst]);
+            assert!(t.contains("2 received"), "{t}");
             let t = output(&a, "ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1500", dst]);
             assert!(t.contains("Frag needed and DF set (mtu = 1400)"), "{t}");
             assert!(a.ping(dst, 1).unwrap(), "small packets still go");
@@ -211,10 +216,17 @@ fn errors_come_back_from_the_gateway() {
             assert!(t.contains("Destination unreachable: No route"), "{t}");
             let t = output(&a, "ping", &["-c", "1", "-W", "2", "-s", "1500", dst]);
             assert!(t.contains("Packet too big: mtu=1400"), "{t}");
+            // a's kernel learned the path MTU and fragments the next one itself.
+            let t = output(&a, "ping", &["-c", "2", "-W", "2", "-s", "1500", dst]);
+            assert!(t.contains("2 received"), "{t}");
         }
         let m = node.metrics().unwrap();
         assert!(m.drops("ttl_exceeded") >= 1 && m.drops("no_route") >= 1 && m.drops("frag_needed") >= 1);
         assert!(m.sum("podswitch_l3_icmp_errors_total", &[]) >= 3);
+        if f.v4() {
+            assert!(m.sum("podswitch_l3_fragments_total", &[]) >= 4, "two pings in two fragments each");
+        }
+        assert_eq!(m.drops("frag_no_frame"), 0);
     }
 }
 

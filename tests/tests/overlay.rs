@@ -3,7 +3,8 @@
 //! 2001:db8:ff::1 and ::2). Pods reach each other through VXLAN over an IPv4 and over
 //! an IPv6 underlay, and in direct-routing mode; a kernel `vxlan` node interoperates;
 //! malformed VXLAN is counted; the node keeps its own traffic with the switch stopped;
-//! packets too big for the tunnel get fragmentation needed with the tunnel's MTU. Three
+//! packets too big for the tunnel get fragmentation needed with the tunnel's MTU, or
+//! without DF go in fragments. Three
 //! nodes on a bridged underlay share networks stretched as L2 VNIs.
 
 use podswitch_tests::raw::RawSocket;
@@ -157,7 +158,7 @@ fn the_node_keeps_its_own_traffic_on_the_uplink() {
 }
 
 #[test]
-fn too_big_for_the_tunnel_gets_fragmentation_needed_with_mtu_1450() {
+fn too_big_for_the_tunnel_gets_fragmentation_needed_with_mtu_1450_or_fragments() {
     if !root_or_skip() {
         return;
     }
@@ -165,6 +166,12 @@ fn too_big_for_the_tunnel_gets_fragmentation_needed_with_mtu_1450() {
     let (a, _b, pa, pb) = two_nodes("vxlan", false, 1500);
     let dst = pb.v4.clone().unwrap();
     assert!(ping_until(&pa, &dst));
+    // Without DF the switch sends it in two fragments, each in VXLAN of its own, and
+    // the remote pod reassembles it (first, before the pod learns the path MTU).
+    let out = pa.ns.exec("ping", &["-c", "2", "-W", "2", "-M", "dont", "-s", "1472", &dst]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 received"), "a 1500-byte ping without DF passes in fragments:\n{text}");
+    assert!(a.metrics().unwrap().sum("podswitch_l3_fragments_total", &[]) >= 4);
     let out = pa.ns.exec("ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1423", &dst]).unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "a 1451-byte DF ping must not pass:\n{text}");

@@ -16,10 +16,10 @@
 //! [`Pending`](super::Pending) queue, and control is told once; `release` finishes it
 //! when the neighbour table changes.
 
-use super::{tunnel, Ctx, Meta, Next, Outputs};
+use super::{output, tunnel, Ctx, Meta, Next, Outputs};
 use crate::port::Desc;
 use crate::stats::DropReason;
-use crate::tables::topology::{Gateway, NetworkEntry, NOT_MEMBER, UNTAGGED};
+use crate::tables::topology::{Gateway, NetworkEntry};
 use crate::tables::{Hop, NeighEvent, NeighKey, NeighState, NetworkId, PortId};
 use crate::wire::icmpv6::PrefixInfo;
 use crate::wire::{checksum, icmp, icmpv6, read_u16, EtherType, EthernetAddress, IpProtocol, Ipv4Packet};
@@ -77,15 +77,6 @@ impl Memo {
 }
 
 #[inline]
-fn l2_len(m: &Meta) -> usize {
-    if m.tagged {
-        18
-    } else {
-        14
-    }
-}
-
-#[inline]
 fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
@@ -105,7 +96,7 @@ fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, memo: &mut 
         m.next = Next::Drop(DropReason::L3Unsupported);
         return;
     };
-    let l2 = l2_len(m);
+    let l2 = m.l2_len();
     let ethertype = read_u16(ctx.umem.data(d.addr, d.len), l2 - 2);
     m.next = match EtherType(ethertype) {
         EtherType::ARP => arp(ctx, d, m, l2, gw),
@@ -340,14 +331,7 @@ fn adjacency(
     let tables = ctx.tables;
     let egw = tables.topology.network(egress).and_then(|n| n.spec.gateway.as_ref())?;
     let port = port.or_else(|| tables.fdb.lookup(egress, mac).map(|e| e.port));
-    let mtu = match port {
-        Some(p) => {
-            let tag =
-                tables.topology.port(p).and_then(|e| e.egress.get(egress.0 as usize).copied()).unwrap_or(NOT_MEMBER);
-            out.max_frame(p).saturating_sub(14 + if tag == UNTAGGED || tag == NOT_MEMBER { 0 } else { 4 })
-        }
-        None => u32::MAX,
-    };
+    let mtu = port.map_or(u32::MAX, |p| output::ip_mtu(ctx, out, p, egress));
     Some(Adjacency { egress, port, mac, src: egw.mac, mtu })
 }
 
@@ -355,10 +339,12 @@ fn adjacency(
 /// rewrite, egress port.
 #[inline]
 fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: bool) -> Next {
-    let l2 = l2_len(m);
-    if let Some(error) = too_big(ctx, d, m, l2, v6, adj.mtu) {
-        return error;
-    }
+    let l2 = m.l2_len();
+    let fragment = match fits(ctx, d, m, l2, v6, adj.mtu) {
+        Fit::Whole => false,
+        Fit::InFragments => true,
+        Fit::No(next) => return next,
+    };
     let b = ctx.umem.data_mut(d.addr, d.len);
     decrement_ttl(b, l2, v6);
     b[0..6].copy_from_slice(&adj.mac.0);
@@ -367,15 +353,24 @@ fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: boo
     m.routed = true;
     ctx.stats.l3.routed.add(1);
     match adj.port {
+        Some(p) if fragment => Next::Fragment(p),
         Some(p) => Next::Port(p),
+        // Flooded: the MTU is not known (u32::MAX), so never in fragments.
         None => Next::Flood,
     }
 }
 
-/// If the packet is larger than `mtu`, what becomes of it: fragmentation needed or
-/// packet too big to its sender, or a drop. None if it fits.
+/// How a routed packet fits its next hop's MTU.
+enum Fit {
+    Whole,
+    /// Too big, but IPv4 without DF: the output stage fragments it.
+    InFragments,
+    /// Too big: fragmentation needed or packet too big to its sender, or a drop.
+    No(Next),
+}
+
 #[inline]
-fn too_big(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: u32) -> Option<Next> {
+fn fits(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: u32) -> Fit {
     let b = ctx.umem.data(d.addr, d.len);
     let (len, df) = if v6 {
         (40 + u32::from(read_u16(b, l2 + 4)), true)
@@ -383,16 +378,17 @@ fn too_big(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: 
         (u32::from(read_u16(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
     };
     if len <= mtu {
-        return None;
+        return Fit::Whole;
+    }
+    if !df {
+        return Fit::InFragments;
     }
     let tables = ctx.tables;
     let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
-    Some(match (v6, df, in_gw) {
-        (true, _, Some(gw)) => error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, mtu, gw, DropReason::FragNeeded),
-        (false, true, Some(_)) => {
-            error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, mtu as u16, DropReason::FragNeeded)
-        }
-        _ => Next::Drop(DropReason::FragNeeded),
+    Fit::No(match (v6, in_gw) {
+        (true, Some(gw)) => error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, mtu, gw, DropReason::FragNeeded),
+        (false, Some(_)) => error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, mtu as u16, DropReason::FragNeeded),
+        (_, None) => Next::Drop(DropReason::FragNeeded),
     })
 }
 
@@ -419,12 +415,18 @@ fn to_peer(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, l2: usize, i: u16, v6:
     if peer.header.is_none() {
         return Next::Drop(DropReason::PeerUnresolved);
     }
-    if let Some(error) = too_big(ctx, d, m, l2, v6, peer.mtu) {
-        return error;
-    }
+    let fragment = match fits(ctx, d, m, l2, v6, peer.mtu) {
+        Fit::Whole => false,
+        Fit::InFragments => true,
+        Fit::No(next) => return next,
+    };
     decrement_ttl(ctx.umem.data_mut(d.addr, d.len), l2, v6);
     m.routed = true;
     ctx.stats.l3.routed.add(1);
+    if fragment {
+        // Counted as sent to the peer per fragment, by the output stage.
+        return Next::FragmentToPeer(i);
+    }
     ctx.stats.l3.to_peers.add(1);
     tunnel::encap(ctx, d, l2, local, peer, v6)
 }
@@ -805,7 +807,7 @@ fn error6(
 
 /// The ICMP error for a parked packet whose neighbour failed.
 pub(super) fn neigh_failed(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, v6: bool) -> Next {
-    let l2 = l2_len(m);
+    let l2 = m.l2_len();
     if v6 {
         let tables = ctx.tables;
         match tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref()) {

@@ -22,6 +22,7 @@
 
 mod classify;
 mod control;
+mod fragment;
 mod l2;
 mod l3;
 mod output;
@@ -48,6 +49,12 @@ pub enum Next {
     L2,
     /// Send on this port.
     Port(PortId),
+    /// Send on this port in IPv4 fragments that fit its MTU (routed, without DF, too
+    /// big for it).
+    Fragment(PortId),
+    /// Send to this remote node in IPv4 fragments that fit the tunnel's MTU, each
+    /// encapsulated (routed, without DF, too big for it).
+    FragmentToPeer(u16),
     /// Send on this port as it is, outside any network (to a remote node, on the
     /// uplink).
     Raw(PortId),
@@ -85,6 +92,18 @@ pub struct Meta {
     pub peer: u16,
     /// The next step.
     pub next: Next,
+}
+
+impl Meta {
+    /// Bytes of Ethernet header (and tag) in front of the L3 header.
+    #[inline]
+    pub(super) fn l2_len(&self) -> usize {
+        if self.tagged {
+            18
+        } else {
+            14
+        }
+    }
 }
 
 impl Default for Meta {

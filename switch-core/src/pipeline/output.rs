@@ -1,6 +1,7 @@
-//! Output: frames to their ports' queues, with VLAN tags made to fit each port, and
-//! copies for floods.
+//! Output: frames to their ports' queues, with VLAN tags made to fit each port, copies
+//! for floods, and fragments of IPv4 packets too big for their next hop.
 
+use super::fragment::{self, MAX_FRAGMENTS};
 use super::{Batch, Ctx, Meta, Next, BATCH_SIZE};
 use crate::port::Desc;
 use crate::stats::DropReason;
@@ -9,10 +10,16 @@ use crate::tables::{NetworkId, PortId};
 use crate::wire::EtherType;
 use crate::xsk::port_segment;
 
+/// Frames queued beyond a port's [`BATCH_SIZE`], for all ports together.
+const SPILL: usize = 4 * BATCH_SIZE;
+
 /// Frames gathered per output port during one batch.
 ///
-/// Each input frame yields at most one frame per output port, so a queue never holds
-/// more than [`BATCH_SIZE`]; the vectors are allocated once, at that capacity.
+/// Each input frame yields at most one frame per output port, except when it leaves in
+/// fragments, so a queue mostly holds at most [`BATCH_SIZE`]: the vectors are allocated
+/// once, at that capacity. What goes beyond (fragments) waits in a spill queue shared
+/// by all ports, drained after them; when that is full too, frames are dropped as
+/// `tx_ring_full`. Nothing allocates after `new`.
 #[derive(Debug)]
 pub struct Outputs {
     queues: Box<[Vec<Desc>]>,
@@ -20,6 +27,10 @@ pub struct Outputs {
     max_frame: Box<[u32]>,
     /// Ports with something queued, in the order they were first used.
     dirty: Vec<PortId>,
+    /// Frames for ports whose queue was full, in the order they came.
+    spill: Vec<(PortId, Desc)>,
+    /// One port's spilled frames, gathered for its send.
+    spilled: Vec<Desc>,
 }
 
 impl Outputs {
@@ -29,6 +40,8 @@ impl Outputs {
             queues: (0..max_ports).map(|_| Vec::with_capacity(BATCH_SIZE)).collect(),
             max_frame: vec![0; max_ports].into_boxed_slice(),
             dirty: Vec::with_capacity(max_ports),
+            spill: Vec::with_capacity(SPILL),
+            spilled: Vec::with_capacity(SPILL),
         }
     }
 
@@ -43,16 +56,27 @@ impl Outputs {
         self.max_frame[port.0 as usize] = bytes;
     }
 
+    /// Queues `d` on `port`; false (the caller frees and counts it) if there is no
+    /// room left.
     #[inline]
-    fn push(&mut self, port: PortId, d: Desc) {
+    fn push(&mut self, port: PortId, d: Desc) -> bool {
         let q = &mut self.queues[port.0 as usize];
-        if q.is_empty() {
-            self.dirty.push(port);
+        if q.len() < BATCH_SIZE {
+            if q.is_empty() {
+                self.dirty.push(port);
+            }
+            q.push(d);
+            true
+        } else if self.spill.len() < SPILL {
+            self.spill.push((port, d));
+            true
+        } else {
+            false
         }
-        q.push(d);
     }
 
-    /// Hands each non-empty queue to `send`, then empties them.
+    /// Hands each non-empty queue to `send`, then empties them; a port with spilled
+    /// frames gets a second send with those.
     #[inline]
     pub fn drain(&mut self, mut send: impl FnMut(PortId, &[Desc])) {
         for p in self.dirty.drain(..) {
@@ -60,6 +84,38 @@ impl Outputs {
             send(p, q);
             q.clear();
         }
+        while let Some(&(port, _)) = self.spill.first() {
+            let spilled = &mut self.spilled;
+            self.spill.retain(|&(p, d)| {
+                if p == port {
+                    spilled.push(d);
+                }
+                p != port
+            });
+            send(port, spilled);
+            spilled.clear();
+        }
+    }
+}
+
+/// The largest IP packet `port` sends in `network`: its largest frame less the
+/// Ethernet header and the tag the port puts on the network's frames.
+#[inline]
+pub(super) fn ip_mtu(ctx: &Ctx<'_>, out: &Outputs, port: PortId, network: NetworkId) -> u32 {
+    let tag =
+        ctx.tables.topology.port(port).and_then(|e| e.egress.get(network.0 as usize).copied()).unwrap_or(NOT_MEMBER);
+    out.max_frame(port).saturating_sub(14 + if tag == UNTAGGED || tag == NOT_MEMBER { 0 } else { 4 })
+}
+
+/// The segment to take frames from for copies that leave by `port`: the port's own
+/// (so that its send need not copy again), or the worker's if it has none.
+#[inline]
+fn copy_segment(ctx: &Ctx<'_>, port: PortId) -> u32 {
+    let seg = port_segment(port.0);
+    if ctx.umem.has_segment(seg) {
+        seg
+    } else {
+        0
     }
 }
 
@@ -112,9 +168,11 @@ fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u1
             ctx.umem.free(d.addr);
             false
         }
+        Some(d) if out.push(port, d) => true,
         Some(d) => {
-            out.push(port, d);
-            true
+            ctx.stats.drop(DropReason::TxRingFull);
+            ctx.umem.free(d.addr);
+            false
         }
         None => {
             ctx.stats.drop(DropReason::VlanTruncated);
@@ -133,9 +191,7 @@ fn flood_copy(ctx: &mut Ctx<'_>, d: Desc, left: usize, to: PortId) -> Option<Des
     if left == 0 {
         return Some(d);
     }
-    let seg = port_segment(to.0);
-    let seg = if ctx.umem.has_segment(seg) { seg } else { 0 };
-    let copy = ctx.umem.clone_into(seg, d.addr, d.len).map(|addr| Desc { addr, len: d.len });
+    let copy = ctx.umem.clone_into(copy_segment(ctx, to), d.addr, d.len).map(|addr| Desc { addr, len: d.len });
     if copy.is_none() {
         ctx.stats.drop(DropReason::FloodNoFrame);
     }
@@ -163,16 +219,45 @@ fn to_vtep(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, peer: u16) ->
         },
     };
     match sent {
-        Ok(f) => {
-            out.push(local.uplink, f);
+        Ok(f) if out.push(local.uplink, f) => {
             ctx.stats.l3.to_peers.add(1);
             Some(local.uplink)
+        }
+        Ok(f) => {
+            ctx.stats.drop(DropReason::TxRingFull);
+            ctx.umem.free(f.addr);
+            None
         }
         Err((f, r)) => {
             ctx.stats.drop(r);
             ctx.umem.free(f.addr);
             None
         }
+    }
+}
+
+/// Sends the routed IPv4 packet `d` to remote node `i` in fragments that fit the
+/// tunnel's MTU, each encapsulated on its own.
+fn to_peer_in_fragments(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, i: u16) {
+    let tunnel = &*ctx.tables.tunnel;
+    let (Some(local), Some(peer)) = (tunnel.local.as_ref(), tunnel.peer(i)) else {
+        return one(ctx, out, d, Meta { next: Next::Drop(DropReason::NoRoute), ..m });
+    };
+    let l2 = m.l2_len();
+    let mut rest = [Desc::default(); MAX_FRAGMENTS - 1];
+    let mut first = d;
+    match fragment::split(ctx.umem, &mut first, l2, peer.mtu, copy_segment(ctx, local.uplink), &mut rest) {
+        Ok(n) => {
+            ctx.stats.l3.fragments.add(n as u64 + 1);
+            for mut f in std::iter::once(first).chain(rest[..n].iter().copied()) {
+                let next = super::tunnel::encap(ctx, &mut f, l2, local, peer, false);
+                if let Next::Raw(_) = next {
+                    ctx.stats.l3.to_peers.add(1);
+                }
+                one(ctx, out, f, Meta { next, ..m });
+            }
+        }
+        Err(r) => one(ctx, out, d, Meta { next: Next::Drop(r), ..m }),
     }
 }
 
@@ -197,10 +282,26 @@ pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
             if d.len > out.max_frame[p.0 as usize] {
                 ctx.stats.drop(DropReason::TooBig);
                 ctx.umem.free(d.addr);
-            } else {
-                out.push(p, d);
+            } else if !out.push(p, d) {
+                ctx.stats.drop(DropReason::TxRingFull);
+                ctx.umem.free(d.addr);
             }
         }
+        Next::Fragment(p) => {
+            let mtu = ip_mtu(ctx, out, p, NetworkId(m.network));
+            let mut rest = [Desc::default(); MAX_FRAGMENTS - 1];
+            let mut first = d;
+            match fragment::split(ctx.umem, &mut first, m.l2_len(), mtu, copy_segment(ctx, p), &mut rest) {
+                Ok(n) => {
+                    ctx.stats.l3.fragments.add(n as u64 + 1);
+                    for f in std::iter::once(first).chain(rest[..n].iter().copied()) {
+                        emit(ctx, out, p, f, m.network, m.tagged);
+                    }
+                }
+                Err(r) => one(ctx, out, d, Meta { next: Next::Drop(r), ..m }),
+            }
+        }
+        Next::FragmentToPeer(i) => to_peer_in_fragments(ctx, out, d, m, i),
         Next::Vtep(peer) => {
             to_vtep(ctx, out, d, m, peer);
         }

@@ -339,6 +339,27 @@ fn too_big_for_the_tunnel_gets_frag_needed_with_the_tunnel_mtu() {
     assert_eq!(icmp.icmp_type(), etherparse::Icmpv6Type::PacketTooBig { mtu: 1430 });
 }
 
+/// Without DF, the same packet goes in fragments of the tunnel's MTU, each in VXLAN
+/// of its own, all with one outer source port.
+#[test]
+fn too_big_for_the_tunnel_without_df_goes_in_encapsulated_fragments() {
+    for underlay in [IpAddr::V4(PEER4), IpAddr::V6(PEER6)] {
+        let mut r = rig(TunnelMode::Vxlan, underlay, true);
+        let big = super::tests_l3::without_df(udp4("198.18.1.10", "198.18.2.20", 64, 2000 - 28, POD, GW));
+        r.send(0, &big);
+        let out = r.sent(1);
+        assert_eq!(out.len(), 2, "{underlay}");
+        let (ports, inner): (Vec<_>, Vec<_>) = out.iter().map(|f| outer(f, underlay)).unzip();
+        assert_eq!(ports[0], ports[1], "one outer source port for the packet's fragments");
+        let mtu = if underlay.is_ipv4() { 1450 } else { 1430 };
+        assert!(inner.iter().all(|f| f.len() - 14 <= mtu), "{underlay}: fit the tunnel");
+        assert_eq!(super::tests_l3::reassemble(&inner), [big[34..].to_vec()]);
+        let s = r.worker.stats();
+        assert_eq!((s.l3.fragments.get(), s.l3.to_peers.get()), (2, 2));
+        assert!(r.worker.account().balanced());
+    }
+}
+
 #[test]
 fn an_unresolved_peer_drops_and_counts() {
     let mut r = rig(TunnelMode::Vxlan, IpAddr::V4(PEER4), false);

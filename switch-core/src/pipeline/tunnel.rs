@@ -190,8 +190,8 @@ fn ip6(b: &[u8]) -> std::net::IpAddr {
     std::net::IpAddr::from(a)
 }
 
-/// A hash of the inner flow (addresses, protocol, ports of the first fragment) that
-/// picks the outer UDP source port.
+/// A hash of the inner flow (addresses, protocol, and ports unless it is a fragment)
+/// that picks the outer UDP source port.
 #[inline]
 fn flow_port(ip: &[u8], v6: bool) -> u16 {
     let (addrs, proto, l4) =
@@ -200,8 +200,10 @@ fn flow_port(ip: &[u8], v6: bool) -> u16 {
     for c in addrs.chunks_exact(4) {
         h = (h ^ u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
-    let first = v6 || read_u16(ip, 6) & 0x1fff == 0;
-    if first && (proto == IpProtocol::UDP.0 || proto == IpProtocol::TCP.0) && ip.len() >= l4 + 4 {
+    // Fragments hash by addresses only, like Linux's flow dissector, so that every
+    // piece of a packet takes the same outer port.
+    let whole = v6 || read_u16(ip, 6) & 0x3fff == 0;
+    if whole && (proto == IpProtocol::UDP.0 || proto == IpProtocol::TCP.0) && ip.len() >= l4 + 4 {
         let ports = u32::from_ne_bytes([ip[l4], ip[l4 + 1], ip[l4 + 2], ip[l4 + 3]]);
         h = (h ^ u64::from(ports)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }

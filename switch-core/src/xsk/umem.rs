@@ -400,15 +400,25 @@ impl Umem {
     /// `None` when that pool is empty or there is no such segment.
     #[inline]
     pub fn clone_into(&mut self, seg: u32, src_addr: u64, len: u32) -> Option<u64> {
-        let src = self.check(src_addr, len);
         let base = self.alloc_in(seg)?;
         let dst_addr = base + (src_addr & u64::from(self.frame_size - 1));
-        let dst = self.check(dst_addr, len);
-        // SAFETY: both ranges are inside mappings the Umem owns (checked) and in
-        // different frames (`base` came from a free pool, `src_addr` is owned by the
-        // caller), so they do not overlap.
-        unsafe { core::ptr::copy_nonoverlapping(src, dst, len as usize) };
+        self.copy(src_addr, dst_addr, len);
         Some(dst_addr)
+    }
+
+    /// Copies `len` bytes at `src_addr` to `dst_addr`, in another frame. Panics if
+    /// they are in the same frame, or leave theirs (as [`data`](Self::data)).
+    #[inline]
+    pub fn copy(&mut self, src_addr: u64, dst_addr: u64, len: u32) {
+        let frame = !u64::from(self.frame_size - 1);
+        assert!(src_addr & frame != dst_addr & frame, "copy within one frame");
+        let src = self.check(src_addr, len);
+        let dst = self.check(dst_addr, len);
+        // SAFETY: both ranges are inside mappings the Umem owns (checked), each inside
+        // its own frame, and the frames differ (asserted: a frame address carries its
+        // segment, so equal frame bits mean the same memory), so they do not overlap;
+        // `&mut self` makes this the only access.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, len as usize) };
     }
 }
 
