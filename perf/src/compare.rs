@@ -7,6 +7,14 @@
 //!  [gen ns] base0 ───────────────────────────────────── base1 [sink ns]   (no DUT)
 //! ```
 //!
+//! The VXLAN DUTs are one node of a tunnel, each direction on its own: `vxlan-encap`
+//! routes the generator's pod traffic into VXLAN to a remote node whose underlay
+//! address (198.19.0.2) is the sink's MAC, out of dut1; `vxlan-decap` takes VXLAN that
+//! the generator sends as that remote node to the DUT's VTEP address on dut0, and
+//! routes the inner packets to the sink's pod. Their load sizes are the pod's frames:
+//! the generator's VXLAN frames are 50 bytes longer, and dut1 / sink0 carry 1600-byte
+//! frames for the encapsulated 1518.
+//!
 //! The generator (`pktgen::gen`, CPU 0) sends flat out, then paced at 5% above the
 //! rate the DUT delivered flat out (a flat-out generator overruns the DUT's veth ring
 //! and the frames it cannot push cost the DUT core); the sink counts in XDP
@@ -17,10 +25,10 @@
 //! alone would mislead; this counts its work wherever it ran.
 
 use crate::daemon::Podswitchd;
-use crate::host::{self, Ovs, Testpmd};
+use crate::host::{self, Ovs, OvsFlavor, Testpmd};
 use crate::pktgen::gen::{Generator, RunOpts};
 use crate::pktgen::sink::Sink;
-use crate::pktgen::stream::{Stream, IMIX};
+use crate::pktgen::stream::{Stream, Vxlan, IMIX};
 use anyhow::{Context, Result};
 use control::netns::NetNs;
 use serde::Serialize;
@@ -37,6 +45,17 @@ const GEN_MAC: &str = "02:00:00:00:00:01";
 const SINK_MAC: &str = "02:00:00:00:00:99";
 /// podswitchd's gateway MAC on the routed DUT's first network.
 const GW_MAC: &str = "02:aa:00:00:00:01";
+/// The VXLAN DUT's VTEP MAC (inner source of what it encapsulates, inner destination
+/// of what it accepts).
+const VTEP_MAC: &str = "02:cc:00:00:00:01";
+/// The remote node's VTEP MAC.
+const PEER_VTEP_MAC: &str = "02:cc:00:00:00:02";
+/// The VXLAN DUT's underlay address.
+const UNDERLAY: &str = "198.19.0.1";
+/// The remote node's underlay address.
+const PEER_UNDERLAY: &str = "198.19.0.2";
+/// VXLAN's outer headers: Ethernet, IPv4, UDP, VXLAN.
+const VXLAN_OVERHEAD: usize = 50;
 
 /// A device under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,12 +64,22 @@ pub enum Dut {
     PodswitchL2,
     /// podswitchd routing between two networks.
     PodswitchRouted,
+    /// podswitchd routing pod traffic into VXLAN to a remote node.
+    PodswitchVxlanEncap,
+    /// podswitchd taking VXLAN from a remote node and routing it to a pod.
+    PodswitchVxlanDecap,
     /// The Linux bridge.
     LinuxBridge,
     /// Linux IP forwarding.
     LinuxRouter,
+    /// Linux routing into a `vxlan` device to a remote node.
+    LinuxVxlanEncap,
+    /// Linux's `vxlan` device decapsulating, then routing to the pod.
+    LinuxVxlanDecap,
     /// Open vSwitch, userspace datapath, AF_XDP ports, NORMAL.
     OvsAfxdp,
+    /// Open vSwitch's DPDK build, userspace datapath, DPDK net_af_xdp ports, NORMAL.
+    OvsDpdk,
     /// dpdk-testpmd io forwarding over net_af_xdp.
     TestpmdIo,
     /// dpdk-testpmd mac forwarding over net_af_xdp.
@@ -61,12 +90,17 @@ pub enum Dut {
 
 impl Dut {
     /// Every DUT, podswitchd first.
-    pub const ALL: [Dut; 8] = [
+    pub const ALL: [Dut; 13] = [
         Dut::PodswitchL2,
         Dut::PodswitchRouted,
+        Dut::PodswitchVxlanEncap,
+        Dut::PodswitchVxlanDecap,
         Dut::LinuxBridge,
         Dut::LinuxRouter,
+        Dut::LinuxVxlanEncap,
+        Dut::LinuxVxlanDecap,
         Dut::OvsAfxdp,
+        Dut::OvsDpdk,
         Dut::TestpmdIo,
         Dut::TestpmdMac,
         Dut::XdpRedirect,
@@ -77,9 +111,14 @@ impl Dut {
         match self {
             Dut::PodswitchL2 => "podswitchd-l2",
             Dut::PodswitchRouted => "podswitchd-routed",
+            Dut::PodswitchVxlanEncap => "podswitchd-vxlan-encap",
+            Dut::PodswitchVxlanDecap => "podswitchd-vxlan-decap",
             Dut::LinuxBridge => "linux-bridge",
             Dut::LinuxRouter => "linux-router",
+            Dut::LinuxVxlanEncap => "linux-vxlan-encap",
+            Dut::LinuxVxlanDecap => "linux-vxlan-decap",
             Dut::OvsAfxdp => "ovs-afxdp",
+            Dut::OvsDpdk => "ovs-dpdk",
             Dut::TestpmdIo => "testpmd-io",
             Dut::TestpmdMac => "testpmd-mac",
             Dut::XdpRedirect => "xdp-redirect",
@@ -94,10 +133,16 @@ impl Dut {
             .with_context(|| format!("unknown DUT {s}; choose from {}", Dut::ALL.map(Dut::name).join(", ")))
     }
 
+    /// True for the DUTs that decapsulate VXLAN the generator sends.
+    fn decap(self) -> bool {
+        matches!(self, Dut::PodswitchVxlanDecap | Dut::LinuxVxlanDecap)
+    }
+
     /// The Debian packages it needs, if they are not installed.
     pub fn missing(self) -> Option<&'static [&'static str]> {
         match self {
             Dut::OvsAfxdp if !host::ovs_installed() => Some(&["openvswitch-switch"]),
+            Dut::OvsDpdk if !host::ovs_dpdk_installed() => Some(&["openvswitch-switch-dpdk", "librte-net-af-xdp23"]),
             Dut::TestpmdIo | Dut::TestpmdMac if !host::testpmd_installed() => {
                 Some(&["dpdk-dev", "librte-net-af-xdp23"])
             }
@@ -158,21 +203,35 @@ pub fn loads() -> Vec<Load> {
 }
 
 fn stream(load: &Load, dut: Dut, dut0_mac: EthernetAddress) -> Result<Stream> {
-    let (dst_mac, src_ip, dst_ip) = match dut {
-        Dut::PodswitchRouted => (GW_MAC.parse()?, "198.18.1.10", "198.18.2.20"),
-        Dut::LinuxRouter => (dut0_mac, "198.18.1.10", "198.18.2.20"),
-        _ => (SINK_MAC.parse()?, "198.18.0.1", "198.18.0.2"),
+    let (src_mac, dst_mac, src_ip, dst_ip) = match dut {
+        Dut::PodswitchRouted | Dut::PodswitchVxlanEncap => (GEN_MAC, GW_MAC.parse()?, "198.18.1.10", "198.18.2.20"),
+        Dut::LinuxRouter | Dut::LinuxVxlanEncap => (GEN_MAC, dut0_mac, "198.18.1.10", "198.18.2.20"),
+        // Inside the tunnel: from the remote node's VTEP to the DUT's.
+        Dut::PodswitchVxlanDecap | Dut::LinuxVxlanDecap => {
+            (PEER_VTEP_MAC, VTEP_MAC.parse()?, "198.18.1.10", "198.18.2.20")
+        }
+        _ => (GEN_MAC, SINK_MAC.parse()?, "198.18.0.1", "198.18.0.2"),
     };
+    let vxlan = dut.decap().then(|| -> Result<Vxlan> {
+        Ok(Vxlan {
+            src_mac: GEN_MAC.parse()?,
+            dst_mac: dut0_mac,
+            src: PEER_UNDERLAY.parse()?,
+            dst: UNDERLAY.parse()?,
+            vni: 1,
+        })
+    });
+    let extra = if dut.decap() { VXLAN_OVERHEAD } else { 0 };
     Ok(Stream {
-        src_mac: GEN_MAC.parse()?,
+        src_mac: src_mac.parse()?,
         dst_mac,
         src_ip: src_ip.parse()?,
         dst_ip: dst_ip.parse()?,
         src_port: 1024,
         dst_port: 9,
         flows: load.flows,
-        sizes: load.sizes.clone(),
-        vxlan: None,
+        sizes: load.sizes.iter().map(|s| s + extra).collect(),
+        vxlan: vxlan.transpose()?,
     })
 }
 
@@ -220,6 +279,80 @@ fn setup(dut: Dut, t: &Topo) -> Result<Box<dyn std::any::Any>> {
                  [[ports]]\nname = \"dut1\"\nnetwork = \"b\"\nmacs = [\"{SINK_MAC}\"]\naddresses = [\"198.18.2.20\"]\n"
             ),
         )?),
+        Dut::PodswitchVxlanEncap | Dut::PodswitchVxlanDecap => {
+            let (uplink, pod_port, pods, remote) = if dut.decap() {
+                ("dut0", "dut1", "198.18.2", "198.18.1.0/24")
+            } else {
+                ("dut1", "dut0", "198.18.1", "198.18.2.0/24")
+            };
+            let underlay = vxlan_underlay(t, dut)?;
+            // The pod port's static MAC and address: the sink's for decap (the route's
+            // next hop), the generator's for encap.
+            let (pod_mac, pod_ip) = if dut.decap() { (SINK_MAC, "198.18.2.20") } else { (GEN_MAC, "198.18.1.10") };
+            let node = Podswitchd::start(
+                d,
+                dut.name(),
+                &format!(
+                    "{dp}[node]\nname = \"dut\"\npod_cidrs = [\"{pods}.0/24\"]\nunderlay = [\"{UNDERLAY}\"]\n\
+                     vtep_mac = \"{VTEP_MAC}\"\n[uplink]\ninterface = \"{uplink}\"\nnetwork = \"pods\"\n\
+                     [[networks]]\nname = \"pods\"\ngateway = [\"{pods}.1/24\"]\ngateway_mac = \"{GW_MAC}\"\n\
+                     [[ports]]\nname = \"{pod_port}\"\nnetwork = \"pods\"\nmacs = [\"{pod_mac}\"]\naddresses = [\"{pod_ip}\"]\n\
+                     [[peers]]\nname = \"remote\"\nunderlay = [\"{PEER_UNDERLAY}\"]\nvtep_mac = \"{PEER_VTEP_MAC}\"\n\
+                     pod_cidrs = [\"{remote}\"]\n"
+                ),
+            )?;
+            // The underlay next hop resolves from the kernel's neighbour table at once.
+            std::thread::sleep(Duration::from_millis(300));
+            Box::new((node, underlay))
+        }
+        Dut::LinuxVxlanEncap | Dut::LinuxVxlanDecap => {
+            let underlay = vxlan_underlay(t, dut)?;
+            let (uplink, pod_port) = if dut.decap() { ("dut0", "dut1") } else { ("dut1", "dut0") };
+            d.ip(&[
+                "link",
+                "add",
+                "vx0",
+                "address",
+                VTEP_MAC,
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "dstport",
+                "4789",
+                "local",
+                UNDERLAY,
+                "dev",
+                uplink,
+                "nolearning",
+            ])?;
+            d.ip(&["link", "set", "vx0", "up"])?;
+            for k in ["all", "default", "vx0", "dut0", "dut1"] {
+                d.run("sysctl", &["-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")])?;
+            }
+            d.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+            if dut.decap() {
+                d.ip(&["addr", "add", "198.18.2.1/24", "dev", pod_port])?;
+                d.ip(&["neigh", "replace", "198.18.2.20", "lladdr", SINK_MAC, "dev", pod_port, "nud", "permanent"])?;
+                d.ip(&["route", "add", "198.18.1.0/24", "dev", "vx0"])?;
+            } else {
+                d.ip(&["addr", "add", "198.18.1.1/24", "dev", pod_port])?;
+                d.ip(&["neigh", "add", "198.18.2.254", "lladdr", PEER_VTEP_MAC, "dev", "vx0", "nud", "permanent"])?;
+                d.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.2.254", "dev", "vx0", "onlink"])?;
+                d.run("bridge", &["fdb", "append", PEER_VTEP_MAC, "dev", "vx0", "dst", PEER_UNDERLAY])?;
+            }
+            // The generator's frames arrive on dut0: its receive NAPI (and so the
+            // forwarding, encapsulation or decapsulation) on the DUT core.
+            kernel_napi()?;
+            let undo = Undo(move || {
+                in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"]);
+                in_dut(&["ethtool", "-K", "dut0", "gro", "off"]);
+                in_dut(&["ip", "link", "del", "vx0"]);
+                in_dut(&["ip", "addr", "flush", "dev", pod_port]);
+                in_dut(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+            });
+            Box::new((undo, underlay))
+        }
         Dut::LinuxBridge => {
             d.ip(&["link", "add", "lbr0", "type", "bridge"])?;
             d.ip(&["link", "set", "dut0", "master", "lbr0"])?;
@@ -247,8 +380,9 @@ fn setup(dut: Dut, t: &Topo) -> Result<Box<dyn std::any::Any>> {
                 in_dut(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
             }))
         }
-        Dut::OvsAfxdp => {
-            let ovs = Ovs::start(d, &["dut0", "dut1"], DUT_CORE)?;
+        Dut::OvsAfxdp | Dut::OvsDpdk => {
+            let flavor = if dut == Dut::OvsDpdk { OvsFlavor::Dpdk } else { OvsFlavor::Afxdp };
+            let ovs = Ovs::start(d, &["dut0", "dut1"], (DUT_CORE, GEN_CORE), flavor)?;
             ovs.fdb_add("dut1", SINK_MAC)?;
             std::thread::sleep(Duration::from_secs(1));
             Box::new(ovs)
@@ -270,6 +404,35 @@ fn setup(dut: Dut, t: &Topo) -> Result<Box<dyn std::any::Any>> {
             Box::new((link, Undo(move || in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"]))))
         }
     })
+}
+
+/// The underlay side of a VXLAN DUT: its address on the uplink (dut1 to encapsulate,
+/// dut0 to decapsulate), the remote node's MAC there (the sink's, or the generator's),
+/// and 1600-byte frames on the uplink veth pair, for the encapsulated 1518. Undone when
+/// dropped.
+fn vxlan_underlay(t: &Topo, dut: Dut) -> Result<Box<dyn std::any::Any>> {
+    let d = &t.dut;
+    let (uplink, peer_mac, peer_ns, peer_dev) = if dut.decap() {
+        ("dut0", GEN_MAC, t.gen.name().to_string(), "gen0")
+    } else {
+        ("dut1", SINK_MAC, t.sink.name().to_string(), "sink0")
+    };
+    let addr = format!("{UNDERLAY}/24");
+    d.ip(&["addr", "add", &addr, "dev", uplink])?;
+    d.ip(&["neigh", "replace", PEER_UNDERLAY, "lladdr", peer_mac, "dev", uplink, "nud", "permanent"])?;
+    let dut_ns = d.name().to_string();
+    let mtu = move |m: &str| -> Result<()> {
+        control::netns::ip(&["-n", &dut_ns, "link", "set", uplink, "mtu", m])?;
+        control::netns::ip(&["-n", &peer_ns, "link", "set", peer_dev, "mtu", m])?;
+        Ok(())
+    };
+    mtu("1600")?;
+    let dut_ns = d.name().to_string();
+    Ok(Box::new(Undo(move || {
+        let _ = control::netns::ip(&["-n", &dut_ns, "addr", "del", &addr, "dev", uplink]);
+        let _ = control::netns::ip(&["-n", &dut_ns, "neigh", "del", PEER_UNDERLAY, "dev", uplink]);
+        let _ = mtu("1500");
+    })))
 }
 
 /// One trial's figures.
@@ -366,6 +529,12 @@ impl Meter {
         let rate = ((flat.mpps * 1.05) * 1e6) as u64;
         let (mut paced, _, _) = self.run(t, &gen, "gen0", &self.sink, rate.max(1000))?;
         paced.cpu_ns_per_pkt = 0.0;
+        // Bits of the pods' frames (a VXLAN DUT's generator or sink sees them 50 bytes
+        // longer).
+        let pod_wire = load.sizes.iter().sum::<usize>() as f64 / load.sizes.len().max(1) as f64;
+        for s in [&mut flat, &mut paced] {
+            s.gbit_s = s.mpps * pod_wire * 8.0 / 1e3;
+        }
         Ok((flat, paced))
     }
 }
@@ -382,11 +551,12 @@ pub fn round(t: &Topo, m: &Meter, dut: Dut, loads: &[Load], base: &[f64], round:
 }
 
 /// The podswitchd mode `dut` is held against: its L2 against the L2 peers, its routed
-/// mode against Linux's router.
+/// mode against Linux's router, its VXLAN encap and decap against Linux's.
 pub fn podswitch_for(dut: &str) -> &'static str {
-    if dut == Dut::LinuxRouter.name() {
-        Dut::PodswitchRouted.name()
-    } else {
-        Dut::PodswitchL2.name()
+    match Dut::parse(dut) {
+        Ok(Dut::LinuxRouter) => Dut::PodswitchRouted.name(),
+        Ok(Dut::LinuxVxlanEncap) => Dut::PodswitchVxlanEncap.name(),
+        Ok(Dut::LinuxVxlanDecap) => Dut::PodswitchVxlanDecap.name(),
+        _ => Dut::PodswitchL2.name(),
     }
 }

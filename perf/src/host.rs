@@ -89,7 +89,32 @@ pub fn install(packages: &[&str]) -> Result<()> {
 
 /// True if Open vSwitch is installed.
 pub fn ovs_installed() -> bool {
-    Command::new("ovs-vswitchd").arg("--version").output().is_ok()
+    Command::new(OvsFlavor::Afxdp.vswitchd()).arg("--version").output().is_ok()
+}
+
+/// True if Open vSwitch's DPDK build is installed (Debian's openvswitch-switch-dpdk).
+pub fn ovs_dpdk_installed() -> bool {
+    Command::new(OvsFlavor::Dpdk.vswitchd()).arg("--version").output().is_ok()
+}
+
+/// Which Open vSwitch and which ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvsFlavor {
+    /// The plain build (what `/usr/sbin/ovs-vswitchd` is unless changed), `type=afxdp`
+    /// ports: OVS's own AF_XDP netdev.
+    Afxdp,
+    /// The DPDK build, run by its own path (the Debian alternative is left alone),
+    /// `type=dpdk` ports on DPDK's net_af_xdp driver; DPDK without hugepages.
+    Dpdk,
+}
+
+impl OvsFlavor {
+    fn vswitchd(self) -> &'static str {
+        match self {
+            OvsFlavor::Afxdp => "/usr/lib/openvswitch-switch/ovs-vswitchd",
+            OvsFlavor::Dpdk => "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk",
+        }
+    }
 }
 
 impl Ovs {
@@ -107,8 +132,9 @@ impl Ovs {
         Ok(())
     }
 
-    /// Starts ovsdb-server and ovs-vswitchd, with bridge br0 (NORMAL) over `ports`.
-    pub fn start(ns: &NetNs, ports: &[&str], pmd_core: usize) -> Result<Ovs> {
+    /// Starts ovsdb-server and ovs-vswitchd, with bridge br0 (NORMAL) over `ports`, its
+    /// one PMD thread on `pmd_core` (and for DPDK, its main lcore on `main_core`).
+    pub fn start(ns: &NetNs, ports: &[&str], (pmd_core, main_core): (usize, usize), flavor: OvsFlavor) -> Result<Ovs> {
         let dir = std::env::temp_dir().join(format!("psb-ovs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -128,6 +154,25 @@ impl Ovs {
         )?;
         let mut ovs = Ovs { dir, ns_name: ns.name().to_string(), ctl: String::new() };
         Ovs::sh(&d, "ovs-vsctl", &[&format!("--db={db}"), "--no-wait", "init"])?;
+        if flavor == OvsFlavor::Dpdk {
+            // Without hugepages (as testpmd runs): OVS adds --in-memory unless
+            // --legacy-mem is given, and --no-huge works only with the latter.
+            let extra = format!("--no-huge --legacy-mem -m 1024 --no-pci --file-prefix psb-ovs-{}", std::process::id());
+            Ovs::sh(
+                &d,
+                "ovs-vsctl",
+                &[
+                    &format!("--db={db}"),
+                    "--no-wait",
+                    "set",
+                    "Open_vSwitch",
+                    ".",
+                    "other_config:dpdk-init=true",
+                    &format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << main_core),
+                    &format!("other_config:dpdk-extra=\"{extra}\""),
+                ],
+            )?;
+        }
         Ovs::sh(
             &d,
             "ip",
@@ -135,7 +180,7 @@ impl Ovs {
                 "netns",
                 "exec",
                 ns.name(),
-                "ovs-vswitchd",
+                flavor.vswitchd(),
                 &db,
                 &format!("--pidfile={d}/vswitchd.pid"),
                 "--detach",
@@ -150,10 +195,36 @@ impl Ovs {
         };
         vsctl(&["set", "Open_vSwitch", ".", &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << pmd_core)])?;
         vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"])?;
-        for p in ports {
-            vsctl(&["add-port", "br0", p, "--", "set", "interface", p, "type=afxdp", "options:xdp-mode=native"])?;
+        for (i, p) in ports.iter().enumerate() {
+            match flavor {
+                OvsFlavor::Afxdp => vsctl(&[
+                    "add-port",
+                    "br0",
+                    p,
+                    "--",
+                    "set",
+                    "interface",
+                    p,
+                    "type=afxdp",
+                    "options:xdp-mode=native",
+                ])?,
+                OvsFlavor::Dpdk => vsctl(&[
+                    "add-port",
+                    "br0",
+                    p,
+                    "--",
+                    "set",
+                    "interface",
+                    p,
+                    "type=dpdk",
+                    &format!("options:dpdk-devargs=net_af_xdp{i},iface={p}"),
+                ])?,
+            }
         }
-        ovs.ctl = format!("{d}/ovs-vswitchd.{}.ctl", std::fs::read_to_string(format!("{d}/vswitchd.pid"))?.trim());
+        // The control socket is named after the program: ovs-vswitchd or ovs-vswitchd-dpdk.
+        let program = flavor.vswitchd().rsplit('/').next().unwrap_or("ovs-vswitchd");
+        let pid = std::fs::read_to_string(format!("{d}/vswitchd.pid"))?;
+        ovs.ctl = format!("{d}/{program}.{}.ctl", pid.trim());
         Ok(ovs)
     }
 

@@ -156,7 +156,7 @@ fn with_bridge(t: &Topo, seconds: f64) -> Result<Trial> {
 /// mode), one PMD thread on the DUT core, NORMAL (learning) with the sink's MAC
 /// installed in its FDB: the same L2 job podswitchd does.
 fn with_ovs(t: &Topo, seconds: f64) -> Result<Trial> {
-    let ovs = host::Ovs::start(&t.dut, &["dut0", "dut1"], DUT_CORE)?;
+    let ovs = host::Ovs::start(&t.dut, &["dut0", "dut1"], (DUT_CORE, GEN_CORE), host::OvsFlavor::Afxdp)?;
     ovs.fdb_add("dut1", &t.sink_mac)?;
     std::thread::sleep(Duration::from_secs(1));
     trial(t, seconds)
