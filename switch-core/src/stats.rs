@@ -74,7 +74,7 @@ drop_reasons! {
     SamePort => "same_port", "Destination is on the port the frame came from.";
     FloodNoFrame => "flood_no_frame", "No free frame for a flood copy.";
     FloodNoTarget => "flood_no_target", "Flooded in a network with no port but the ingress one.";
-    TxRingFull => "tx_ring_full", "The output port's tx ring was full, or all its UMEM frames were in flight.";
+    TxRingFull => "tx_ring_full", "The output port's tx ring was full, all its UMEM frames were in flight, or one batch made more frames than the output queues hold (fragments).";
     TooBig => "too_big", "Larger than the output port can send.";
     ArpUnsupported => "arp_unsupported", "ARP to a gateway that is not Ethernet/IPv4, or not a request or reply.";
     NdpInvalid => "ndp_invalid", "ICMPv6 to a gateway with a bad checksum, hop limit or option.";
