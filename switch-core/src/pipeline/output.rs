@@ -61,13 +61,20 @@ impl Outputs {
     #[inline]
     fn push(&mut self, port: PortId, d: Desc) -> bool {
         let q = &mut self.queues[port.0 as usize];
-        if q.len() < BATCH_SIZE {
-            if q.is_empty() {
-                self.dirty.push(port);
-            }
-            q.push(d);
-            true
-        } else if self.spill.len() < SPILL {
+        if q.len() >= BATCH_SIZE {
+            return self.spill(port, d);
+        }
+        if q.is_empty() {
+            self.dirty.push(port);
+        }
+        q.push(d);
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, port: PortId, d: Desc) -> bool {
+        if self.spill.len() < SPILL {
             self.spill.push((port, d));
             true
         } else {
@@ -85,6 +92,7 @@ impl Outputs {
             q.clear();
         }
         while let Some(&(port, _)) = self.spill.first() {
+            // Cold: only fragments spill.
             let spilled = &mut self.spilled;
             self.spill.retain(|&(p, d)| {
                 if p == port {
@@ -236,8 +244,29 @@ fn to_vtep(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, peer: u16) ->
     }
 }
 
+/// Sends the routed IPv4 packet `d` on port `p` in fragments that fit its MTU. Out of
+/// line and cold: the common path stays small.
+#[cold]
+#[inline(never)]
+fn to_port_in_fragments(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, p: PortId) {
+    let mtu = ip_mtu(ctx, out, p, NetworkId(m.network));
+    let mut rest = [Desc::default(); MAX_FRAGMENTS - 1];
+    let mut first = d;
+    match fragment::split(ctx.umem, &mut first, m.l2_len(), mtu, copy_segment(ctx, p), &mut rest) {
+        Ok(n) => {
+            ctx.stats.l3.fragments.add(n as u64 + 1);
+            for f in std::iter::once(first).chain(rest[..n].iter().copied()) {
+                emit(ctx, out, p, f, m.network, m.tagged);
+            }
+        }
+        Err(r) => one(ctx, out, d, Meta { next: Next::Drop(r), ..m }),
+    }
+}
+
 /// Sends the routed IPv4 packet `d` to remote node `i` in fragments that fit the
 /// tunnel's MTU, each encapsulated on its own.
+#[cold]
+#[inline(never)]
 fn to_peer_in_fragments(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, i: u16) {
     let tunnel = &*ctx.tables.tunnel;
     let (Some(local), Some(peer)) = (tunnel.local.as_ref(), tunnel.peer(i)) else {
@@ -287,20 +316,7 @@ pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
                 ctx.umem.free(d.addr);
             }
         }
-        Next::Fragment(p) => {
-            let mtu = ip_mtu(ctx, out, p, NetworkId(m.network));
-            let mut rest = [Desc::default(); MAX_FRAGMENTS - 1];
-            let mut first = d;
-            match fragment::split(ctx.umem, &mut first, m.l2_len(), mtu, copy_segment(ctx, p), &mut rest) {
-                Ok(n) => {
-                    ctx.stats.l3.fragments.add(n as u64 + 1);
-                    for f in std::iter::once(first).chain(rest[..n].iter().copied()) {
-                        emit(ctx, out, p, f, m.network, m.tagged);
-                    }
-                }
-                Err(r) => one(ctx, out, d, Meta { next: Next::Drop(r), ..m }),
-            }
-        }
+        Next::Fragment(p) => to_port_in_fragments(ctx, out, d, m, p),
         Next::FragmentToPeer(i) => to_peer_in_fragments(ctx, out, d, m, i),
         Next::Vtep(peer) => {
             to_vtep(ctx, out, d, m, peer);
