@@ -308,25 +308,7 @@ fn setup(dut: Dut, t: &Topo) -> Result<Box<dyn std::any::Any>> {
         Dut::LinuxVxlanEncap | Dut::LinuxVxlanDecap => {
             let underlay = vxlan_underlay(t, dut)?;
             let (uplink, pod_port) = if dut.decap() { ("dut0", "dut1") } else { ("dut1", "dut0") };
-            d.ip(&[
-                "link",
-                "add",
-                "vx0",
-                "address",
-                VTEP_MAC,
-                "type",
-                "vxlan",
-                "id",
-                "1",
-                "dstport",
-                "4789",
-                "local",
-                UNDERLAY,
-                "dev",
-                uplink,
-                "nolearning",
-            ])?;
-            d.ip(&["link", "set", "vx0", "up"])?;
+            host::add_kernel_vtep(d, VTEP_MAC, UNDERLAY, uplink)?;
             for k in ["all", "default", "vx0", "dut0", "dut1"] {
                 d.run("sysctl", &["-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")])?;
             }

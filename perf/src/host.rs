@@ -73,6 +73,31 @@ pub struct Ovs {
     ctl: String,
 }
 
+/// Adds and brings up `vx0` in `ns`: a Linux VXLAN device, VNI 1 on port 4789, with
+/// the VTEP MAC `mac`, sending from `local` over `dev`, learning nothing (peers and
+/// their MACs are added as static FDB entries and neighbours).
+pub fn add_kernel_vtep(ns: &NetNs, mac: &str, local: &str, dev: &str) -> Result<()> {
+    ns.ip(&[
+        "link",
+        "add",
+        "vx0",
+        "address",
+        mac,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "4789",
+        "local",
+        local,
+        "dev",
+        dev,
+        "nolearning",
+    ])?;
+    ns.ip(&["link", "set", "vx0", "up"])
+}
+
 /// Installs Debian packages (as root), for the peers a comparison measures.
 pub fn install(packages: &[&str]) -> Result<()> {
     let out = Command::new("apt-get")

@@ -263,27 +263,9 @@ fn interoperates_with_a_linux_vxlan_node() {
     // The Linux node: vx0, routes to node a's pod CIDRs through a's VTEP, and a pod on
     // a veth behind 198.18.2.1 / 2001:db8:2::1.
     let a_vtep = control::overlay::vtep_mac_of("a").to_string();
+    perf::host::add_kernel_vtep(&b, KERNEL_VTEP, "198.19.0.2", "ub").unwrap();
     for args in [
-        &[
-            "link",
-            "add",
-            "vx0",
-            "address",
-            KERNEL_VTEP,
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "dstport",
-            "4789",
-            "local",
-            "198.19.0.2",
-            "dev",
-            "ub",
-            "nolearning",
-        ][..],
-        &["link", "set", "vx0", "up"],
-        &["neigh", "add", "198.18.1.254", "lladdr", &a_vtep, "dev", "vx0", "nud", "permanent"],
+        &["neigh", "add", "198.18.1.254", "lladdr", &a_vtep, "dev", "vx0", "nud", "permanent"][..],
         &["-6", "neigh", "add", "2001:db8:1::fffe", "lladdr", &a_vtep, "dev", "vx0", "nud", "permanent"],
         &["route", "add", "198.18.1.0/24", "via", "198.18.1.254", "dev", "vx0", "onlink"],
         &["-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:1::fffe", "dev", "vx0", "onlink"],

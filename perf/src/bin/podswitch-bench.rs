@@ -277,25 +277,7 @@ fn vx_linux(t: &VxTopo, seconds: f64) -> Result<Trial> {
     let setup = || -> Result<()> {
         let nodes = [(a, VTEP_A, "198.19.0.1", "ua"), (b, VTEP_B, "198.19.0.2", "ub")];
         for (ns, mac, local, dev) in nodes.into_iter().take(if t.encap_only { 1 } else { 2 }) {
-            ns.ip(&[
-                "link",
-                "add",
-                "vx0",
-                "address",
-                mac,
-                "type",
-                "vxlan",
-                "id",
-                "1",
-                "dstport",
-                "4789",
-                "local",
-                local,
-                "dev",
-                dev,
-                "nolearning",
-            ])?;
-            ns.ip(&["link", "set", "vx0", "up"])?;
+            host::add_kernel_vtep(ns, mac, local, dev)?;
             for k in ["all", "default", "vx0"] {
                 ns.run("sysctl", &["-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")])?;
             }

@@ -4,7 +4,9 @@
 //! MTU, then TTL decrement and MAC rewrite. A packet the switch cannot route becomes an
 //! ICMP or ICMPv6 error in place, written into the frame's headroom in front of the
 //! packet it quotes, so no payload is copied (rate limited per worker, never in answer
-//! to an error, a fragment other than the first, or a multicast).
+//! to an error, a fragment other than the first, or a multicast). An IPv4 packet
+//! without DF that is larger than its next hop's MTU is routed as usual and marked
+//! `Fragment`: the output stage cuts it (`fragment`).
 //!
 //! Routes to a remote node (a peer of the tunnel table) go through the same checks,
 //! then to the tunnel stage's encapsulation. Packets that came from a remote node are
@@ -369,6 +371,8 @@ enum Fit {
     No(Next),
 }
 
+/// How the packet fits `mtu`. A DF or IPv6 packet that does not fit becomes its error
+/// here (in place, or a drop if none may be sent).
 #[inline]
 fn fits(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: u32) -> Fit {
     let b = ctx.umem.data(d.addr, d.len);

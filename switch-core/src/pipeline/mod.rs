@@ -4,7 +4,7 @@
 //! ```text
 //! rx burst ─▶ classify ─▶ l2 ──────────────▶ output ─▶ per-port tx bursts (the worker sends them)
 //!             (network,    (learn,  │         ▲ (VLAN tag edit,
-//!              sanity)      lookup) │         │  flood copies)
+//!              sanity)      lookup) │         │  flood copies, IPv4 fragments)
 //!                       to a gateway└─▶ l3 ───┘
 //!                                     ▲ (ARP/ND/echo answers, route, neighbour,
 //!                                     │  TTL, MTU, ICMP errors; parks packets
