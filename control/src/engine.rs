@@ -982,23 +982,13 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NetworkConfig, VlanConfig};
+    use crate::config::VlanConfig;
+    use crate::state::tests::net;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
     fn base() -> Config {
         Config::parse("[dataplane]\ncores = [0]\nmax_ports = 64\n").unwrap()
-    }
-
-    fn network(name: &str, gateway: &[&str]) -> Mutation {
-        Mutation::PutNetwork(NetworkConfig {
-            name: name.into(),
-            ageing_s: 300,
-            gateway: gateway.iter().map(|s| s.to_string()).collect(),
-            gateway_mac: None,
-            router_advertisements: false,
-            vni: None,
-        })
     }
 
     /// What the tables hold: every port's compiled entry and each network's flood
@@ -1027,8 +1017,8 @@ mod tests {
             steps in proptest::collection::vec((0u8..4, 0usize..40, 0u8..3, proptest::bool::ANY), 1..80)
         ) {
             let mut d = Desired::default();
-            d.apply(&network("pods", &["198.18.0.1/24", "2001:db8::1/64"]));
-            d.apply(&network("plain", &[]));
+            d.apply(&net("pods", &["198.18.0.1/24", "2001:db8::1/64"]));
+            d.apply(&net("plain", &[]));
             let mut t = d.config(&base(), |_| false).topology().unwrap();
             let mut statics: BTreeMap<NeighKey, EthernetAddress> = BTreeMap::new();
             let mut delta = PortDelta::default();

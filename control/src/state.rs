@@ -574,14 +574,15 @@ fn check_compiled(base: &Config, next: &Desired, skip: impl Fn(&str) -> bool) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn base() -> Config {
         Config::parse("[dataplane]\ncores = [0]\nmax_ports = 4\n").unwrap()
     }
 
-    fn net(name: &str, gw: &[&str]) -> Mutation {
+    /// A network `name` with gateway addresses `gw` (the engine's tests use it too).
+    pub(crate) fn net(name: &str, gw: &[&str]) -> Mutation {
         Mutation::PutNetwork(NetworkConfig {
             name: name.into(),
             ageing_s: 300,
