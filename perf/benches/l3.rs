@@ -5,29 +5,16 @@
 //! `cargo bench -p perf --bench l3`; results and how to read them: perf/RESULTS.md.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use perf::{ipv4_frame, ipv6_frame, random_v4_prefixes, routed_worker};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use perf::{ipv4_frame, l3_connected_cases, random_v4_prefixes, routed_worker};
+use std::net::Ipv4Addr;
 use switch_core::tables::Prefix;
 
 fn l3(c: &mut Criterion) {
     let mut g = c.benchmark_group("l3_pipeline_64B");
     g.throughput(Throughput::Elements(64));
     let src = Ipv4Addr::new(198, 18, 1, 10);
-    let src6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 10);
-
-    let mut cases: Vec<(String, Vec<Vec<u8>>, Vec<Prefix>)> = vec![
-        ("ipv4_connected_1_flow".into(), vec![ipv4_frame(src, Ipv4Addr::new(198, 18, 2, 10)); 64], vec![]),
-        (
-            "ipv4_connected_64_flows".into(),
-            (0..64).map(|i| ipv4_frame(src, Ipv4Addr::new(198, 18, 2, 10 + i))).collect(),
-            vec![],
-        ),
-        (
-            "ipv6_connected_64_flows".into(),
-            (0..64).map(|i| ipv6_frame(src6, Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 10 + i))).collect(),
-            vec![],
-        ),
-    ];
+    let mut cases: Vec<(String, Vec<Vec<u8>>, Vec<Prefix>)> =
+        l3_connected_cases().into_iter().map(|(name, frames)| (name.to_string(), frames, vec![])).collect();
     // 64 flows, each to a different route of a table of 1,000 or 1,000,000 routes.
     for n in [1_000, 1_000_000] {
         let prefixes = random_v4_prefixes(n);

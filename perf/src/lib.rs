@@ -360,6 +360,23 @@ pub fn vxlan_frame(inner: &[u8], v6: bool) -> Vec<u8> {
     f
 }
 
+/// The routed bench's cases to connected subnets, by name: one flow (64 frames to one
+/// destination), and 64 flows (a destination per frame) in IPv4 and IPv6. Frames go
+/// from network a's pod to network b's hosts through the gateway of [`routed_worker`].
+pub fn l3_connected_cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let src = Ipv4Addr::new(198, 18, 1, 10);
+    let src6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 10);
+    vec![
+        ("ipv4_connected_1_flow", vec![ipv4_frame(src, Ipv4Addr::new(198, 18, 2, 10)); 64]),
+        ("ipv4_connected_64_flows", (0..64).map(|i| ipv4_frame(src, Ipv4Addr::new(198, 18, 2, 10 + i))).collect()),
+        (
+            "ipv6_connected_64_flows",
+            (0..64).map(|i| ipv6_frame(src6, Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 10 + i))).collect(),
+        ),
+    ]
+}
+
 /// After a bench case: true if the worker ran (a case filtered out on the command line
 /// did not), and then asserts that it measured what it says: no packet dropped, every
 /// packet routed.

@@ -5,7 +5,7 @@
 //! idle if its [`IdlePolicy`] says so.
 
 use crate::debug::{Capture, Taps};
-use crate::pipeline::{self, Batch, Ctx, IcmpLimiter, LearnDedup, Outputs, Pending};
+use crate::pipeline::{self, Adjacencies, Batch, Ctx, IcmpLimiter, LearnDedup, Outputs, Pending};
 use crate::port::{Held, Port};
 use crate::stats::{DropReason, WorkerStats};
 use crate::tables::{Emit, LearnEvent, NeighEvent, PortId, TablesReader};
@@ -220,6 +220,7 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     queues: WorkerQueues,
     dedup: LearnDedup,
+    adjacencies: Adjacencies,
     pending: Pending,
     icmp: IcmpLimiter,
     last_release_s: u32,
@@ -243,6 +244,7 @@ impl Worker {
             stats,
             queues,
             dedup: LearnDedup::default(),
+            adjacencies: Adjacencies::default(),
             pending: Pending::new(cfg.pending),
             icmp: IcmpLimiter::default(),
             last_release_s: 0,
@@ -270,6 +272,8 @@ impl Worker {
         }
         port.housekeep(&mut self.umem);
         self.out.set_max_frame(id, port.max_frame());
+        // Cached adjacencies hold ports' MTUs and the ports that exist.
+        self.adjacencies.clear();
         self.ports[id.0 as usize] = Some(port);
         if !self.active.contains(&id) {
             self.active.push(id);
@@ -281,6 +285,7 @@ impl Worker {
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         let port = self.ports.get_mut(id.0 as usize)?.take();
         self.active.retain(|p| *p != id);
+        self.adjacencies.clear();
         port
     }
 
@@ -364,6 +369,7 @@ impl Worker {
         let refreshed = self.tables.refresh();
         if refreshed {
             self.dedup.clear();
+            self.adjacencies.clear();
             self.stats.generation.set(self.tables.tables().generation);
         }
         if !self.queues.ports.is_empty() {
@@ -383,6 +389,7 @@ impl Worker {
                 now_s,
                 learn: &self.queues.learn,
                 dedup: &mut self.dedup,
+                adjacencies: &mut self.adjacencies,
                 neigh: &self.queues.neigh,
                 pending: &mut self.pending,
                 icmp: &mut self.icmp,
@@ -429,6 +436,7 @@ impl Worker {
                 now_s,
                 learn: &self.queues.learn,
                 dedup: &mut self.dedup,
+                adjacencies: &mut self.adjacencies,
                 neigh: &self.queues.neigh,
                 pending: &mut self.pending,
                 icmp: &mut self.icmp,

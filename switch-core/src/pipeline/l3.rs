@@ -14,6 +14,11 @@
 //! gateway address they are sent to does not answer them, and their ICMP errors are
 //! routed back to the remote node like any packet.
 //!
+//! A destination's adjacency (egress network, port, MACs, MTU) is kept in the worker's
+//! [`Adjacencies`] cache once resolved, so the next packets to it skip the FIB,
+//! neighbour and FDB lookups; the worker empties the cache with every new snapshot and
+//! port change.
+//!
 //! A packet whose next hop is not resolved yet is parked in the worker's
 //! [`Pending`](super::Pending) queue, and control is told once; `release` finishes it
 //! when the neighbour table changes.
@@ -37,10 +42,9 @@ const ICMP6_MAX: usize = 1280;
 const OWN_TTL: u8 = 64;
 
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &Outputs) {
-    let mut memo = Memo::EMPTY;
     for i in 0..batch.len {
         if batch.meta[i].next == Next::L3 {
-            one(ctx, out, &mut batch.desc[i], &mut batch.meta[i], &mut memo);
+            one(ctx, out, &mut batch.desc[i], &mut batch.meta[i]);
         }
     }
 }
@@ -56,41 +60,88 @@ pub(super) struct Adjacency {
     mtu: u32,
 }
 
-/// The last destination a batch routed, and its adjacency: packets of a flow come in
-/// runs. Valid for one batch (one snapshot).
-struct Memo {
+/// Slots of [`Adjacencies`]: a power of two. 256 slots of 48 bytes (12 KiB) stay in
+/// the L1 cache beside a batch's frames.
+const ADJ_SLOTS: usize = 256;
+
+/// The adjacencies of destinations a worker routed lately, kept across batches, so
+/// that a packet to one of them skips the FIB, neighbour and FDB lookups (a cache of
+/// their result, like Open vSwitch's exact-match cache in front of its classifier).
+/// Direct-mapped on a hash of (ingress network, family, destination): a collision
+/// replaces the slot, and the next packet to the other destination looks up again.
+///
+/// Only resolved next hops are kept, and what they hold follows from the tables
+/// snapshot and the worker's ports (their MTUs) alone: the worker empties the cache
+/// when either changes, so a route, neighbour, FDB or port change takes effect from
+/// the next batch, as without it.
+#[derive(Debug)]
+pub struct Adjacencies {
+    slots: Box<[Slot; ADJ_SLOTS]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    dst: u128,
     network: u16,
     v6: bool,
-    dst: u128,
+    /// None: empty.
     adj: Option<Adjacency>,
 }
 
-impl Memo {
-    const EMPTY: Memo = Memo { network: u16::MAX, v6: false, dst: 0, adj: None };
+// The size ADJ_SLOTS is chosen for.
+const _: () = assert!(std::mem::size_of::<Slot>() <= 48);
+
+impl Slot {
+    const EMPTY: Slot = Slot { dst: 0, network: 0, v6: false, adj: None };
+}
+
+impl Default for Adjacencies {
+    fn default() -> Self {
+        Adjacencies { slots: Box::new([Slot::EMPTY; ADJ_SLOTS]) }
+    }
+}
+
+impl Adjacencies {
+    /// Forgets every adjacency (new tables, or a port added or removed).
+    pub fn clear(&mut self) {
+        self.slots.fill(Slot::EMPTY);
+    }
+
+    #[inline(always)]
+    fn slot(network: u16, v6: bool, dst: u128) -> usize {
+        let h = (dst as u64) ^ ((dst >> 64) as u64) ^ (u64::from(network) << 48) ^ u64::from(v6);
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % ADJ_SLOTS
+    }
 
     #[inline]
     fn get(&self, network: u16, v6: bool, dst: u128) -> Option<Adjacency> {
-        if self.network == network && self.v6 == v6 && self.dst == dst {
-            self.adj
+        let s = &self.slots[Self::slot(network, v6, dst)];
+        if s.dst == dst && s.network == network && s.v6 == v6 {
+            s.adj
         } else {
             None
         }
+    }
+
+    #[inline]
+    fn put(&mut self, network: u16, v6: bool, dst: u128, adj: Adjacency) {
+        self.slots[Self::slot(network, v6, dst)] = Slot { dst, network, v6, adj: Some(adj) };
     }
 }
 
 #[inline]
 fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+    let a: [u8; 4] = b[at..at + 4].try_into().expect("a 4-byte range");
+    Ipv4Addr::from(a)
 }
 
 #[inline]
 fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
+    let a: [u8; 16] = b[at..at + 16].try_into().expect("a 16-byte range");
     Ipv6Addr::from(a)
 }
 
-fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, memo: &mut Memo) {
+fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta) {
     let tables = ctx.tables;
     let net = tables.topology.network(NetworkId(m.network));
     let Some((net, gw)) = net.and_then(|n| n.spec.gateway.as_ref().map(|g| (n, g))) else {
@@ -102,8 +153,8 @@ fn one(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, memo: &mut 
     let ethertype = read_u16(ctx.umem.data(d.addr, d.len), l2 - 2);
     m.next = match EtherType(ethertype) {
         EtherType::ARP => arp(ctx, d, m, l2, gw),
-        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, net, memo),
-        EtherType::IPV6 => ipv6(ctx, out, d, m, l2, gw, memo),
+        EtherType::IPV4 => ipv4(ctx, out, d, m, l2, net),
+        EtherType::IPV6 => ipv6(ctx, out, d, m, l2, gw),
         _ => Next::Drop(DropReason::L3Unsupported),
     };
 }
@@ -159,16 +210,7 @@ fn arp(ctx: &mut Ctx<'_>, d: &Desc, m: &Meta, l2: usize, gw: &Gateway) -> Next {
     next
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ipv4(
-    ctx: &mut Ctx<'_>,
-    out: &Outputs,
-    d: &mut Desc,
-    m: &mut Meta,
-    l2: usize,
-    net: &NetworkEntry,
-    memo: &mut Memo,
-) -> Next {
+fn ipv4(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize, net: &NetworkEntry) -> Next {
     let Some(gw) = net.spec.gateway.as_ref() else {
         return Next::Drop(DropReason::L3Unsupported);
     };
@@ -192,7 +234,7 @@ fn ipv4(
         return error4(ctx, d, m, l2, icmp::TYPE_TIME_EXCEEDED, 0, 0, DropReason::TtlExceeded);
     }
     let dst_key = u128::from(u32::from(dst));
-    if let Some(adj) = memo.get(m.network, false, dst_key) {
+    if let Some(adj) = ctx.adjacencies.get(m.network, false, dst_key) {
         return apply(ctx, d, m, &adj, false);
     }
     let (network, port, nh) = match ctx.tables.routes.lookup4(dst) {
@@ -210,11 +252,12 @@ fn ipv4(
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
         Some(Hop::Peer(i)) => return to_peer(ctx, d, m, l2, i, false),
     };
-    to_next_hop(ctx, out, d, m, NeighKey::v4(network, nh), port, dst_key, memo)
+    to_next_hop(ctx, out, d, m, NeighKey::v4(network, nh), port, dst_key)
 }
 
 /// Sends a routed packet to its next hop `key` if it is resolved (remembering the
-/// adjacency for the batch), answers with an error if resolution failed, or parks it.
+/// adjacency in the worker's cache), answers with an error if resolution failed, or
+/// parks it.
 #[allow(clippy::too_many_arguments)]
 fn to_next_hop(
     ctx: &mut Ctx<'_>,
@@ -224,13 +267,12 @@ fn to_next_hop(
     key: NeighKey,
     port: Option<PortId>,
     dst_key: u128,
-    memo: &mut Memo,
 ) -> Next {
     let (network, v6) = (NetworkId(key.network), !key.is_v4());
     match ctx.tables.neigh.lookup(key) {
         Some(NeighState::Reachable(mac)) => match adjacency(ctx, out, network, port, mac) {
             Some(adj) => {
-                *memo = Memo { network: m.network, v6, dst: dst_key, adj: Some(adj) };
+                ctx.adjacencies.put(m.network, v6, dst_key, adj);
                 apply(ctx, d, m, &adj, v6)
             }
             None => Next::Drop(DropReason::NoRoute),
@@ -240,16 +282,7 @@ fn to_next_hop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ipv6(
-    ctx: &mut Ctx<'_>,
-    out: &Outputs,
-    d: &mut Desc,
-    m: &mut Meta,
-    l2: usize,
-    gw: &Gateway,
-    memo: &mut Memo,
-) -> Next {
+fn ipv6(ctx: &mut Ctx<'_>, out: &Outputs, d: &mut Desc, m: &mut Meta, l2: usize, gw: &Gateway) -> Next {
     let b = ctx.umem.data(d.addr, d.len);
     let ip = &b[l2..];
     let (src, dst) = (v6_at(ip, 8), v6_at(ip, 24));
@@ -274,7 +307,7 @@ fn ipv6(
         return error6(ctx, d, m, l2, icmpv6::ty::TIME_EXCEEDED, 0, 0, gw, DropReason::TtlExceeded);
     }
     let dst_key = u128::from(dst);
-    if let Some(adj) = memo.get(m.network, true, dst_key) {
+    if let Some(adj) = ctx.adjacencies.get(m.network, true, dst_key) {
         return apply(ctx, d, m, &adj, true);
     }
     let (network, port, nh) = match ctx.tables.routes.lookup6(dst) {
@@ -294,7 +327,7 @@ fn ipv6(
         Some(Hop::Via { .. }) => return Next::Drop(DropReason::NoRoute),
         Some(Hop::Peer(i)) => return to_peer(ctx, d, m, l2, i, true),
     };
-    to_next_hop(ctx, out, d, m, NeighKey::v6(network, nh), port, dst_key, memo)
+    to_next_hop(ctx, out, d, m, NeighKey::v6(network, nh), port, dst_key)
 }
 
 /// Parks the packet until `key` resolves (or drops it if it cannot wait); either way
@@ -339,15 +372,15 @@ fn adjacency(
 
 /// Sends a routed packet through `adj`: MTU check, TTL / hop limit decrement, MAC
 /// rewrite, egress port.
-#[inline]
+#[inline(always)]
 fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: bool) -> Next {
     let l2 = m.l2_len();
-    let fragment = match fits(ctx, d, m, l2, v6, adj.mtu) {
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let fragment = match fit(b, l2, v6, adj.mtu) {
         Fit::Whole => false,
         Fit::InFragments => true,
-        Fit::No(next) => return next,
+        Fit::TooBig => return too_big(ctx, d, m, l2, v6, adj.mtu),
     };
-    let b = ctx.umem.data_mut(d.addr, d.len);
     decrement_ttl(b, l2, v6);
     b[0..6].copy_from_slice(&adj.mac.0);
     b[6..12].copy_from_slice(&adj.src.0);
@@ -367,45 +400,51 @@ enum Fit {
     Whole,
     /// Too big, but IPv4 without DF: the output stage fragments it.
     InFragments,
-    /// Too big: fragmentation needed or packet too big to its sender, or a drop.
-    No(Next),
+    /// Too big, and DF or IPv6: see [`too_big`].
+    TooBig,
 }
 
-/// How the packet fits `mtu`. A DF or IPv6 packet that does not fit becomes its error
-/// here (in place, or a drop if none may be sent).
-#[inline]
-fn fits(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: u32) -> Fit {
-    let b = ctx.umem.data(d.addr, d.len);
+/// How the packet in frame `b` (its L3 header at `l2`) fits `mtu`.
+#[inline(always)]
+fn fit(b: &[u8], l2: usize, v6: bool, mtu: u32) -> Fit {
     let (len, df) = if v6 {
         (40 + u32::from(read_u16(b, l2 + 4)), true)
     } else {
         (u32::from(read_u16(b, l2 + 2)), b[l2 + 6] & 0x40 != 0)
     };
     if len <= mtu {
-        return Fit::Whole;
+        Fit::Whole
+    } else if !df {
+        Fit::InFragments
+    } else {
+        Fit::TooBig
     }
-    if !df {
-        return Fit::InFragments;
-    }
+}
+
+/// A DF or IPv6 packet too big for `mtu`: fragmentation needed or packet too big to its
+/// sender, in place (or a drop if none may be sent).
+#[cold]
+#[inline(never)]
+fn too_big(ctx: &mut Ctx<'_>, d: &mut Desc, m: &Meta, l2: usize, v6: bool, mtu: u32) -> Next {
     let tables = ctx.tables;
     let in_gw = tables.topology.network(NetworkId(m.network)).and_then(|n| n.spec.gateway.as_ref());
-    Fit::No(match (v6, in_gw) {
+    match (v6, in_gw) {
         (true, Some(gw)) => error6(ctx, d, m, l2, icmpv6::ty::PACKET_TOO_BIG, 0, mtu, gw, DropReason::FragNeeded),
         (false, Some(_)) => error4(ctx, d, m, l2, icmp::TYPE_DST_UNREACHABLE, 4, mtu as u16, DropReason::FragNeeded),
         (_, None) => Next::Drop(DropReason::FragNeeded),
-    })
+    }
 }
 
 /// Decrements the TTL (with an incremental checksum update) or the hop limit.
-#[inline]
+#[inline(always)]
 fn decrement_ttl(b: &mut [u8], l2: usize, v6: bool) {
     if v6 {
         b[l2 + 7] -= 1;
     } else {
-        let old = read_u16(b, l2 + 8);
-        b[l2 + 8] -= 1;
-        let check = checksum::update(read_u16(b, l2 + 10), old, read_u16(b, l2 + 8));
-        b[l2 + 10..l2 + 12].copy_from_slice(&check.to_be_bytes());
+        let ip = &mut b[l2..l2 + 12];
+        ip[8] -= 1;
+        let check = checksum::ttl_decremented(read_u16(ip, 10));
+        ip[10..12].copy_from_slice(&check.to_be_bytes());
     }
 }
 
@@ -419,12 +458,13 @@ fn to_peer(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, l2: usize, i: u16, v6:
     if peer.header.is_none() {
         return Next::Drop(DropReason::PeerUnresolved);
     }
-    let fragment = match fits(ctx, d, m, l2, v6, peer.mtu) {
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let fragment = match fit(b, l2, v6, peer.mtu) {
         Fit::Whole => false,
         Fit::InFragments => true,
-        Fit::No(next) => return next,
+        Fit::TooBig => return too_big(ctx, d, m, l2, v6, peer.mtu),
     };
-    decrement_ttl(ctx.umem.data_mut(d.addr, d.len), l2, v6);
+    decrement_ttl(b, l2, v6);
     m.routed = true;
     ctx.stats.l3.routed.add(1);
     if fragment {

@@ -30,6 +30,7 @@ mod tunnel;
 
 pub use control::{emit, release, IcmpLimiter, Pending};
 pub use l2::LearnDedup;
+pub use l3::Adjacencies;
 pub use output::Outputs;
 
 use crate::port::Desc;
@@ -145,6 +146,8 @@ pub struct Ctx<'a> {
     pub learn: &'a ArrayQueue<LearnEvent>,
     /// Events already sent for this generation.
     pub dedup: &'a mut LearnDedup,
+    /// Routed destinations' adjacencies, for this generation and these ports.
+    pub adjacencies: &'a mut Adjacencies,
     /// Neighbour misses and answers to control.
     pub neigh: &'a ArrayQueue<NeighEvent>,
     /// Packets waiting for their next hop.

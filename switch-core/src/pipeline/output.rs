@@ -58,7 +58,7 @@ impl Outputs {
 
     /// Queues `d` on `port`; false (the caller frees and counts it) if there is no
     /// room left.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, port: PortId, d: Desc) -> bool {
         let q = &mut self.queues[port.0 as usize];
         if q.len() >= BATCH_SIZE {
@@ -292,7 +292,14 @@ fn to_peer_in_fragments(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, 
 
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     for i in 0..batch.len {
-        one(ctx, out, batch.desc[i], batch.meta[i]);
+        let (d, m) = (batch.desc[i], batch.meta[i]);
+        match m.next {
+            // The common case (switched or routed to one port) inline, the rest in `one`.
+            Next::Port(p) => {
+                emit(ctx, out, p, d, m.network, m.tagged);
+            }
+            _ => one(ctx, out, d, m),
+        }
     }
 }
 

@@ -634,6 +634,78 @@ fn a_route_change_under_traffic_loses_nothing() {
     assert_eq!(crate::stats::DropReason::ALL.iter().map(|d| s.drops(*d)).sum::<u64>(), 0);
 }
 
+/// The worker keeps routed destinations' adjacencies across batches: a packet still
+/// follows its neighbour when its MAC changes, its MAC when it moves to another port,
+/// and its port's MTU when the port comes back with another.
+#[test]
+fn a_cached_next_hop_follows_neighbour_fdb_and_port_changes() {
+    use crate::port::{MemoryPort, Port};
+    use crate::tables::PortId;
+    let mut r = rig(&[access(2, 1)], &[]);
+    r.send(1, &arp(ArpOperation::Reply, POD_B, "198.18.2.20", GW_B, "198.18.2.1"));
+    let p = udp4(POD_A, GW_A, "198.18.1.10", "198.18.2.20", 64, 972);
+    for _ in 0..2 {
+        r.send(0, &p);
+        let out = r.sent(1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0][0..6], &POD_B.0);
+    }
+
+    // The pod moves to port 2 (its ARP reply teaches the FDB).
+    r.send(2, &arp(ArpOperation::Reply, POD_B, "198.18.2.20", GW_B, "198.18.2.1"));
+    r.send(0, &p);
+    assert!(r.sent(1).is_empty(), "not to the port it left");
+    assert_eq!(r.sent(2).len(), 1);
+
+    // Another host takes the address.
+    let other = mac(0x77);
+    r.send(2, &arp(ArpOperation::Reply, other, "198.18.2.20", GW_B, "198.18.2.1"));
+    r.send(0, &p);
+    let out = r.sent(2);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][0..6], &other.0);
+
+    // Port 2 comes back with a 1,000-byte MTU: the 1,000-byte DF packet still fits,
+    // 1,001 bytes get fragmentation needed with the new MTU.
+    drop(r.worker.remove_port(PortId(2)));
+    r.worker.add_port(PortId(2), Port::Memory(MemoryPort::new("p2").with_max_frame(1014)));
+    r.send(0, &p);
+    assert_eq!(r.sent(2).len(), 1);
+    r.send(0, &udp4(POD_A, GW_A, "198.18.1.10", "198.18.2.20", 64, 973));
+    assert!(r.sent(2).is_empty());
+    let (_, _, ty, _) = icmp4_of(&r.sent(0)[0]);
+    assert_eq!(
+        ty,
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1000
+        })
+    );
+}
+
+/// Batch after batch of 64 destinations, each behind a MAC of its own: every packet
+/// reaches its own host, whatever the destinations share slots of the cache with.
+#[test]
+fn many_destinations_each_reach_their_own_neighbour() {
+    let mut r = rig(&[], &[]);
+    for h in 0..64u8 {
+        r.send(1, &arp(ArpOperation::Reply, mac(h), &format!("198.18.2.{}", 10 + h), GW_B, "198.18.2.1"));
+    }
+    for round in 0..3 {
+        for h in 0..64u8 {
+            r.mem(0).push_rx(&udp4(POD_A, GW_A, "198.18.1.10", &format!("198.18.2.{}", 10 + h), 64, 10));
+        }
+        r.worker.poll_once(r.now_s);
+        let out = r.sent(1);
+        assert_eq!(out.len(), 64, "round {round}");
+        for f in &out {
+            let host = f[14 + 19] - 10;
+            assert_eq!(&f[0..6], &mac(host).0, "round {round}: 198.18.2.{}", f[14 + 19]);
+            assert!(ipv4_header_ok(f));
+        }
+    }
+    assert_eq!(r.worker.stats().l3.routed.get(), 3 * 64);
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -81,6 +81,32 @@ pub fn update(check: u16, old: u16, new: u16) -> u16 {
     !fold(u32::from(!check) + u32::from(!old) + u32::from(new))
 }
 
+/// The checksum field of an IPv4 header whose TTL is decremented by one, from its
+/// current value `check` (RFC 1624 with the one word that changes folded in: the TTL is
+/// the high byte of its word, so the sum drops by 0x0100 and the field rises by it, as
+/// Linux's `ip_decrease_ttl` does). Never returns 0xffff, as a full recompute never does.
+#[inline(always)]
+pub fn ttl_decremented(check: u16) -> u16 {
+    let c = u32::from(check) + 0x0100;
+    (c + u32::from(c >= 0xffff)) as u16
+}
+
+/// True when a 20-byte IPv4 header (no options), checksum field included, verifies.
+///
+/// Sums native-order 32-bit words: the one's-complement sum is the same in either byte
+/// order (RFC 1071 2.B) and at either word width once folded, and its all-ones result
+/// reads the same both ways round.
+#[inline(always)]
+pub fn verify_ipv4_header(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let s = w(0) + w(4) + w(8) + w(12) + w(16);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    s == 0xffff
+}
+
 /// RFC 1624 for a 32-bit field (an IPv4 address, for example).
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     let c = update(check, (old >> 16) as u16, (new >> 16) as u16);
@@ -113,6 +139,43 @@ mod tests {
         #[test]
         fn word_sums_agree_with_the_naive_sum(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             proptest::prop_assert_eq!(fold(sum(&data)), naive(&data));
+        }
+    }
+
+    /// An IPv4 header from arbitrary bytes, with version/IHL 0x45, `ttl` and a valid
+    /// checksum.
+    fn header(mut h: [u8; 20], ttl: u8) -> [u8; 20] {
+        h[0] = 0x45;
+        h[8] = ttl;
+        h[10..12].fill(0);
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ttl_decrement_agrees_with_a_full_recompute(h in proptest::array::uniform20(proptest::num::u8::ANY), ttl in 1u8..=255) {
+            let mut h = header(h, ttl);
+            let check = u16::from_be_bytes([h[10], h[11]]);
+            h[8] -= 1;
+            let expected = header(h, ttl - 1);
+            proptest::prop_assert_eq!(ttl_decremented(check).to_be_bytes(), [expected[10], expected[11]]);
+        }
+
+        #[test]
+        fn header_verification_agrees_with_the_sum(h in proptest::array::uniform20(proptest::num::u8::ANY), valid in proptest::bool::ANY) {
+            let h = if valid { header(h, h[8]) } else { h };
+            proptest::prop_assert_eq!(verify_ipv4_header(&h), fold(sum(&h)) == 0xffff);
+        }
+    }
+
+    #[test]
+    fn ttl_decrement_edges() {
+        // Every checksum field value, including the ones where the carry wraps.
+        for check in 0..=0xffffu16 {
+            // TTL 64 to 63 over UDP: the word at offset 8 goes from 0x4011 to 0x3f11.
+            assert_eq!(ttl_decremented(check), update(check, 0x4011, 0x3f11), "checksum {check:#06x}");
         }
     }
 

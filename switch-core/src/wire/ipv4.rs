@@ -131,13 +131,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     /// True when the header checksum verifies. Unrolled for the common 20-byte header:
     /// routers check every packet.
-    #[inline]
+    #[inline(always)]
     pub fn verify_checksum(&self) -> bool {
         let h = &self.buffer.as_ref()[..self.header_len()];
-        if h.len() == HEADER_LEN {
-            let w = |i: usize| u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-            let s = w(0) + w(2) + w(4) + w(6) + w(8) + w(10) + w(12) + w(14) + w(16) + w(18);
-            return checksum::fold(s) == 0xffff;
+        if let Ok(h) = <&[u8; HEADER_LEN]>::try_from(h) {
+            return checksum::verify_ipv4_header(h);
         }
         checksum::fold(checksum::sum(h)) == 0xffff
     }

@@ -1,0 +1,50 @@
+//! Runs one pipeline bench case for a set number of batches, for an instruction count
+//! under callgrind: on a shared machine whose wall-clock times vary by half from one
+//! run to the next, the instructions a batch takes do not.
+//!
+//! ```text
+//! cargo build --release -p perf --example instructions
+//! for n in 1000 2000; do
+//!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/instructions ipv4_connected_1_flow $n
+//! done
+//! ```
+//!
+//! The difference between the two totals, over 1,000, is the instructions per batch
+//! of 64 (set-up and warm-up cancel out). Cases: `l2_known_dst` and the routed
+//! bench's connected cases (`perf::l3_connected_cases`). Results: perf/RESULTS.md.
+
+use perf::{frame, l3_connected_cases, routed_worker, worker, KNOWN, SRC};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(case), Some(batches)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok())) else {
+        eprintln!("usage: instructions CASE BATCHES (CASE: l2_known_dst or an l3 connected case)");
+        std::process::exit(2);
+    };
+    let mut w = if case == "l2_known_dst" {
+        worker(vec![frame(KNOWN, SRC, 64); 64])
+    } else {
+        match l3_connected_cases().into_iter().find(|(name, _)| *name == case) {
+            Some((_, frames)) => routed_worker(frames, &[]),
+            None => {
+                eprintln!("unknown case {case}");
+                std::process::exit(2);
+            }
+        }
+    };
+    // Warm-up: the first batches resolve and fill caches.
+    for _ in 0..100 {
+        w.poll_once(0);
+    }
+    let before = w.stats().packets.get();
+    for _ in 0..batches {
+        w.poll_once(0);
+    }
+    let s = w.stats();
+    assert_eq!(s.packets.get() - before, 64 * batches, "{case}: every batch full");
+    if case != "l2_known_dst" {
+        assert!(perf::assert_all_routed(&case, &w));
+    }
+    println!("{case}: {batches} batches of 64");
+}
