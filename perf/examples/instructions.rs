@@ -11,19 +11,29 @@
 //! ```
 //!
 //! The difference between the two totals, over 1,000, is the instructions per batch
-//! of 64 (set-up and warm-up cancel out). Cases: `l2_known_dst` and the routed
-//! bench's connected cases (`perf::l3_connected_cases`). Results: perf/RESULTS.md.
+//! of 64 (set-up and warm-up cancel out). Cases: the L2 bench's `l2_known_dst`,
+//! `l2_known_dst_64_flows` and `l2_unknown_dst_flood_2_ports`, and the routed bench's
+//! connected cases (`perf::l3_connected_cases`). Results: perf/RESULTS.md.
 
-use perf::{frame, l3_connected_cases, routed_worker, worker, KNOWN, SRC};
+use perf::{flow_dst, flow_src, frame, l3_connected_cases, routed_worker, worker, KNOWN, SRC, UNKNOWN};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(case), Some(batches)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok())) else {
-        eprintln!("usage: instructions CASE BATCHES (CASE: l2_known_dst or an l3 connected case)");
+        eprintln!("usage: instructions CASE BATCHES (CASE: an l2_ case or an l3 connected case)");
         std::process::exit(2);
     };
-    let mut w = if case == "l2_known_dst" {
-        worker(vec![frame(KNOWN, SRC, 64); 64])
+    let l2 = case.starts_with("l2_");
+    let mut w = if l2 {
+        match case.as_str() {
+            "l2_known_dst" => worker(vec![frame(KNOWN, SRC, 64); 64]),
+            "l2_known_dst_64_flows" => worker((0..64).map(|i| frame(flow_dst(i), flow_src(i), 64)).collect()),
+            "l2_unknown_dst_flood_2_ports" => worker(vec![frame(UNKNOWN, SRC, 64); 64]),
+            _ => {
+                eprintln!("unknown case {case}");
+                std::process::exit(2);
+            }
+        }
     } else {
         match l3_connected_cases().into_iter().find(|(name, _)| *name == case) {
             Some((_, frames)) => routed_worker(frames, &[]),
@@ -43,7 +53,7 @@ fn main() {
     }
     let s = w.stats();
     assert_eq!(s.packets.get() - before, 64 * batches, "{case}: every batch full");
-    if case != "l2_known_dst" {
+    if !l2 {
         assert!(perf::assert_all_routed(&case, &w));
     }
     println!("{case}: {batches} batches of 64");
