@@ -455,13 +455,16 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Attaches the sinks.
-    pub fn new(t: &Topo, seconds: f64) -> Result<Meter> {
-        Ok(Meter {
-            sink: Sink::attach_counting("sink0", Some(t.sink.name()))?,
-            base_sink: Sink::attach_counting("base1", Some(t.sink.name()))?,
-            seconds,
-        })
+    /// Attaches the sinks; `sink_on_generator_core`: sink0's receive runs in a NAPI
+    /// thread on the generator's core (else in the softirq of the core that sent, the
+    /// DUT's).
+    pub fn new(t: &Topo, seconds: f64, sink_on_generator_core: bool) -> Result<Meter> {
+        let sink = Sink::attach_counting("sink0", Some(t.sink.name()))?;
+        if sink_on_generator_core {
+            // The XDP program gave sink0 its NAPI; threaded, it can be pinned.
+            host::pin_napi(t.sink.name(), "sink0", GEN_CORE)?;
+        }
+        Ok(Meter { sink, base_sink: Sink::attach_counting("base1", Some(t.sink.name()))?, seconds })
     }
 
     /// A trial: its figures, frames sent and frames the sink received.

@@ -34,6 +34,12 @@ struct Args {
     /// Directory for compare.json and the charts.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run the sink's veth receive (its XDP counting program) in a NAPI thread on the
+    /// generator's core, instead of in the DUT core's softirq after each transmit.
+    /// An experiment for two-core machines: it takes that work off the DUT core, but
+    /// the sink then competes with the generator (see perf/RESULTS.md).
+    #[arg(long)]
+    sink_on_generator_core: bool,
 }
 
 /// One DUT under one load, over the rounds.
@@ -131,7 +137,7 @@ fn main() -> Result<()> {
         .filter(|l| args.flows.is_empty() || args.flows.contains(&l.flows))
         .collect();
     let topo = Topo::new()?;
-    let meter = Meter::new(&topo, args.seconds)?;
+    let meter = Meter::new(&topo, args.seconds, args.sink_on_generator_core)?;
     let mut rows = Vec::new();
     for round in 0..args.rounds {
         let base: Vec<f64> = loads.iter().map(|l| meter.baseline(&topo, l)).collect::<Result<_>>()?;
