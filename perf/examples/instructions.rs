@@ -12,15 +12,16 @@
 //!
 //! The difference between the two totals, over 1,000, is the instructions per batch
 //! of 64 (set-up and warm-up cancel out). Cases: the L2 bench's `l2_known_dst`,
-//! `l2_known_dst_64_flows` and `l2_unknown_dst_flood_2_ports`, and the routed bench's
-//! connected cases (`perf::l3_connected_cases`). Results: perf/RESULTS.md.
+//! `l2_known_dst_64_flows` and `l2_unknown_dst_flood_2_ports`, the routed bench's
+//! connected cases (`perf::l3_connected_cases`) and the tunnel bench's
+//! (`perf::tunnel_cases`). Results: perf/RESULTS.md.
 
-use perf::{flow_dst, flow_src, frame, l3_connected_cases, routed_worker, worker, KNOWN, SRC, UNKNOWN};
+use perf::{flow_dst, flow_src, frame, l3_connected_cases, routed_worker, tunnel_cases, worker, KNOWN, SRC, UNKNOWN};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(case), Some(batches)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok())) else {
-        eprintln!("usage: instructions CASE BATCHES (CASE: an l2_ case or an l3 connected case)");
+        eprintln!("usage: instructions CASE BATCHES (CASE: an l2_ case, an l3 connected case or a tunnel case)");
         std::process::exit(2);
     };
     let l2 = case.starts_with("l2_");
@@ -34,14 +35,13 @@ fn main() {
                 std::process::exit(2);
             }
         }
+    } else if let Some((_, frames)) = l3_connected_cases().into_iter().find(|(name, _)| *name == case) {
+        routed_worker(frames, &[])
+    } else if let Some((_, w)) = tunnel_cases().into_iter().find(|(name, _)| *name == case) {
+        w
     } else {
-        match l3_connected_cases().into_iter().find(|(name, _)| *name == case) {
-            Some((_, frames)) => routed_worker(frames, &[]),
-            None => {
-                eprintln!("unknown case {case}");
-                std::process::exit(2);
-            }
-        }
+        eprintln!("unknown case {case}");
+        std::process::exit(2);
     };
     // Warm-up: the first batches resolve and fill caches.
     for _ in 0..100 {

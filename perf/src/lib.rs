@@ -377,6 +377,63 @@ pub fn l3_connected_cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     ]
 }
 
+/// `f` (an IPv4 or IPv6 frame from `ipv4_frame`/`ipv6_frame`) readdressed as the
+/// remote pod's packet inside the tunnel: to `VTEP`, from `PEER_VTEP`.
+fn inner(mut f: Vec<u8>) -> Vec<u8> {
+    f[0..6].copy_from_slice(&VTEP);
+    f[6..12].copy_from_slice(&PEER_VTEP);
+    f
+}
+
+/// The tunnel bench's cases, by name, each a worker ready to poll: 64 flows of 64-byte
+/// inner frames encapsulated to the peer or decapsulated from it, over IPv4 and IPv6
+/// underlays, beside the same packets routed locally and to and from the peer in
+/// direct-routing mode.
+pub fn tunnel_cases() -> Vec<(&'static str, Worker)> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let pod4 = |h: u8| Ipv4Addr::new(198, 18, 1, h);
+    let remote4 = |h: u8| Ipv4Addr::new(198, 18, 2, h);
+    let pod6 = |h: u8| Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(h));
+    let remote6 = |h: u8| Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, u16::from(h));
+    let to_remote4: Vec<_> = (0..64).map(|i| ipv4_frame(pod4(10), remote4(10 + i))).collect();
+    let to_remote6: Vec<_> = (0..64).map(|i| ipv6_frame(pod6(10), remote6(10 + i))).collect();
+    let from_remote4 = |v6: bool| -> Vec<_> {
+        (0..64).map(|i| vxlan_frame(&inner(ipv4_frame(remote4(10 + i), pod4(10 + i))), v6)).collect()
+    };
+    let from_remote6 = |v6: bool| -> Vec<_> {
+        (0..64).map(|i| vxlan_frame(&inner(ipv6_frame(remote6(10 + i), pod6(10 + i))), v6)).collect()
+    };
+    vec![
+        // The l3 bench's network "b" is 198.18.2.0/24 with hosts 10-73 resolved: the same
+        // packets, routed locally.
+        ("baseline_routed_ipv4_64_flows", routed_worker(to_remote4.clone(), &[])),
+        // The same routes to the peer in direct-routing mode: everything but the outer
+        // headers, so the difference is what encapsulation and decapsulation cost.
+        ("direct_out_ipv4_64_flows", tunnel_worker(to_remote4.clone(), 0, false, true)),
+        (
+            "direct_in_ipv4_64_flows",
+            tunnel_worker(
+                (0..64)
+                    .map(|i| {
+                        let mut f = ipv4_frame(remote4(10 + i), pod4(10 + i));
+                        f[0..6].copy_from_slice(&UPLINK);
+                        f
+                    })
+                    .collect(),
+                1,
+                false,
+                true,
+            ),
+        ),
+        ("encap_ipv4_in_ipv4_64_flows", tunnel_worker(to_remote4.clone(), 0, false, false)),
+        ("encap_ipv6_in_ipv4_64_flows", tunnel_worker(to_remote6, 0, false, false)),
+        ("encap_ipv4_in_ipv6_64_flows", tunnel_worker(to_remote4, 0, true, false)),
+        ("decap_ipv4_in_ipv4_64_flows", tunnel_worker(from_remote4(false), 1, false, false)),
+        ("decap_ipv6_in_ipv4_64_flows", tunnel_worker(from_remote6(false), 1, false, false)),
+        ("decap_ipv4_in_ipv6_64_flows", tunnel_worker(from_remote4(true), 1, true, false)),
+    ]
+}
+
 /// After a bench case: true if the worker ran (a case filtered out on the command line
 /// did not), and then asserts that it measured what it says: no packet dropped, every
 /// packet routed.
