@@ -4,7 +4,10 @@
 //! source MAC that is missing or has moved, it sends a [`LearnEvent`] to control through
 //! a bounded queue; the [`Learner`] on the control thread applies the events, ages
 //! entries out, and publishes a new snapshot. That way an address learned on one worker
-//! is used by every worker, and no worker takes a lock.
+//! is used by every worker, and no worker takes a lock. A snapshot's entries live in
+//! shards it shares with the learner and the snapshots before it
+//! ([`Sharded`](super::sharded::Sharded)): publishing after a change copies the shards
+//! the change touched, not the table.
 //!
 //! Ageing needs "last seen" times that the workers update at packet rate; those live in
 //! [`AgeingSlots`], an array of atomics shared by every snapshot, one slot per learned
@@ -15,6 +18,7 @@
 //! names the uplink port and the peer (the remote VTEP), learned from the outer source
 //! address of the decapsulated frames that came from it.
 
+use super::sharded::Sharded;
 use super::topology::{NetworkId, PortId, Topology};
 use crate::wire::EthernetAddress;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -109,17 +113,19 @@ impl FdbEntry {
     }
 }
 
-/// One immutable FDB snapshot.
+/// One immutable FDB snapshot. Its entries are shared in shards with the learner's
+/// table and the snapshots before it: building one after a change copies only the
+/// shards the change touched.
 #[derive(Debug)]
 pub struct Fdb {
-    map: FxHashMap<u64, FdbEntry>,
+    map: Sharded<u64, FdbEntry>,
     ageing: Arc<AgeingSlots>,
 }
 
 impl Fdb {
     /// An empty table.
     pub fn empty() -> Fdb {
-        Fdb { map: FxHashMap::default(), ageing: Arc::new(AgeingSlots::new(0)) }
+        Fdb { map: Sharded::default(), ageing: Arc::new(AgeingSlots::new(0)) }
     }
 
     /// Looks up `mac` in `network`.
@@ -170,6 +176,9 @@ pub struct LearnEvent {
 pub struct Learner {
     learned: FxHashMap<u64, FdbEntry>,
     statics: FxHashMap<u64, FdbEntry>,
+    /// The static and learned entries together, as snapshots publish them: every
+    /// change to the two above is made here too, so `build` copies nothing.
+    published: Sharded<u64, FdbEntry>,
     ageing: Arc<AgeingSlots>,
     free_slots: Vec<u32>,
     /// Learn events refused because the table was full.
@@ -189,6 +198,7 @@ impl Learner {
         Learner {
             learned: FxHashMap::default(),
             statics: FxHashMap::default(),
+            published: Sharded::default(),
             ageing: Arc::new(AgeingSlots::new(capacity as usize)),
             free_slots: (0..capacity).rev().collect(),
             full_drops: 0,
@@ -213,7 +223,10 @@ impl Learner {
         self.statics = statics;
         let stale = self
             .learned_where(|k, e| (!e.is_remote() && !member(topology, e.port, k)) || self.statics.contains_key(&k));
-        self.forget(stale) || changed
+        let forgot = self.forget(stale);
+        // The whole sync: the published entries are made again from both tables.
+        self.published = self.statics.iter().chain(self.learned.iter()).map(|(k, e)| (*k, *e)).collect();
+        forgot || changed
     }
 
     /// What [`sync_topology`](Learner::sync_topology) does, for the ports in `changed`
@@ -233,6 +246,7 @@ impl Learner {
                     return self.sync_topology(topology);
                 }
                 self.statics.remove(&k);
+                self.published.remove(&k);
                 any = true;
             }
         }
@@ -243,6 +257,7 @@ impl Learner {
                 if self.statics.insert(k, e).is_some() {
                     return self.sync_topology(topology);
                 }
+                self.published.insert(k, e);
                 now_static.push(k);
                 any = true;
             }
@@ -285,6 +300,11 @@ impl Learner {
     fn remove(&mut self, k: u64) {
         if let Some(e) = self.learned.remove(&k) {
             self.free_slots.push(e.slot);
+            // A MAC that just became static keeps its new, static entry.
+            match self.statics.get(&k) {
+                Some(s) => self.published.insert(k, *s),
+                None => self.published.remove(&k),
+            };
         }
     }
 
@@ -301,6 +321,7 @@ impl Learner {
             }
             e.port = ev.port;
             e.peer = ev.peer;
+            self.published.insert(k, *e);
             self.moves += 1;
             return true;
         }
@@ -309,7 +330,9 @@ impl Learner {
             return false;
         };
         self.ageing.set(slot, now_s);
-        self.learned.insert(k, FdbEntry { port: ev.port, peer: ev.peer, slot });
+        let e = FdbEntry { port: ev.port, peer: ev.peer, slot };
+        self.learned.insert(k, e);
+        self.published.insert(k, e);
         true
     }
 
@@ -353,15 +376,10 @@ impl Learner {
         changed
     }
 
-    /// Builds a snapshot of the static and learned entries.
+    /// Builds a snapshot of the static and learned entries: their shards are shared,
+    /// not copied.
     pub fn build(&self) -> Fdb {
-        // A copy of the statics' table (no hashing: a pod per port makes them the bulk),
-        // then the learned entries. The two never share a key: a static MAC is not
-        // learned, and one that becomes static leaves the learned entries.
-        let mut map = self.statics.clone();
-        map.reserve(self.learned.len());
-        map.extend(self.learned.iter().map(|(k, e)| (*k, *e)));
-        Fdb { map, ageing: self.ageing.clone() }
+        Fdb { map: self.published.clone(), ageing: self.ageing.clone() }
     }
 
     /// Learned entries.
@@ -403,6 +421,16 @@ mod tests {
         v
     }
 
+    /// What a snapshot of `l` must hold: its static entries and its learned ones,
+    /// made from scratch (the published table is kept up to date change by change).
+    fn from_scratch(l: &Learner) -> Vec<(NetworkId, EthernetAddress, FdbEntry)> {
+        let f = Fdb {
+            map: l.statics.iter().chain(l.learned.iter()).map(|(k, e)| (*k, *e)).collect(),
+            ageing: l.ageing.clone(),
+        };
+        sorted(&f)
+    }
+
     proptest::proptest! {
         /// Ports coming and going a burst at a time, with MACs learned in between (some
         /// of them a port's static MAC, some claimed by two ports): the incremental sync
@@ -435,6 +463,7 @@ mod tests {
                     let e = LearnEvent { network: NetworkId(net), mac: mac(m), port: PortId(port), peer: LOCAL };
                     proptest::prop_assert_eq!(inc.learn(e, 0, &t), whole.learn(e, 0, &t));
                 }
+                proptest::prop_assert_eq!(sorted(&inc.build()), from_scratch(&inc));
                 let (mut removed, mut added) = (vec![], vec![]);
                 for (id, n, m, put) in ports {
                     if removed.contains(&PortId(id)) || added.iter().any(|a: &PortSpec| a.id.0 == id) {
@@ -455,6 +484,7 @@ mod tests {
                 whole.sync_topology(&next);
                 t = next;
                 proptest::prop_assert_eq!(sorted(&inc.build()), sorted(&whole.build()));
+                proptest::prop_assert_eq!(sorted(&inc.build()), from_scratch(&inc));
             }
         }
     }
@@ -470,6 +500,7 @@ mod tests {
         assert!(fdb.lookup(NetworkId(1), mac(1)).is_none(), "networks are separate tables");
         assert!(l.apply(ev(0, 1, 1), 2), "moved");
         assert_eq!(l.build().lookup(NetworkId(0), mac(1)).unwrap().port, PortId(1));
+        assert_eq!(fdb.lookup(NetworkId(0), mac(1)).unwrap().port, PortId(0), "an older snapshot keeps its entry");
         assert_eq!(l.moves, 1);
         assert!(!l.age(5, &t));
     }
@@ -484,7 +515,9 @@ mod tests {
         fdb.touch(fdb.lookup(NetworkId(0), mac(1)).unwrap(), 8); // a worker saw it at 8 s
         assert!(!l.age(15, &t), "seen at 8, ageing 10: alive at 15");
         assert!(l.age(18, &t), "expired at 18");
+        assert!(fdb.lookup(NetworkId(0), mac(1)).is_some(), "an older snapshot keeps its entry");
         let fdb = l.build();
+        assert_eq!(sorted(&fdb), from_scratch(&l));
         assert!(fdb.lookup(NetworkId(0), mac(1)).is_none());
         assert!(fdb.lookup(NetworkId(1), mac(2)).is_some(), "network b ages after 100 s");
     }

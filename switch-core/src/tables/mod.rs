@@ -11,6 +11,7 @@ pub mod fdb;
 pub mod fib;
 pub mod neigh;
 pub mod route;
+pub mod sharded;
 pub mod topology;
 pub mod tunnel;
 

@@ -15,8 +15,11 @@
 //! ```
 //!
 //! It asks a worker to send each request ([`Emit`]), since only workers own frames and
-//! sockets. Static entries (a pod's configured address and MAC) never change.
+//! sockets. Static entries (a pod's configured address and MAC) never change; they
+//! are kept in shards that every snapshot shares ([`Sharded`]), so a pod attached
+//! among thousands copies one shard.
 
+use super::sharded::{mix, ShardKey, Sharded};
 use super::topology::NetworkId;
 use crate::wire::EthernetAddress;
 use rustc_hash::FxHashMap;
@@ -31,6 +34,13 @@ pub struct NeighKey {
     pub network: u16,
     /// Address bits.
     pub ip: u128,
+}
+
+impl ShardKey for NeighKey {
+    #[inline(always)]
+    fn shard_hash(&self) -> u64 {
+        mix((self.ip as u64) ^ ((self.ip >> 64) as u64).rotate_left(17) ^ u64::from(self.network) << 40)
+    }
 }
 
 impl NeighKey {
@@ -74,10 +84,14 @@ pub enum NeighState {
     Failed,
 }
 
-/// The published neighbour table.
+/// The published neighbour table: the static entries, shared in shards with the
+/// resolver and the snapshots before it (a pod's attachment copies one shard, not every
+/// pod's entry), and the resolved ones, few, made anew for each snapshot. The two never
+/// share a key.
 #[derive(Debug, Default, Clone)]
 pub struct Neighbours {
-    map: FxHashMap<NeighKey, NeighState>,
+    statics: Sharded<NeighKey, NeighState>,
+    resolved: FxHashMap<NeighKey, NeighState>,
 }
 
 impl Neighbours {
@@ -89,22 +103,22 @@ impl Neighbours {
     /// The state of `key`, if the table has an entry.
     #[inline]
     pub fn lookup(&self, key: NeighKey) -> Option<NeighState> {
-        self.map.get(&key).copied()
+        self.statics.get(&key).or_else(|| self.resolved.get(&key)).copied()
     }
 
     /// Entries.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.statics.len() + self.resolved.len()
     }
 
     /// True if there are none.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Every entry.
     pub fn iter(&self) -> impl Iterator<Item = (&NeighKey, &NeighState)> {
-        self.map.iter()
+        self.statics.iter().chain(self.resolved.iter())
     }
 }
 
@@ -204,9 +218,9 @@ pub struct Resolver {
     cfg: NeighConfig,
     /// Entries being resolved or resolved (never a static one).
     entries: FxHashMap<NeighKey, Entry>,
-    /// Static entries, as published: kept apart so that publishing copies them as one
-    /// table (a pod per port makes them the bulk) and the timers never visit them.
-    statics: FxHashMap<NeighKey, NeighState>,
+    /// Static entries, as published: kept apart so that publishing shares them (a pod
+    /// per port makes them the bulk) and the timers never visit them.
+    statics: Sharded<NeighKey, NeighState>,
     /// Counters.
     pub stats: ResolverStats,
 }
@@ -214,7 +228,7 @@ pub struct Resolver {
 impl Resolver {
     /// An empty table.
     pub fn new(cfg: NeighConfig) -> Resolver {
-        Resolver { cfg, entries: FxHashMap::default(), statics: FxHashMap::default(), stats: ResolverStats::default() }
+        Resolver { cfg, entries: FxHashMap::default(), statics: Sharded::default(), stats: ResolverStats::default() }
     }
 
     /// Installs a static entry (replacing any learned one). Returns true (the snapshot
@@ -249,7 +263,7 @@ impl Resolver {
     /// removed (the address is resolved again if traffic needs it). Returns true if the
     /// published table changes.
     pub fn set_statics(&mut self, statics: &[(NeighKey, EthernetAddress)]) -> bool {
-        let want: FxHashMap<NeighKey, NeighState> =
+        let want: Sharded<NeighKey, NeighState> =
             statics.iter().map(|(k, mac)| (*k, NeighState::Reachable(*mac))).collect();
         let before = self.entries.len();
         self.entries.retain(|k, _| !want.contains_key(k));
@@ -346,21 +360,21 @@ impl Resolver {
 
     /// The snapshot for workers.
     pub fn build(&self) -> Neighbours {
-        // A copy of the statics' table (no hashing), then the resolved entries.
-        let mut map = self.statics.clone();
-        map.reserve(self.entries.len());
+        // The statics' shards shared, then the resolved entries.
+        let mut resolved = FxHashMap::default();
+        resolved.reserve(self.entries.len());
         for (k, e) in &self.entries {
             match (e.phase, e.mac) {
                 (Phase::Reachable { .. } | Phase::Probe { .. }, Some(mac)) => {
-                    map.insert(*k, NeighState::Reachable(mac));
+                    resolved.insert(*k, NeighState::Reachable(mac));
                 }
                 (Phase::Failed { .. }, _) => {
-                    map.insert(*k, NeighState::Failed);
+                    resolved.insert(*k, NeighState::Failed);
                 }
                 _ => {}
             }
         }
-        Neighbours { map }
+        Neighbours { statics: self.statics.clone(), resolved }
     }
 
     /// Every entry, sorted by key.
@@ -395,6 +409,25 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pod's port patched among 1,000: the new snapshot shares all but the shards
+    /// the change touched with the one before, and that one keeps what it had.
+    #[test]
+    fn patched_statics_share_the_rest_with_the_last_snapshot() {
+        let mut r = Resolver::new(NeighConfig::default());
+        let key = |h: u32| NeighKey::v4(NetworkId(1), Ipv4Addr::from(0xc612_0000 + h));
+        let mac = |h: u32| EthernetAddress([2, 0, 0, 0, (h >> 8) as u8, h as u8]);
+        r.set_statics(&(0..1000).map(|h| (key(h), mac(h))).collect::<Vec<_>>());
+        let before = r.build();
+        assert!(r.patch_statics(&[key(7)], &[(key(2000), mac(2000))]));
+        let after = r.build();
+        assert!(after.statics.shards_shared_with(&before.statics) >= 62, "at most two shards copied");
+        assert_eq!(before.lookup(key(7)), Some(NeighState::Reachable(mac(7))));
+        assert_eq!(before.lookup(key(2000)), None);
+        assert_eq!(after.lookup(key(7)), None);
+        assert_eq!(after.lookup(key(2000)), Some(NeighState::Reachable(mac(2000))));
+        assert_eq!((before.len(), after.len()), (1000, 1000));
+    }
 
     fn cfg() -> NeighConfig {
         NeighConfig {
