@@ -6,7 +6,7 @@
 //! entries out, and publishes a new snapshot. That way an address learned on one worker
 //! is used by every worker, and no worker takes a lock. A snapshot's entries live in
 //! shards it shares with the learner and the snapshots before it
-//! ([`Sharded`](super::sharded::Sharded)): publishing after a change copies the shards
+//! ([`Sharded`]): publishing after a change copies the shards
 //! the change touched, not the table.
 //!
 //! Ageing needs "last seen" times that the workers update at packet rate; those live in
