@@ -43,7 +43,8 @@ impl ShardKey for u64 {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Sharded<K, V> {
-    shards: Box<[Arc<FxHashMap<K, V>>]>,
+    /// An array, not a slice: the shard index needs no bounds check.
+    shards: Box<[Arc<FxHashMap<K, V>>; SHARDS]>,
     len: usize,
 }
 
@@ -56,7 +57,7 @@ impl<K, V> Clone for Sharded<K, V> {
 
 impl<K: ShardKey, V: Clone> Default for Sharded<K, V> {
     fn default() -> Self {
-        Sharded { shards: (0..SHARDS).map(|_| Arc::new(FxHashMap::default())).collect(), len: 0 }
+        Sharded { shards: Box::new(std::array::from_fn(|_| Arc::new(FxHashMap::default()))), len: 0 }
     }
 }
 
