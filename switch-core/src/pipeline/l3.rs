@@ -374,25 +374,46 @@ fn adjacency(
 /// rewrite, egress port.
 #[inline(always)]
 fn apply(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, adj: &Adjacency, v6: bool) -> Next {
-    let l2 = m.l2_len();
-    let b = ctx.umem.data_mut(d.addr, d.len);
-    let fragment = match fit(b, l2, v6, adj.mtu) {
-        Fit::Whole => false,
-        Fit::InFragments => true,
-        Fit::TooBig => return too_big(ctx, d, m, l2, v6, adj.mtu),
+    let fragment = match hop(ctx, d, m, v6, adj.mtu, Some((adj.mac, adj.src))) {
+        Ok(fragment) => fragment,
+        Err(next) => return next,
     };
-    decrement_ttl(b, l2, v6);
-    b[0..6].copy_from_slice(&adj.mac.0);
-    b[6..12].copy_from_slice(&adj.src.0);
     m.network = adj.egress.0;
-    m.routed = true;
-    ctx.stats.l3.routed.add(1);
     match adj.port {
         Some(p) if fragment => Next::Fragment(p),
         Some(p) => Next::Port(p),
         // Flooded: the MTU is not known (u32::MAX), so never in fragments.
         None => Next::Flood,
     }
+}
+
+/// One routed hop's work on the packet, for `mtu`: the size check, the TTL or hop
+/// limit decrement, the MAC rewrite if `macs` (to, from) are given, the count. Ok(true)
+/// if it must leave in fragments; Err with what happens instead if it is too big.
+#[inline(always)]
+fn hop(
+    ctx: &mut Ctx<'_>,
+    d: &mut Desc,
+    m: &mut Meta,
+    v6: bool,
+    mtu: u32,
+    macs: Option<(EthernetAddress, EthernetAddress)>,
+) -> Result<bool, Next> {
+    let l2 = m.l2_len();
+    let b = ctx.umem.data_mut(d.addr, d.len);
+    let fragment = match fit(b, l2, v6, mtu) {
+        Fit::Whole => false,
+        Fit::InFragments => true,
+        Fit::TooBig => return Err(too_big(ctx, d, m, l2, v6, mtu)),
+    };
+    decrement_ttl(b, l2, v6);
+    if let Some((to, from)) = macs {
+        b[0..6].copy_from_slice(&to.0);
+        b[6..12].copy_from_slice(&from.0);
+    }
+    m.routed = true;
+    ctx.stats.l3.routed.add(1);
+    Ok(fragment)
 }
 
 /// How a routed packet fits its next hop's MTU.
@@ -458,15 +479,10 @@ fn to_peer(ctx: &mut Ctx<'_>, d: &mut Desc, m: &mut Meta, l2: usize, i: u16, v6:
     if peer.header.is_none() {
         return Next::Drop(DropReason::PeerUnresolved);
     }
-    let b = ctx.umem.data_mut(d.addr, d.len);
-    let fragment = match fit(b, l2, v6, peer.mtu) {
-        Fit::Whole => false,
-        Fit::InFragments => true,
-        Fit::TooBig => return too_big(ctx, d, m, l2, v6, peer.mtu),
+    let fragment = match hop(ctx, d, m, v6, peer.mtu, None) {
+        Ok(fragment) => fragment,
+        Err(next) => return next,
     };
-    decrement_ttl(b, l2, v6);
-    m.routed = true;
-    ctx.stats.l3.routed.add(1);
     if fragment {
         // Counted as sent to the peer per fragment, by the output stage.
         return Next::FragmentToPeer(i);
