@@ -190,20 +190,68 @@ fn emit(ctx: &mut Ctx<'_>, out: &mut Outputs, port: PortId, d: Desc, network: u1
     }
 }
 
-/// The frame for a flood's next target, port `to`, `left` targets before the last:
-/// copies first, from the untouched original, into `to`'s UMEM segment (so that its
-/// send need not copy again); the original goes last. None (counted) when no frame is
-/// free for a copy.
-#[inline]
-fn flood_copy(ctx: &mut Ctx<'_>, d: Desc, left: usize, to: PortId) -> Option<Desc> {
-    if left == 0 {
-        return Some(d);
+/// Where a flood sends one frame: a port of the network, or a remote node.
+#[derive(Clone, Copy)]
+enum Target {
+    Port(PortId),
+    Peer(u16),
+}
+
+/// Floods `d` to every port of its network but the one it came from (a routed packet:
+/// every port of its egress network), and to every remote node that carries the
+/// network unless it came from one (split horizon). One pass: each target gets a
+/// copy made from the untouched original when the next target is found, and the
+/// original itself goes to the last, so that no copy is made of a frame already
+/// edited (a tag pushed or popped in place).
+#[inline(never)]
+fn flood(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
+    let tables = ctx.tables;
+    let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);
+    // A routed packet may go back out of the port it came in on.
+    let skip = if m.routed { None } else { Some(ctx.in_port) };
+    let remote = match tables.tunnel.l2_of(NetworkId(m.network)) {
+        Some(v) if !m.tunnel => &v.peers[..],
+        _ => &[],
+    };
+    let uplink = tables.tunnel.local.as_ref().map_or(PortId(0), |l| l.uplink);
+    let targets = members
+        .iter()
+        .filter(|&&p| Some(p) != skip)
+        .map(|&p| Target::Port(p))
+        .chain(remote.iter().map(|&peer| Target::Peer(peer)));
+    let mut last = None;
+    for t in targets {
+        if let Some(prev) = last.replace(t) {
+            // Into the segment of the port the copy leaves by, so that its send need
+            // not copy again.
+            let seg = copy_segment(ctx, if let Target::Port(p) = prev { p } else { uplink });
+            match ctx.umem.clone_into(seg, d.addr, d.len) {
+                Some(addr) => flood_to(ctx, out, Desc { addr, len: d.len }, m, prev),
+                None => ctx.stats.drop(DropReason::FloodNoFrame),
+            }
+        }
     }
-    let copy = ctx.umem.clone_into(copy_segment(ctx, to), d.addr, d.len).map(|addr| Desc { addr, len: d.len });
-    if copy.is_none() {
-        ctx.stats.drop(DropReason::FloodNoFrame);
+    match last {
+        Some(t) => flood_to(ctx, out, d, m, t),
+        None => {
+            // A network with one port: nowhere to flood. Counted, so that every frame
+            // is either sent or counted.
+            ctx.stats.drop(DropReason::FloodNoTarget);
+            ctx.umem.free(d.addr);
+        }
     }
-    copy
+}
+
+/// Sends one of a flood's frames to `t`, counting it as flooded if it leaves.
+#[inline(always)]
+fn flood_to(ctx: &mut Ctx<'_>, out: &mut Outputs, f: Desc, m: Meta, t: Target) {
+    let port = match t {
+        Target::Port(p) => emit(ctx, out, p, f, m.network, m.tagged).then_some(p),
+        Target::Peer(peer) => to_vtep(ctx, out, f, m, peer),
+    };
+    if let Some(p) = port {
+        ctx.stats.ports[p.0 as usize].tx_flood.add(1);
+    }
 }
 
 /// Encapsulates a stretched network's frame in its VNI to remote node `peer` and
@@ -328,40 +376,7 @@ pub(super) fn one(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta) {
         Next::Vtep(peer) => {
             to_vtep(ctx, out, d, m, peer);
         }
-        Next::Flood => {
-            let tables = ctx.tables;
-            let members = tables.topology.network(NetworkId(m.network)).map_or(&[][..], |n| &n.flood[..]);
-            // A routed packet may go back out of the port it came in on.
-            let skip = if m.routed { None } else { Some(ctx.in_port) };
-            // Split horizon: what a remote node sent, it sent to every node itself.
-            let remote = match tables.tunnel.l2_of(NetworkId(m.network)) {
-                Some(v) if !m.tunnel => &v.peers[..],
-                _ => &[],
-            };
-            let targets = members.iter().filter(|p| Some(**p) != skip).count() + remote.len();
-            let mut left = targets;
-            for &p in members.iter().filter(|p| Some(**p) != skip) {
-                left -= 1;
-                let Some(frame) = flood_copy(ctx, d, left, p) else { continue };
-                if emit(ctx, out, p, frame, m.network, m.tagged) {
-                    ctx.stats.ports[p.0 as usize].tx_flood.add(1);
-                }
-            }
-            let uplink = tables.tunnel.local.as_ref().map_or(PortId(0), |l| l.uplink);
-            for &peer in remote {
-                left -= 1;
-                let Some(frame) = flood_copy(ctx, d, left, uplink) else { continue };
-                if let Some(uplink) = to_vtep(ctx, out, frame, m, peer) {
-                    ctx.stats.ports[uplink.0 as usize].tx_flood.add(1);
-                }
-            }
-            if targets == 0 {
-                // A network with one port: nowhere to flood. Counted, so that every
-                // frame is either sent or counted.
-                ctx.stats.drop(DropReason::FloodNoTarget);
-                ctx.umem.free(d.addr);
-            }
-        }
+        Next::Flood => flood(ctx, out, d, m),
         Next::Consumed => {
             ctx.stats.l3.neigh_consumed.add(1);
             ctx.umem.free(d.addr);
