@@ -47,6 +47,32 @@ fn generic_xdp_mode_forwards_too() {
 }
 
 #[test]
+fn a_port_whose_receive_runs_in_a_napi_thread_gets_a_warning() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut node = Node::new("ps-napi").unwrap();
+    let a = node.pod("pod0", Some("198.18.4.9"), None, 1500, 1).unwrap();
+    let _b = node.pod("pod1", Some("198.18.4.10"), None, 1500, 1).unwrap();
+    // GRO gives the veth a NAPI; threaded, it runs in a kernel thread of its own.
+    node.ns.run("ethtool", &["-K", "pod0", "gro", "on"]).unwrap();
+    node.ns.run("sh", &["-c", "echo 1 > /sys/class/net/pod0/threaded"]).unwrap();
+    node.start(&format!(
+        "[dataplane]\ncores = [{}]\nidle = \"backoff\"\nring_size = 512\nhugepages = \"off\"\n\
+         [[networks]]\nname = \"n\"\n[[ports]]\nname = \"pod0\"\nnetwork = \"n\"\n[[ports]]\nname = \"pod1\"\nnetwork = \"n\"\n",
+        worker_core()
+    ))
+    .unwrap();
+    assert!(a.ping("198.18.4.10", 3).unwrap(), "it still forwards");
+    let log = node.log_text();
+    let warned =
+        |port: &str| log.lines().any(|l| l.contains("threaded NAPI") && l.contains(&format!("ifname=\"{port}\"")));
+    assert!(warned("pod0"), "the threaded port is named:\n{log}");
+    assert!(!warned("pod1"), "only that one:\n{log}");
+    assert!(log.contains("echo 0 > /sys/class/net/pod0/threaded"), "with the fix:\n{log}");
+}
+
+#[test]
 fn too_few_queues_and_missing_interfaces_are_refused_with_advice() {
     if !root_or_skip() {
         return;

@@ -24,6 +24,17 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     Ok(r.int() as u32)
 }
 
+/// True if `name`'s receive runs in a kernel thread of its own (threaded NAPI:
+/// `/sys/class/net/NAME/threaded` set); None if that cannot be read (no such interface,
+/// a kernel without it, or no NAPI: a veth has one only with XDP or GRO on).
+pub fn napi_threaded(name: &str) -> Option<bool> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let v = std::fs::read_to_string(format!("/sys/class/net/{name}/threaded")).ok()?;
+    Some(!matches!(v.trim(), "0" | "disabled"))
+}
+
 /// `struct ifreq`: the name, then a 24-byte union.
 #[repr(C)]
 struct IfReq {
@@ -107,6 +118,7 @@ mod tests {
         assert_eq!(ifindex("lo").unwrap(), 1);
         assert_eq!(mtu("lo").unwrap(), 65536);
         assert_eq!(rx_queues("lo").unwrap(), 1);
+        assert_eq!(napi_threaded("lo"), Some(false), "no NAPI thread");
     }
 
     #[test]
@@ -114,5 +126,7 @@ mod tests {
         assert!(ifindex("nonexistent0").is_err());
         assert!(mtu("nonexistent0").is_err());
         assert!(mtu("much-too-long-interface-name").is_err());
+        assert_eq!(napi_threaded("nonexistent0"), None);
+        assert_eq!(napi_threaded("../lo"), None, "a name, not a path");
     }
 }

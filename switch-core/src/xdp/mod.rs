@@ -215,7 +215,7 @@ impl Drop for XdpMember {
 fn attach_link(prog: &OwnedFd, ifname: &str, ifindex: u32, mode: XdpMode) -> Result<(OwnedFd, AttachedMode), XdpError> {
     let wrap = |source| XdpError::Bpf { ifname: ifname.to_string(), source };
     let try_attach = |flags| bpf::link_xdp(prog, ifindex, flags);
-    Ok(match mode {
+    let attached = match mode {
         XdpMode::Native => (try_attach(XDP_FLAGS_DRV_MODE).map_err(wrap)?, AttachedMode::Native),
         XdpMode::Generic => (try_attach(XDP_FLAGS_SKB_MODE).map_err(wrap)?, AttachedMode::Generic),
         XdpMode::NativeOrGeneric => match try_attach(XDP_FLAGS_DRV_MODE) {
@@ -226,7 +226,19 @@ fn attach_link(prog: &OwnedFd, ifname: &str, ifindex: u32, mode: XdpMode) -> Res
                 (try_attach(XDP_FLAGS_SKB_MODE).map_err(wrap)?, AttachedMode::Generic)
             }
         },
-    })
+    };
+    if crate::sys::netdev::napi_threaded(ifname) == Some(true) {
+        // Measured on veth: a busy-polling worker and the receive thread, once the
+        // scheduler puts them on one core, forward a third to a quarter of the rate.
+        tracing::warn!(
+            ifname,
+            "the kernel receives on this interface in a NAPI thread (threaded NAPI), which \
+             the scheduler may put on a worker's core, where the busy-polling worker starves \
+             it: keep napi/{ifname}-* off the worker cores (taskset), or turn it off \
+             (echo 0 > /sys/class/net/{ifname}/threaded)"
+        );
+    }
+    Ok(attached)
 }
 
 /// The redirect program could not be set up.
