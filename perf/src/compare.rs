@@ -17,12 +17,19 @@
 //!
 //! The generator (`pktgen::gen`, CPU 0) sends flat out, then paced at 5% above the
 //! rate the DUT delivered flat out (a flat-out generator overruns the DUT's veth ring
-//! and the frames it cannot push cost the DUT core); the sink counts in XDP
-//! (count only). CPU per packet: busy time on every core during the flat-out trial
-//! (/proc/stat), minus what the generator and sink cost for the same frames in a
-//! flat-out run over base0 → base1 without a DUT, per frame delivered. On veth the
-//! kernel's receive work runs where the sender transmits, so a DUT's rate per DUT core
-//! alone would mislead; this counts its work wherever it ran.
+//! and the frames it cannot push cost the DUT core). The sink counts and drops, in XDP
+//! or at tc ingress ([`SinkHook`]).
+//!
+//! CPU per packet, from /proc/stat: the busy time of every core during a trial, less
+//! the generator's own (its core's time in process context: the sending thread), less
+//! what the sink costs per frame in a run over base0 → base1 without a DUT, per frame
+//! delivered. On veth the kernel's receive work runs where the sender transmits (in
+//! softirq on the generator's core for dut0, on the DUT's for sink0), so a DUT's rate
+//! per DUT core alone would mislead; this counts its work wherever it ran. The summary
+//! gives the paced trial's figure: flat out, every DUT also pays for the frames it
+//! cannot forward, and where it drops them (early and cheaply, at the veth's ring, for
+//! the kernel's; after XDP and the socket's copy, for an AF_XDP DUT) decides what that
+//! costs, not how well it forwards.
 
 use crate::daemon::Podswitchd;
 use crate::host::{self, Ovs, OvsFlavor, Testpmd};
@@ -383,7 +390,11 @@ fn setup(dut: Dut, t: &Topo) -> Result<Box<dyn std::any::Any>> {
                 Ok(switch_core::xdp::bpf::link_xdp(&prog, ifindex, switch_core::xdp::XDP_FLAGS_DRV_MODE)?)
             })?;
             host::pin_napi(d.name(), "dut0", DUT_CORE)?;
-            Box::new((link, Undo(move || in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"]))))
+            // Threaded off while the program still gives dut0 its NAPI: without one, the
+            // kernel refuses the write and the next DUT's NAPI would come up threaded
+            // (an AF_XDP DUT's receive then competes with its worker). Tuple fields drop
+            // in order.
+            Box::new((Undo(move || in_dut(&["sh", "-c", "echo 0 > /sys/class/net/dut0/threaded"])), link))
         }
     })
 }
@@ -447,6 +458,18 @@ pub struct Row {
     pub paced: Sample,
 }
 
+/// Where the sink counts and drops the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkHook {
+    /// An XDP program on sink0: the cheapest receiver. On a veth it copies every skb
+    /// without XDP's 256 bytes of headroom (all those an AF_XDP DUT sends) before it
+    /// runs, a copy that the frames the kernel's own forwarding sends do not need.
+    Xdp,
+    /// A tc (tcx) ingress program on sink0, after GRO: each frame reaches it as an skb,
+    /// as a pod's stack receives it, at the same cost whoever sent it.
+    Tc,
+}
+
 /// The measuring side of the topology.
 pub struct Meter {
     sink: Sink,
@@ -455,19 +478,37 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Attaches the sinks; `sink_on_generator_core`: sink0's receive runs in a NAPI
-    /// thread on the generator's core (else in the softirq of the core that sent, the
-    /// DUT's).
-    pub fn new(t: &Topo, seconds: f64, sink_on_generator_core: bool) -> Result<Meter> {
-        let sink = Sink::attach_counting("sink0", Some(t.sink.name()))?;
+    /// Attaches the sinks (sink0's and the baseline's base1) at `hook`;
+    /// `sink_on_generator_core`: their receive runs in NAPI threads on the generator's
+    /// core (else sink0's runs in the softirq of the core that sent, the DUT's).
+    pub fn new(t: &Topo, seconds: f64, hook: SinkHook, sink_on_generator_core: bool) -> Result<Meter> {
+        let ns = Some(t.sink.name());
+        let (sink, base_sink) = match hook {
+            SinkHook::Xdp => (Sink::attach_counting("sink0", ns)?, Sink::attach_counting("base1", ns)?),
+            SinkHook::Tc => {
+                // GRO gives each veth the NAPI that the baseline's XDP frames need, and
+                // the DUTs' skbs the receive path a pod's veth with GRO has.
+                for dev in ["sink0", "base1"] {
+                    t.sink.run("ethtool", &["-K", dev, "gro", "on"])?;
+                }
+                (Sink::attach_counting_tc("sink0", ns)?, Sink::attach_counting_tc("base1", ns)?)
+            }
+        };
         if sink_on_generator_core {
-            // The XDP program gave sink0 its NAPI; threaded, it can be pinned.
-            host::pin_napi(t.sink.name(), "sink0", GEN_CORE)?;
+            // The XDP program (or GRO) gave them a NAPI; threaded, it can be pinned.
+            // The baseline's too, so that its sink's work is counted as sink0's is.
+            for dev in ["sink0", "base1"] {
+                host::pin_napi(t.sink.name(), dev, GEN_CORE)?;
+            }
         }
-        Ok(Meter { sink, base_sink: Sink::attach_counting("base1", Some(t.sink.name()))?, seconds })
+        Ok(Meter { sink, base_sink, seconds })
     }
 
-    /// A trial: its figures, frames sent and frames the sink received.
+    /// A trial: its figures, frames sent and frames the sink received. Its CPU per
+    /// packet is every core's busy time but the generator's own (the generator core's
+    /// time in process context: the sending thread; in softirq there, the receive
+    /// work that veth runs after each transmit, a DUT's or the sink's), per frame
+    /// received.
     fn run(&self, t: &Topo, gen: &Generator, dev: &str, sink: &Sink, rate_pps: u64) -> Result<(Sample, u64, u64)> {
         sink.clear()?;
         let opts =
@@ -477,7 +518,9 @@ impl Meter {
         let c1 = host::cpu_times()?;
         std::thread::sleep(Duration::from_millis(100));
         let got = sink.read()?.frames;
-        let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.0 - a.0) as f64 / host::USER_HZ).collect();
+        let secs = |j: u64| j as f64 / host::USER_HZ;
+        let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| secs(b.busy - a.busy)).collect();
+        let generator = c0.get(GEN_CORE).zip(c1.get(GEN_CORE)).map_or(0.0, |(a, b)| secs(b.process - a.process));
         let wall = sent.seconds.max(1e-9);
         let mean_wire = gen.stream().mean_wire();
         Ok((
@@ -485,7 +528,7 @@ impl Meter {
                 mpps: got as f64 / wall / 1e6,
                 gbit_s: got as f64 / wall * mean_wire * 8.0 / 1e9,
                 sent_mpps: sent.rate_pps / 1e6,
-                cpu_ns_per_pkt: busy.iter().sum::<f64>() * 1e9 / got.max(1) as f64,
+                cpu_ns_per_pkt: (busy.iter().sum::<f64>() - generator).max(0.0) * 1e9 / got.max(1) as f64,
                 dut_core_busy: busy.get(DUT_CORE).copied().unwrap_or(0.0) / wall,
             },
             sent.frames,
@@ -493,27 +536,30 @@ impl Meter {
         ))
     }
 
-    /// What the generator and sink alone cost per frame for `load`, ns of CPU.
+    /// What the sink alone costs per frame for `load`, ns of CPU: a run straight from
+    /// base0 to base1, no DUT. (The generator's own time is never counted.)
     pub fn baseline(&self, t: &Topo, load: &Load) -> Result<f64> {
         let gen = Generator::new(&stream(load, Dut::PodswitchL2, t.dut0_mac)?)?;
-        let (s, _, _) = self.run(t, &gen, "base0", &self.base_sink, 0)?;
-        Ok(s.cpu_ns_per_pkt)
+        Ok(self.run(t, &gen, "base0", &self.base_sink, 0)?.0.cpu_ns_per_pkt)
     }
 
     /// Measures `dut` (already set up) under `load`: flat out, then paced.
-    pub fn measure(&self, t: &Topo, dut: Dut, load: &Load, base_ns: f64) -> Result<(Sample, Sample)> {
+    pub fn measure(&self, t: &Topo, dut: Dut, load: &Load, sink_ns: f64) -> Result<(Sample, Sample)> {
         let gen = Generator::new(&stream(load, dut, t.dut0_mac)?)?;
         let (mut flat, sent, got) = self.run(t, &gen, "gen0", &self.sink, 0)?;
-        let got = got.max(1) as f64;
-        // Take out the generator's and sink's work for the frames they handled.
-        let total_ns = flat.cpu_ns_per_pkt * got;
-        if std::env::var_os("PSC_DEBUG").is_some() {
-            eprintln!("total {:.3} s of CPU, {sent} sent at {base_ns:.1} ns, {got} got", total_ns / 1e9);
-        }
-        flat.cpu_ns_per_pkt = ((total_ns - base_ns * sent as f64) / got).max(0.0);
         let rate = ((flat.mpps * 1.05) * 1e6) as u64;
-        let (mut paced, _, _) = self.run(t, &gen, "gen0", &self.sink, rate.max(1000))?;
-        paced.cpu_ns_per_pkt = 0.0;
+        let (mut paced, paced_sent, paced_got) = self.run(t, &gen, "gen0", &self.sink, rate.max(1000))?;
+        if std::env::var_os("PSC_DEBUG").is_some() {
+            eprintln!(
+                "flat {sent} sent, {got} got, {:.1} ns each; paced {paced_sent} sent, {paced_got} got, {:.1} ns \
+                 each (besides the generator); the sink's {sink_ns:.1}",
+                flat.cpu_ns_per_pkt, paced.cpu_ns_per_pkt
+            );
+        }
+        // Take out the sink's work for the frames it received.
+        for s in [&mut flat, &mut paced] {
+            s.cpu_ns_per_pkt = (s.cpu_ns_per_pkt - sink_ns).max(0.0);
+        }
         // Bits of the pods' frames (a VXLAN DUT's generator or sink sees them 50 bytes
         // longer).
         let pod_wire = load.sizes.iter().sum::<usize>() as f64 / load.sizes.len().max(1) as f64;

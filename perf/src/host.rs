@@ -8,15 +8,28 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Busy and idle jiffies (USER_HZ) per CPU, from /proc/stat.
-pub fn cpu_times() -> Result<Vec<(u64, u64)>> {
+/// One CPU's time since boot from /proc/stat, in jiffies (USER_HZ).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    /// Busy: user, nice, system, hard and soft interrupts. Not idle, I/O wait or steal
+    /// (time the hypervisor gave to another guest).
+    pub busy: u64,
+    /// In process context: user, nice, system (a thread's own work, a NAPI thread's
+    /// too). Softirq work (a veth's receive run after a transmit) is not in it.
+    pub process: u64,
+}
+
+/// Each CPU's times, from /proc/stat.
+pub fn cpu_times() -> Result<Vec<CpuTimes>> {
     let s = std::fs::read_to_string("/proc/stat")?;
     Ok(s.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .map(|l| {
+            // user nice system idle iowait irq softirq steal (guest time is in user).
             let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-            let idle = v[3] + v[4];
-            (v.iter().sum::<u64>() - idle, idle)
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            let process = at(0) + at(1) + at(2);
+            CpuTimes { busy: process + at(5) + at(6), process }
         })
         .collect())
 }

@@ -99,7 +99,7 @@ fn trial_between(gen: &NetNs, sink: (&NetNs, &str), args: &[&str], seconds: f64)
     let c1 = cpu_times()?;
     let got = sink_count(sink.0, sink.1)? - before;
     let hz = host::USER_HZ;
-    let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.0 - a.0) as f64 / hz).collect();
+    let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.busy - a.busy) as f64 / hz).collect();
     let gen_cpu = (ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6)
         + (ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 / 1e6);
     let total: f64 = busy.iter().sum();

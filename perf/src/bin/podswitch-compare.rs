@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use perf::compare::{self, Dut, Meter, Row, Topo};
+use perf::compare::{self, Dut, Meter, Row, SinkHook, Topo};
 use perf::pktgen::plot::{self, Bar};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -37,9 +37,16 @@ struct Args {
     /// Run the sink's veth receive (its XDP counting program) in a NAPI thread on the
     /// generator's core, instead of in the DUT core's softirq after each transmit.
     /// An experiment for two-core machines: it takes that work off the DUT core, but
-    /// the sink then competes with the generator (see perf/RESULTS.md).
+    /// the sink then competes with the generator, and its work (process context on
+    /// the generator's core) is never counted in CPU per packet (see perf/RESULTS.md).
     #[arg(long)]
     sink_on_generator_core: bool,
+    /// Where the sink counts and drops frames: `xdp` (the cheapest receiver, but on a
+    /// veth it copies each skb an AF_XDP DUT sends, which kernel DUTs' skbs are spared)
+    /// or `tc` (tcx ingress after GRO: an skb receive as a pod's, the same for every
+    /// DUT). See perf/RESULTS.md.
+    #[arg(long, value_enum, default_value_t = SinkHook::Xdp)]
+    sink: SinkHook,
 }
 
 /// One DUT under one load, over the rounds.
@@ -51,7 +58,11 @@ struct Summary {
     flat_mpps: (f64, f64, f64),
     paced_mpps: (f64, f64, f64),
     paced_gbit_s: f64,
+    /// CPU per packet in the paced trial (offered 5% above what the DUT forwards).
     cpu_ns_per_pkt: f64,
+    /// In the flat-out trial, where every DUT also pays for the frames it drops (some
+    /// early and cheaply, some late).
+    cpu_ns_per_pkt_flat: f64,
     dut_core_busy: f64,
     /// podswitchd's paced rate over this DUT's (L2 DUTs against podswitchd's L2, the
     /// Linux router against its routed mode).
@@ -89,7 +100,8 @@ fn summarise(rows: &[Row], duts: &[Dut], loads: &[compare::Load]) -> Vec<Summary
                 flat_mpps: stats(mine.iter().map(|r| r.flat.mpps).collect()),
                 paced_mpps: stats(mine.iter().map(|r| r.paced.mpps).collect()),
                 paced_gbit_s: stats(mine.iter().map(|r| r.paced.gbit_s).collect()).0,
-                cpu_ns_per_pkt: stats(mine.iter().map(|r| r.flat.cpu_ns_per_pkt).collect()).0,
+                cpu_ns_per_pkt: stats(mine.iter().map(|r| r.paced.cpu_ns_per_pkt).collect()).0,
+                cpu_ns_per_pkt_flat: stats(mine.iter().map(|r| r.flat.cpu_ns_per_pkt).collect()).0,
                 dut_core_busy: stats(mine.iter().map(|r| r.flat.dut_core_busy).collect()).0,
                 podswitch_rate_ratio: None,
                 podswitch_cpu_ratio: None,
@@ -107,7 +119,9 @@ fn summarise(rows: &[Row], duts: &[Dut], loads: &[compare::Load]) -> Vec<Summary
             snapshot.iter().find(|(d, z, f, _, _)| *d == ours && *z == s.size && *f == s.flows)
         {
             s.podswitch_rate_ratio = Some(rate / s.paced_mpps.0.max(1e-9));
-            s.podswitch_cpu_ratio = Some(cpu / s.cpu_ns_per_pkt.max(1e-9));
+            // A DUT measured at no CPU at all (its baseline took out more than its run
+            // cost) has no ratio.
+            s.podswitch_cpu_ratio = (s.cpu_ns_per_pkt > 0.0).then(|| cpu / s.cpu_ns_per_pkt);
         }
     }
     out
@@ -137,19 +151,20 @@ fn main() -> Result<()> {
         .filter(|l| args.flows.is_empty() || args.flows.contains(&l.flows))
         .collect();
     let topo = Topo::new()?;
-    let meter = Meter::new(&topo, args.seconds, args.sink_on_generator_core)?;
+    let meter = Meter::new(&topo, args.seconds, args.sink, args.sink_on_generator_core)?;
     let mut rows = Vec::new();
     for round in 0..args.rounds {
-        let base: Vec<f64> = loads.iter().map(|l| meter.baseline(&topo, l)).collect::<Result<_>>()?;
+        let base: Vec<_> = loads.iter().map(|l| meter.baseline(&topo, l)).collect::<Result<_>>()?;
         for &dut in &duts {
             for r in compare::round(&topo, &meter, dut, &loads, &base, round)? {
                 println!(
-                    "round {round} {:<18} {:>5} B {:>3} flows  flat {:>6.3} Mpps  paced {:>6.3} Mpps  {:>7.1} CPU ns/pkt  DUT core {:>3.0}%",
+                    "round {round} {:<18} {:>5} B {:>3} flows  flat {:>6.3} Mpps  paced {:>6.3} Mpps  CPU ns/pkt {:>7.1} paced, {:>7.1} flat  DUT core {:>3.0}%",
                     r.dut,
                     r.load.size,
                     r.load.flows,
                     r.flat.mpps,
                     r.paced.mpps,
+                    r.paced.cpu_ns_per_pkt,
                     r.flat.cpu_ns_per_pkt,
                     r.flat.dut_core_busy * 100.0
                 );
@@ -165,6 +180,7 @@ fn main() -> Result<()> {
     for s in &summary {
         let ratio = match (s.podswitch_rate_ratio, s.podswitch_cpu_ratio) {
             (Some(r), Some(c)) => format!("{r:.2}x / {c:.2}x CPU"),
+            (Some(r), None) => format!("{r:.2}x"),
             _ => String::new(),
         };
         println!(

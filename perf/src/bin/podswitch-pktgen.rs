@@ -158,6 +158,11 @@ enum Cmd {
         /// measure the generator's own ceiling.
         #[arg(long)]
         count_only: bool,
+        /// With --count-only: count at tc ingress (tcx) instead of XDP, each frame as
+        /// the skb a pod's stack would receive (on a veth, turn GRO on first: `ethtool
+        /// -K DEV gro on`, or frames sent with XDP do not arrive).
+        #[arg(long, requires = "count_only")]
+        tc: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -300,11 +305,13 @@ fn main() -> Result<()> {
                 );
             }
         }
-        Cmd::Sink { dev, netns, seconds, count_only, json } => {
+        Cmd::Sink { dev, netns, seconds, count_only, tc, json } => {
             if !(seconds > 0.0 && seconds <= 86_400.0) {
                 bail!("--seconds {seconds}: give 0 to 86400");
             }
-            let sink = if count_only {
+            let sink = if tc {
+                Sink::attach_counting_tc(&dev, netns.as_deref())?
+            } else if count_only {
                 Sink::attach_counting(&dev, netns.as_deref())?
             } else {
                 Sink::attach(&dev, netns.as_deref())?

@@ -51,6 +51,16 @@ const SEQ: i16 = -16;
 const TS: i16 = -24;
 const LEN: i16 = -32;
 
+/// tc's verdict for a dropped skb.
+const TCX_DROP: i32 = 2;
+
+/// Where a counting sink's program runs.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    Xdp,
+    TcIngress,
+}
+
 /// A sink attached to an interface. Dropping it detaches the program.
 #[derive(Debug)]
 pub struct Sink {
@@ -214,7 +224,7 @@ impl Sink {
         let flows = bpf::create_array("sink_flows", FLOW_LEN as u32, MAX_FLOWS, false)?;
         let insns = program(totals.as_raw_fd(), latency.as_raw_fd(), flows.as_raw_fd());
         let prog = bpf::load_xdp(&insns, "pktgen_sink").context("loading the sink's program")?;
-        let link = Sink::link(&prog, dev, netns)?;
+        let link = Sink::link(&prog, dev, netns, Hook::Xdp)?;
         Ok(Sink { totals, latency, flows, _prog: prog, _link: link })
     }
 
@@ -222,21 +232,44 @@ impl Sink {
     /// least a receiver can cost, for measuring the generator alone. Its reads show
     /// frames, and nothing else.
     pub fn attach_counting(dev: &str, netns: Option<&str>) -> Result<Sink> {
+        Sink::counting(dev, netns, Hook::Xdp)
+    }
+
+    /// A counting sink at tc ingress (tcx) instead of XDP: each frame reaches it as an
+    /// skb, through the receive path a pod's stack takes (on a veth with NAPI, GRO
+    /// first), and is dropped there. Unlike the XDP sink, it never makes the kernel
+    /// copy a frame: on a veth, an XDP program given an skb with less than 256 bytes
+    /// of headroom (one an AF_XDP socket sent in copy mode) gets a copy of it, which
+    /// a skb routed or bridged by the kernel (built from an XDP frame) does not need.
+    pub fn attach_counting_tc(dev: &str, netns: Option<&str>) -> Result<Sink> {
+        Sink::counting(dev, netns, Hook::TcIngress)
+    }
+
+    fn counting(dev: &str, netns: Option<&str>, hook: Hook) -> Result<Sink> {
         let totals = bpf::create_array("sink_totals", TOTALS_LEN as u32, 1, true)?;
         let latency = bpf::create_array("sink_latency", 8, BUCKETS, true)?;
         let flows = bpf::create_array("sink_flows", FLOW_LEN as u32, 1, false)?;
-        // count_and_drop adds 1 to the first u64 of slot 0: T_FRAMES.
-        let prog = bpf::load_xdp(&insn::count_and_drop(totals.as_raw_fd()), "pktgen_count")?;
-        let link = Sink::link(&prog, dev, netns)?;
+        // The program adds 1 to the first u64 of slot 0: T_FRAMES.
+        let prog = match hook {
+            Hook::Xdp => bpf::load_xdp(&insn::count_and_drop(totals.as_raw_fd()), "pktgen_count")?,
+            Hook::TcIngress => {
+                bpf::load_tcx_ingress(&insn::count_and_return(totals.as_raw_fd(), TCX_DROP), "pktgen_count_tc")?
+            }
+        };
+        let link = Sink::link(&prog, dev, netns, hook)?;
         Ok(Sink { totals, latency, flows, _prog: prog, _link: link })
     }
 
-    fn link(prog: &OwnedFd, dev: &str, netns: Option<&str>) -> Result<OwnedFd> {
+    fn link(prog: &OwnedFd, dev: &str, netns: Option<&str>, hook: Hook) -> Result<OwnedFd> {
         let dev = dev.to_string();
         let p = prog.try_clone()?;
         super::in_netns(netns, move || {
             let ifindex = switch_core::sys::netdev::ifindex(&dev).with_context(|| format!("no interface {dev}"))?;
-            bpf::link_xdp(&p, ifindex, XDP_FLAGS_DRV_MODE).with_context(|| format!("attaching the sink to {dev}"))
+            match hook {
+                Hook::Xdp => bpf::link_xdp(&p, ifindex, XDP_FLAGS_DRV_MODE),
+                Hook::TcIngress => bpf::link_tcx_ingress(&p, ifindex),
+            }
+            .with_context(|| format!("attaching the sink to {dev}"))
         })
     }
 

@@ -19,8 +19,10 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
+const BPF_TCX_INGRESS: u32 = 46;
 
 /// A BPF command failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,14 +293,24 @@ pub(crate) fn map_delete(map: &OwnedFd, key: u32) -> Result<(), BpfError> {
 /// Loads an XDP program; on refusal, loads it again with the verifier log on and puts
 /// the log in the error.
 pub fn load_xdp(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
+    load(BPF_PROG_TYPE_XDP, BPF_XDP, insns, name, "loading the XDP program")
+}
+
+/// Loads a tc program for the ingress hook of [`link_tcx_ingress`] (context: the
+/// skb; verdicts `TCX_PASS` 0, `TCX_DROP` 2). Refusals carry the verifier log.
+pub fn load_tcx_ingress(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
+    load(BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_INGRESS, insns, name, "loading the tc program")
+}
+
+fn load(prog_type: u32, attach: u32, insns: &[Insn], name: &str, what: &'static str) -> Result<OwnedFd, BpfError> {
     let license = c"Dual MIT/GPL";
     let mut a = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: name16(name),
-        expected_attach_type: BPF_XDP,
+        expected_attach_type: attach,
         ..Default::default()
     };
     match sys::syscall_fd(Syscall::Bpf { cmd: BPF_PROG_LOAD, attr: as_bytes_mut(&mut a) }) {
@@ -310,7 +322,7 @@ pub fn load_xdp(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
             a.log_buf = log.as_mut_ptr() as u64;
             let _ = sys::syscall(Syscall::Bpf { cmd: BPF_PROG_LOAD, attr: as_bytes_mut(&mut a) });
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let mut e = BpfError::new("loading the XDP program", first);
+            let mut e = BpfError::new(what, first);
             if end > 0 {
                 e.hint.push_str(&format!("; verifier log:\n{}", String::from_utf8_lossy(&log[..end])));
             }
@@ -325,6 +337,20 @@ pub fn link_xdp(prog: &OwnedFd, ifindex: u32, flags: u32) -> Result<OwnedFd, Bpf
         LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, target_ifindex: ifindex, attach_type: BPF_XDP, flags };
     sys::syscall_fd(Syscall::Bpf { cmd: BPF_LINK_CREATE, attr: as_bytes_mut(&mut a) })
         .map_err(|e| BpfError::new("attaching the XDP program", e))
+}
+
+/// Attaches the tc program `prog` to `ifindex`'s ingress (tcx, Linux 6.6 and later),
+/// after any program already there, through a BPF link (detached when it closes).
+pub fn link_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> Result<OwnedFd, BpfError> {
+    // The tcx members after `flags` (relative_fd, expected_revision) stay zero: append.
+    let mut a = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_TCX_INGRESS,
+        flags: 0,
+    };
+    sys::syscall_fd(Syscall::Bpf { cmd: BPF_LINK_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("attaching the tc program", e))
 }
 
 #[cfg(test)]

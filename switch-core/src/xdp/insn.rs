@@ -383,6 +383,12 @@ pub fn verdict(v: i32) -> Vec<Insn> {
 /// Counts frames into slot 0 of a per-CPU array (`map_fd`: u32 key, u64 value) and
 /// drops them: a sink that costs the kernel as little as a sink can.
 pub fn count_and_drop(map_fd: i32) -> Vec<Insn> {
+    count_and_return(map_fd, XDP_DROP)
+}
+
+/// Counts as [`count_and_drop`] does, then returns `verdict`. It never reads its
+/// context, so it loads as any program type (tc's drop is `TCX_DROP`, 2).
+pub fn count_and_return(map_fd: i32, verdict: i32) -> Vec<Insn> {
     let [ld0, ld1] = ld_map_fd(1, map_fd);
     vec![
         st_w(10, -4, 0),  // key = 0 on the stack
@@ -395,7 +401,7 @@ pub fn count_and_drop(map_fd: i32) -> Vec<Insn> {
         ldx_dw(1, 0, 0),  // r1 = *slot
         add64_imm(1, 1),  // r1 += 1 (per-CPU: no atomic needed)
         stx_dw(0, 1, 0),  // *slot = r1
-        mov64_imm(0, XDP_DROP),
+        mov64_imm(0, verdict),
         exit(),
     ]
 }
