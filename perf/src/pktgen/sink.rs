@@ -240,7 +240,7 @@ impl Sink {
     /// first), and is dropped there. Unlike the XDP sink, it never makes the kernel
     /// copy a frame: on a veth, an XDP program given an skb with less than 256 bytes
     /// of headroom (one an AF_XDP socket sent in copy mode) gets a copy of it, which
-    /// a skb routed or bridged by the kernel (built from an XDP frame) does not need.
+    /// an skb routed or bridged by the kernel (built from an XDP frame) does not need.
     pub fn attach_counting_tc(dev: &str, netns: Option<&str>) -> Result<Sink> {
         Sink::counting(dev, netns, Hook::TcIngress)
     }
