@@ -229,7 +229,7 @@ fn attach_link(prog: &OwnedFd, ifname: &str, ifindex: u32, mode: XdpMode) -> Res
     };
     if crate::sys::netdev::napi_threaded(ifname) == Some(true) {
         // Measured on veth: a busy-polling worker and the receive thread, once the
-        // scheduler puts them on one core, forward a third to a quarter of the rate.
+        // scheduler puts them on one core, forward a fifth to two thirds of the rate.
         tracing::warn!(
             ifname,
             "the kernel receives on this interface in a NAPI thread (threaded NAPI), which \
