@@ -5,7 +5,7 @@
 //! idle if its [`IdlePolicy`] says so.
 
 use crate::debug::{Capture, Taps};
-use crate::pipeline::{self, Adjacencies, Batch, Ctx, IcmpLimiter, LearnDedup, Outputs, Pending};
+use crate::pipeline::{self, Adjacencies, Batch, Ctx, FdbCache, IcmpLimiter, LearnDedup, Outputs, Pending};
 use crate::port::{Held, Port};
 use crate::stats::{DropReason, WorkerStats};
 use crate::tables::{Emit, LearnEvent, NeighEvent, PortId, TablesReader};
@@ -220,6 +220,7 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     queues: WorkerQueues,
     dedup: LearnDedup,
+    fdb_cache: FdbCache,
     adjacencies: Adjacencies,
     pending: Pending,
     icmp: IcmpLimiter,
@@ -244,6 +245,7 @@ impl Worker {
             stats,
             queues,
             dedup: LearnDedup::default(),
+            fdb_cache: FdbCache::default(),
             adjacencies: Adjacencies::default(),
             pending: Pending::new(cfg.pending),
             icmp: IcmpLimiter::default(),
@@ -369,6 +371,7 @@ impl Worker {
         let refreshed = self.tables.refresh();
         if refreshed {
             self.dedup.clear();
+            self.fdb_cache.clear();
             self.adjacencies.clear();
             self.stats.generation.set(self.tables.tables().generation);
         }
@@ -389,6 +392,7 @@ impl Worker {
                 now_s,
                 learn: &self.queues.learn,
                 dedup: &mut self.dedup,
+                fdb_cache: &mut self.fdb_cache,
                 adjacencies: &mut self.adjacencies,
                 neigh: &self.queues.neigh,
                 pending: &mut self.pending,
@@ -436,6 +440,7 @@ impl Worker {
                 now_s,
                 learn: &self.queues.learn,
                 dedup: &mut self.dedup,
+                fdb_cache: &mut self.fdb_cache,
                 adjacencies: &mut self.adjacencies,
                 neigh: &self.queues.neigh,
                 pending: &mut self.pending,

@@ -29,7 +29,7 @@ mod output;
 mod tunnel;
 
 pub use control::{emit, release, IcmpLimiter, Pending};
-pub use l2::LearnDedup;
+pub use l2::{FdbCache, LearnDedup};
 pub use l3::Adjacencies;
 pub use output::Outputs;
 
@@ -146,6 +146,8 @@ pub struct Ctx<'a> {
     pub learn: &'a ArrayQueue<LearnEvent>,
     /// Events already sent for this generation.
     pub dedup: &'a mut LearnDedup,
+    /// FDB lookups of this generation.
+    pub fdb_cache: &'a mut FdbCache,
     /// Routed destinations' adjacencies, for this generation and these ports.
     pub adjacencies: &'a mut Adjacencies,
     /// Neighbour misses and answers to control.
