@@ -13,9 +13,11 @@
 //!
 //! The DUT's forwarding core is CPU 1 (podswitchd's worker; for the bridge, dut0's
 //! receive NAPI, threaded and pinned). The generator runs flat out on CPU 0. CPU time
-//! is read from /proc/stat for both cores; the generator's own time (its process's
-//! user+system, from wait4) is subtracted, so "CPU ns/pkt" is what the DUT and the
-//! sink's drop cost per delivered frame, wherever it ran.
+//! is read from /proc/stat for both cores; the generator's own time (CPU 0's time in
+//! process context, as `podswitch-compare` counts it) is subtracted, so "CPU ns/pkt"
+//! is what the DUT and the sink's drop cost per delivered frame, wherever it ran. (Not
+//! the generator process's rusage: with tick accounting, that also holds the softirq
+//! work run on its core while it was current, such as an AF_XDP DUT's receive.)
 
 use anyhow::{bail, Result};
 use control::netns::{ip, NetNs};
@@ -78,30 +80,23 @@ fn trial_between(gen: &NetNs, sink: (&NetNs, &str), args: &[&str], seconds: f64)
     let before = sink_count(sink.0, sink.1)?;
     let c0 = cpu_times()?;
     let start = Instant::now();
-    let child = Command::new("ip")
+    let status = Command::new("ip")
         .args(["netns", "exec", gen.name()])
         .arg(perf::sibling_bin("podswitch-pktgen")?)
         .args(["send", "--dev", "gen0", "--seconds", &seconds.to_string(), "--core", &GEN_CORE.to_string()])
         .args(args)
         .stdout(Stdio::null())
-        .spawn()?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 on our own child's pid.
-    #[allow(unsafe_code)]
-    let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
-    // SAFETY: status and ru are live locals.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::wait4(child.id() as i32, &mut status, 0, &mut ru)
-    };
+        .status()?;
+    if !status.success() {
+        bail!("podswitch-pktgen send failed ({status})");
+    }
     let wall = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(100));
     let c1 = cpu_times()?;
     let got = sink_count(sink.0, sink.1)? - before;
     let hz = host::USER_HZ;
     let busy: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b.busy - a.busy) as f64 / hz).collect();
-    let gen_cpu = (ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6)
-        + (ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 / 1e6);
+    let gen_cpu = (c1[GEN_CORE].process - c0[GEN_CORE].process) as f64 / hz;
     let total: f64 = busy.iter().sum();
     Ok(Trial {
         mpps: got as f64 / wall / 1e6,
