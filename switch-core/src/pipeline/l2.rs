@@ -47,6 +47,8 @@ impl LearnDedup {
 /// and a batch's frames in the L1 cache. A power of two.
 const FDB_SLOTS: usize = 256;
 const _: () = assert!(FDB_SLOTS.is_power_of_two());
+// The slot size FDB_SLOTS is chosen for.
+const _: () = assert!(std::mem::size_of::<(u64, Option<FdbEntry>)>() <= 24);
 
 /// The key that marks an empty slot: the broadcast MAC in the last network id (a
 /// lookup of that key itself always goes to the table).
@@ -57,7 +59,8 @@ const NO_KEY: u64 = u64::MAX;
 /// the slot). A lookup in the shared FDB costs a shard's pointer and a hash-table
 /// probe; a cached one, one slot. Packets of one flow in a row are served before
 /// this, by the batch's [`Memo`] of its last lookup; this serves the many flows that
-/// interleave. 64 flows a batch: 29,910 instructions a batch of 64, from 32,055.
+/// interleave (64 flows in a batch of 64: 29,910 instructions a batch with it, 32,055
+/// without; perf/RESULTS.md).
 #[derive(Debug)]
 pub struct FdbCache(Box<[(u64, Option<FdbEntry>); FDB_SLOTS]>);
 
