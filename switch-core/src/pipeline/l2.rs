@@ -217,19 +217,14 @@ pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::topology::{NetworkSpec, PortId, PortMode, PortSpec, Topology};
+    use crate::pipeline::tests::access;
+    use crate::tables::topology::{NetworkSpec, PortId, Topology};
     use crate::tables::Learner;
 
     #[test]
     fn the_fdb_cache_answers_what_the_table_does_misses_included() {
         let nets = [NetworkSpec { id: NetworkId(0), name: "a".into(), ageing_s: 10, gateway: None }];
-        let port = |id| PortSpec {
-            id: PortId(id),
-            name: format!("p{id}"),
-            mode: PortMode::Access { network: NetworkId(0) },
-            static_macs: vec![],
-        };
-        let t = Topology::new(&nets, &[port(0), port(1)], 8).unwrap();
+        let t = Topology::new(&nets, &[access(0, 0), access(1, 0)], 8).unwrap();
         let mut l = Learner::new(1024);
         let mac = |i: u16| EthernetAddress([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
         for i in 0..600 {
