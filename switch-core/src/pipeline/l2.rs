@@ -2,6 +2,7 @@
 
 use super::{Batch, Ctx, Next};
 use crate::stats::DropReason;
+use crate::tables::sharded::ShardKey;
 use crate::tables::topology::NO_GATEWAY;
 use crate::tables::{fdb, Fdb, FdbEntry, Gateway, LearnEvent, NetworkId};
 use crate::wire::{icmpv6, EtherType, EthernetAddress, IpProtocol};
@@ -80,8 +81,8 @@ impl FdbCache {
     #[inline]
     pub(super) fn lookup(&mut self, fdb: &Fdb, network: NetworkId, mac: EthernetAddress) -> Option<FdbEntry> {
         let k = fdb::key(network, mac);
-        // One multiply (Fibonacci hashing); its top bits pick the slot.
-        let at = (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FDB_SLOTS.trailing_zeros())) as usize;
+        // The FDB's own one-multiply key hash; its top bits pick the slot.
+        let at = (k.shard_hash() >> (64 - FDB_SLOTS.trailing_zeros())) as usize;
         let slot = &mut self.0[at % FDB_SLOTS];
         if slot.0 == k && k != NO_KEY {
             return slot.1;
