@@ -50,6 +50,9 @@ pub(super) fn trunk(id: u16, vlans: &[(u16, u16)], native: Option<u16>) -> PortS
     }
 }
 
+/// Port ids of a [`Rig`] are below this.
+const MAX_PORTS: usize = 32;
+
 impl Rig {
     pub(super) fn new(networks: u16, ports: &[PortSpec]) -> Rig {
         let nets: Vec<_> = (0..networks)
@@ -60,7 +63,7 @@ impl Rig {
 
     /// Networks with gateways (or not), ports and routes; every port's MTU 1500.
     pub(super) fn with(nets: &[NetworkSpec], ports: &[PortSpec], routes: &[RouteSpec]) -> Rig {
-        let topo = Arc::new(Topology::new(nets, ports, 16).unwrap());
+        let topo = Arc::new(Topology::new(nets, ports, MAX_PORTS as u16).unwrap());
         let routes = Arc::new(Routes::build(&topo, routes).unwrap());
         let mut learner = Learner::new(1024);
         learner.sync_topology(&topo);
@@ -74,7 +77,7 @@ impl Rig {
         });
         let queues = WorkerQueues::new(1024);
         let umem = Umem::new(&UmemConfig { frames: 512, frame_size: 4096, hugepages: HugepagePolicy::Off }).unwrap();
-        let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: 16, pending: 64 };
+        let cfg = WorkerConfig { id: 0, core: None, idle: IdlePolicy::Poll, max_ports: MAX_PORTS, pending: 64 };
         let mut worker = Worker::new(cfg, umem, TablesReader::new(publisher.handle()), queues.clone(), Clock::new());
         for p in ports {
             worker.add_port(p.id, Port::Memory(MemoryPort::new(&p.name).with_max_frame(1514)));
@@ -339,6 +342,55 @@ fn every_frame_is_accounted_for_after_floods() {
     }
     for p in 0..8 {
         assert_eq!(r.sent(p).len(), 175, "each port gets the 200 - 25 broadcasts it did not send");
+    }
+    let a = r.worker.account();
+    assert!(a.balanced() && a.free == a.total, "{a}");
+}
+
+#[test]
+fn floods_of_one_batch_each_go_by_their_own_network_and_tag() {
+    // One batch from a trunk: floods of two networks, interleaved, so that each packet
+    // finds the batch's flood targets worked out for the other network.
+    let mut r = Rig::new(
+        2,
+        &[trunk(0, &[(100, 0), (200, 1)], None), access(1, 0), access(2, 1), trunk(3, &[(100, 0), (200, 1)], None)],
+    );
+    let bc = EthernetAddress::BROADCAST;
+    let batch = [
+        tagged(bc, mac(1), 100, 60),
+        tagged(bc, mac(2), 200, 61),
+        tagged(bc, mac(3), 100, 62),
+        tagged(mac(9), mac(4), 200, 63), // unknown unicast
+        tagged(mac(9), mac(5), 200, 64),
+    ];
+    for f in &batch {
+        r.mem(0).push_rx(f);
+    }
+    r.worker.poll_once(0);
+    assert_eq!(r.worker.stats().packets.get(), 5, "one batch");
+    let untag = |f: &Vec<u8>| [&f[..12], &f[16..]].concat();
+    let retag = |f: &Vec<u8>| f.clone();
+    assert_eq!(r.sent(1), [&batch[0], &batch[2]].map(untag), "network 0, tag popped");
+    assert_eq!(r.sent(2), [&batch[1], &batch[3], &batch[4]].map(untag), "network 1, tag popped");
+    assert_eq!(r.sent(3), batch.iter().map(retag).collect::<Vec<_>>(), "both networks, each in its VLAN");
+    assert!(r.sent(0).is_empty());
+    assert_eq!(r.worker.stats().ports[3].tx_flood.get(), 5);
+    let a = r.worker.account();
+    assert!(a.balanced() && a.free == a.total, "{a}");
+}
+
+#[test]
+fn a_flood_to_more_ports_than_a_plan_holds_reaches_them_all() {
+    let ports: Vec<_> = (0..MAX_PORTS as u16).map(|i| access(i, 0)).collect();
+    let mut r = Rig::new(1, &ports);
+    let frames: Vec<_> = (0..4).map(|i| frame(EthernetAddress::BROADCAST, mac(i), 60 + usize::from(i))).collect();
+    for f in &frames {
+        r.mem(5).push_rx(f);
+    }
+    r.worker.poll_once(0);
+    for p in 0..MAX_PORTS as u16 {
+        let want = if p == 5 { vec![] } else { frames.clone() };
+        assert_eq!(r.sent(p), want, "port {p}");
     }
     let a = r.worker.account();
     assert!(a.balanced() && a.free == a.total, "{a}");
