@@ -196,6 +196,33 @@ pub fn create_array(name: &str, value_size: u32, entries: u32, per_cpu: bool) ->
         .map_err(|e| BpfError::new("creating an array map", e))
 }
 
+/// `BPF_F_MMAPABLE`: an array that user space may map.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// An array of `entries` u64 values, zeroed, that user space maps (the [`Mapping`]
+/// returned, shared with the kernel) and writes in place. A program reads an entry
+/// with one 8-byte load and user space writes it with one 8-byte atomic store, so an
+/// entry is never seen half written, which `BPF_MAP_UPDATE_ELEM` (a memcpy) does not
+/// promise.
+pub(crate) fn create_mapped_u64_array(name: &str, entries: u32) -> Result<(OwnedFd, crate::sys::Mapping), BpfError> {
+    let mut a = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: entries,
+        map_flags: BPF_F_MMAPABLE,
+        map_name: name16(name),
+        ..Default::default()
+    };
+    let map = sys::syscall_fd(Syscall::Bpf { cmd: BPF_MAP_CREATE, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("creating a mappable array", e))?;
+    let page = 4096;
+    let len = (entries as usize * 8).div_ceil(page) * page;
+    let area = crate::sys::Mapping::new(len, libc::MAP_SHARED, map.as_raw_fd(), 0)
+        .map_err(|e| BpfError::new("mapping an array", e))?;
+    Ok((map, area))
+}
+
 /// Reads `map[key]` into `value`: the value's bytes, or for a per-CPU map every CPU's
 /// value one after the other, each rounded up to 8 bytes ([`possible_cpus`] of them).
 pub fn map_lookup_bytes(map: &OwnedFd, key: u32, value: &mut [u8]) -> Result<(), BpfError> {
@@ -251,6 +278,30 @@ pub fn test_run_live(prog: &OwnedFd, ifindex: u32, frame: &[u8], repeat: u32, ba
     sys::syscall(Syscall::Bpf { cmd: BPF_PROG_TEST_RUN, attr: as_bytes_mut(&mut a) })
         .map_err(|e| BpfError::new("running the program on live frames", e))?;
     Ok(a.duration)
+}
+
+/// Runs `prog` once over a copy of `frame` as if it came in on `ifindex` (an
+/// interface of this network namespace), queue `rx_queue` (below the interface's
+/// queue count); returns its verdict. Nothing is sent.
+pub fn test_run_from(prog: &OwnedFd, frame: &[u8], ifindex: u32, rx_queue: u32) -> Result<u32, BpfError> {
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex: ifindex,
+        rx_queue_index: rx_queue,
+        ..Default::default()
+    };
+    let mut a = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        ctx_in: &ctx as *const XdpMd as u64,
+        ..Default::default()
+    };
+    sys::syscall(Syscall::Bpf { cmd: BPF_PROG_TEST_RUN, attr: as_bytes_mut(&mut a) })
+        .map_err(|e| BpfError::new("running the program on a test frame", e))?;
+    Ok(a.retval)
 }
 
 /// Runs `prog` once over a copy of `frame` (nothing is sent) and returns its verdict.

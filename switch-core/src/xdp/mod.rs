@@ -66,27 +66,87 @@ pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// One redirect program for up to `ports` interfaces of `queues` queues each: interface
-/// `slot`'s queue `q` is XSKMAP entry `slot * queues + q`, found through a hash of
-/// ifindex → `slot * queues` (one hash lookup per frame more than a program of the
-/// interface's own would do; not measurable end to end, perf/RESULTS.md).
+/// `slot`'s queue `q` is XSKMAP entry `slot * queues + q`. The program finds
+/// `slot * queues` by the frame's ifindex in an [`IfIndexMap`] (an array load) or, for
+/// an interface whose entry there another one holds, in a hash of ifindex → `slot *
+/// queues` (29 ns a frame more, measured with BPF_PROG_TEST_RUN; perf/RESULTS.md).
 #[derive(Debug)]
 pub struct XdpShared {
     prog: OwnedFd,
+    index: IfIndexMap,
     ports: OwnedFd,
     xsks: OwnedFd,
     slots: u32,
     queues: u32,
 }
 
+/// The array in front of [`XdpShared`]'s hash: entry `ifindex & mask` holds
+/// `ifindex << 32 | first XSKMAP slot` of the interface that claimed it, 0 if none.
+/// Control claims and releases entries with atomic compare-and-swaps on the array's
+/// mapping, while the program reads them with one 8-byte load: it sees an entry
+/// whole or not at all. Interfaces come and go with pods and their indices climb,
+/// so entries are direct-mapped, twice as many as the interfaces the program serves;
+/// an interface whose entry is taken is found through the hash.
+#[derive(Debug)]
+pub(crate) struct IfIndexMap {
+    fd: OwnedFd,
+    area: sys::Mapping,
+    mask: u32,
+}
+
+// SAFETY: the mapping is shared memory that this process touches only through the
+// atomic operations of `entry`; which thread does so, or unmaps it, does not matter.
+unsafe impl Send for IfIndexMap {}
+// SAFETY: as above: every access from any thread is atomic.
+unsafe impl Sync for IfIndexMap {}
+
+impl IfIndexMap {
+    /// An index of at least `entries` entries (a power of two, 64 at least).
+    pub(crate) fn new(entries: u32) -> Result<IfIndexMap, BpfError> {
+        let n = entries.max(64).next_power_of_two();
+        let (fd, area) = bpf::create_mapped_u64_array("podswitch_ifidx", n)?;
+        Ok(IfIndexMap { fd, area, mask: n - 1 })
+    }
+
+    /// What the program needs to read it.
+    pub(crate) fn insn(&self) -> insn::IfIndex {
+        insn::IfIndex { fd: self.fd.as_raw_fd(), mask: self.mask }
+    }
+
+    fn entry(&self, ifindex: u32) -> &core::sync::atomic::AtomicU64 {
+        let i = (ifindex & self.mask) as usize;
+        debug_assert!((i + 1) * 8 <= self.area.len());
+        // SAFETY: entry i of mask + 1 lies inside the mapping (it holds mask + 1 u64s,
+        // rounded up to pages), 8-aligned (the mapping starts on a page); AtomicU64 has
+        // u64's layout, and this process reads and writes the memory only through it.
+        unsafe { &*self.area.as_ptr().cast::<core::sync::atomic::AtomicU64>().add(i) }
+    }
+
+    /// Points `ifindex`'s entry at `first`, if no interface holds it; true if it did.
+    pub(crate) fn claim(&self, ifindex: u32, first: u32) -> bool {
+        use core::sync::atomic::Ordering;
+        let v = u64::from(ifindex) << 32 | u64::from(first);
+        self.entry(ifindex).compare_exchange(0, v, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Empties `ifindex`'s entry if it is this claim's.
+    pub(crate) fn release(&self, ifindex: u32, first: u32) {
+        use core::sync::atomic::Ordering;
+        let v = u64::from(ifindex) << 32 | u64::from(first);
+        let _ = self.entry(ifindex).compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
 impl XdpShared {
     /// Loads the program and its maps.
     pub fn new(slots: u32, queues: u32, fallback: Fallback) -> Result<XdpShared, BpfError> {
         let (slots, queues) = (slots.max(1), queues.max(1));
+        let index = IfIndexMap::new(slots.saturating_mul(2))?;
         let ports = bpf::create_u32_hash(slots, "podswitch_ports")?;
         let xsks = bpf::create_xskmap(slots * queues)?;
-        let insns = insn::redirect_by_ifindex(ports.as_raw_fd(), xsks.as_raw_fd(), queues, fallback);
+        let insns = insn::redirect_by_ifindex(index.insn(), ports.as_raw_fd(), xsks.as_raw_fd(), queues, fallback);
         let prog = bpf::load_xdp(&insns, "podswitch_xsk")?;
-        Ok(XdpShared { prog, ports, xsks, slots, queues })
+        Ok(XdpShared { prog, index, ports, xsks, slots, queues })
     }
 
     /// Attaches the program to `ifname` as `slot` (each interface its own slot, below
@@ -102,7 +162,9 @@ impl XdpShared {
             }));
         }
         bpf::map_update(&self.ports, ifindex, slot * self.queues).map_err(wrap)?;
-        // Dropped on failure below, which takes the hash entry out again.
+        // Before the program is on the interface: no frame of it reads the entry yet.
+        self.index.claim(ifindex, slot * self.queues);
+        // Dropped on failure below, which takes the entries out again.
         let mut member = XdpMember {
             link: None,
             shared: std::sync::Arc::clone(self),
@@ -203,6 +265,7 @@ impl Drop for XdpMember {
         // frees a map only after a grace period: an emptied slot releases its socket
         // at once, so a socket closed next can have its queue bound again (else EBUSY).
         drop(self.link.take());
+        self.shared.index.release(self.ifindex, self.slot * self.shared.queues);
         let _ = bpf::map_delete(&self.shared.ports, self.ifindex);
         for q in 0..self.shared.queues {
             let _ = bpf::map_delete(&self.shared.xsks, self.slot * self.shared.queues + q);
