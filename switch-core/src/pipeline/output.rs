@@ -467,13 +467,19 @@ fn to_peer_in_fragments(ctx: &mut Ctx<'_>, out: &mut Outputs, d: Desc, m: Meta, 
 
 pub(super) fn run(batch: &mut Batch, ctx: &mut Ctx<'_>, out: &mut Outputs) {
     let mut plan = FloodPlan::new();
-    for i in 0..batch.len {
+    // The last (port, network) a packet went to, with the port's tag for the network
+    // and its largest frame: a batch's packets mostly go where the one before went.
+    let mut last = (PortId(u16::MAX), u16::MAX, NOT_MEMBER, 0);
+    for i in 0..batch.len.min(BATCH_SIZE) {
         let (d, m) = (batch.desc[i], batch.meta[i]);
         match m.next {
             // The common cases (switched or routed to one port, flooded) inline, the
             // rest in `one`.
             Next::Port(p) => {
-                emit(ctx, out, p, d, m.network, m.tagged);
+                if (p, m.network) != (last.0, last.1) {
+                    last = (p, m.network, egress_of(ctx, p, m.network), out.max_frame(p));
+                }
+                emit_to(ctx, out, p, d, m.tagged, last.2, last.3);
             }
             Next::Flood => flood_by_plan(ctx, out, &mut plan, d, m),
             _ => one(ctx, out, d, m),
