@@ -15,10 +15,15 @@ fn l2(c: &mut Criterion) {
     {
         let mut w = worker(vec![frame(dst, SRC, 64); 64]);
         let before = w.stats().ports[2].tx_flood.get();
-        g.bench_function(name, |b| b.iter(|| w.poll_once(0)));
-        // The case measured what it says: known destinations were switched, not flooded.
+        let mut ran = false;
+        g.bench_function(name, |b| {
+            ran = true;
+            b.iter(|| w.poll_once(0))
+        });
+        // The case measured what it says (if a filter let it run): known destinations
+        // were switched, not flooded.
         let floods = w.stats().ports[2].tx_flood.get() - before;
-        assert_eq!(floods == 0, dst == KNOWN, "{name}: {floods} flood copies");
+        assert!(!ran || (floods == 0) == (dst == KNOWN), "{name}: {floods} flood copies");
     }
     // 64 flows, each packet of a batch a different source and destination: no two
     // neighbours share a lookup.
