@@ -79,16 +79,6 @@ pub const fn stx_dw(dst: u8, src: u8, off: i16) -> Insn {
     Insn { code: 0x03 | BPF_MEM | BPF_DW, regs: regs(dst, src), off, imm: 0 }
 }
 
-/// `*(u32 *)(dst + off) = src`
-pub const fn stx_w(dst: u8, off: i16, src: u8) -> Insn {
-    Insn { code: 0x03 | BPF_MEM | BPF_W, regs: regs(dst, src), off, imm: 0 }
-}
-
-/// `dst += src`
-pub const fn add64_reg(dst: u8, src: u8) -> Insn {
-    Insn { code: BPF_ALU64 | 0x08, regs: regs(dst, src), off: 0, imm: 0 }
-}
-
 /// `if dst >= imm goto +off` (unsigned)
 pub const fn jge_imm(dst: u8, imm: i32, off: i16) -> Insn {
     Insn { code: BPF_JMP | 0x30 | BPF_K, regs: regs(dst, 0), off, imm }
@@ -468,12 +458,10 @@ mod tests {
         };
         assert_eq!(bytes(mov64_reg(6, 1)), [0xbf, 0x16, 0, 0, 0, 0, 0, 0]); // r6 = r1
         assert_eq!(bytes(ldx_w(2, 1, 12)), [0x61, 0x12, 12, 0, 0, 0, 0, 0]); // r2 = *(u32 *)(r1 + 12)
-        assert_eq!(bytes(stx_w(10, -4, 2)), [0x63, 0x2a, 0xfc, 0xff, 0, 0, 0, 0]); // *(u32 *)(r10 - 4) = r2
         let [m0, m1] = ld_map_fd(1, 7);
         assert_eq!(bytes(m0), [0x18, 0x11, 0, 0, 7, 0, 0, 0]); // r1 = map[fd 7]
         assert_eq!(bytes(m1), [0; 8]);
         assert_eq!(bytes(call(HELPER_MAP_LOOKUP_ELEM)), [0x85, 0x00, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(bytes(add64_reg(2, 3)), [0x0f, 0x32, 0, 0, 0, 0, 0, 0]); // r2 += r3
         assert_eq!(bytes(mov64_imm(3, XDP_PASS)), [0xb7, 0x03, 0, 0, 2, 0, 0, 0]); // r3 = XDP_PASS
         assert_eq!(bytes(call(HELPER_REDIRECT_MAP)), [0x85, 0x00, 0, 0, 51, 0, 0, 0]);
         assert_eq!(bytes(exit()), [0x95, 0, 0, 0, 0, 0, 0, 0]);
